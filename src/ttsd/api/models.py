@@ -1,0 +1,91 @@
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..state.base import Stage, Status, TaskError
+
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+class SynthesizeBody(BaseModel):
+    model_config = _STRICT
+
+    text: str = Field(description="Text to speak (normalised: NFC, whitespace collapsed)")
+    voice: str | None = Field(None, description="A voice name from /v1/voices, or an OpenAI voice name")
+    language: str | None = Field(None, description="Language tag (en-US, cmn, yue); picks a voice if none given")
+    format: str = Field("wav", description="wav, mp3, ogg, opus, flac or pcm (s16le)")
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")
+
+
+class SpeechBody(BaseModel):
+    """OpenAI's /v1/audio/speech request. Unknown fields are ignored, as OpenAI clients send extras."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    model: str = "tts-1"
+    input: str
+    voice: str | None = None
+    response_format: str = "mp3"
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class Done(BaseModel):
+    status: Literal["done"] = "done"
+    key: str
+    format: str
+    url: str
+    cached: bool = True
+    duration: float
+
+
+class QueuedResponse(BaseModel):
+    status: Status
+    task_id: str
+    status_url: str
+    key: str
+    merged: bool
+
+
+class TaskResponse(BaseModel):
+    task_id: str
+    status: Status
+    stage: Stage
+    progress: int
+    key: str
+    format: str
+    url: str | None = None
+    error: TaskError | None = None
+    created_at: float
+    updated_at: float
+
+
+class VoiceInfo(BaseModel):
+    name: str
+    language: str
+    gender: str
+    engine: str
+    sample_rate: int
+    description: str
+    aliases: list[str]
+    default: bool
+
+
+class VoicesResponse(BaseModel):
+    voices: list[VoiceInfo]
+    languages: list[str]
+    formats: list[str]
+    default: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

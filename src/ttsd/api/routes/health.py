@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ...errors import NotReady
+from ..deps import ServiceDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: answers as long as the event loop runs, whatever the engines are doing."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready"}})
+async def readyz(service: ServiceDep) -> dict[str, Any]:
+    """Readiness: engines loaded and warmed in at least one engine process."""
+    if not service.queue.ready:
+        raise NotReady(service.queue.not_ready_reason, retry_after=2)
+    return {"status": "ready", "engines": list(service.catalogue.specs)}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(service: ServiceDep) -> Response:
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

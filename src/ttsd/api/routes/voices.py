@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ... import audio
+from ..deps import ServiceDep
+from ..models import VoiceInfo, VoicesResponse
+
+router = APIRouter(tags=["voices"])
+
+
+@router.get("/v1/voices", response_model=VoicesResponse)
+async def list_voices(service: ServiceDep) -> VoicesResponse:
+    catalogue = service.catalogue
+    return VoicesResponse(
+        voices=[VoiceInfo(**v) for v in catalogue.listing()],
+        languages=catalogue.languages,
+        formats=list(audio.FORMATS),
+        default=catalogue.default_voice.name,
+    )

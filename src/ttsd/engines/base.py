@@ -1,0 +1,67 @@
+"""The engine interface.
+
+An engine comes in two halves so the API process never imports a model runtime:
+
+- ``EngineSpec``: cheap facts (name, version, native sample rate, voices). Importable anywhere.
+- ``Engine``: the loaded model, made by ``EngineSpec.load`` inside an engine worker process. It
+  turns one sentence-sized piece of text into float32 PCM at its native rate.
+
+Sentence splitting, joining, encoding and caching belong to the service, so every engine streams
+and none needs to know about formats.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Pcm = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A public voice: a stable name mapped to an engine and that engine's speaker."""
+
+    name: str
+    engine: str
+    speaker: str
+    language: str
+    gender: str
+    description: str
+
+
+class Engine(ABC):
+    """A loaded engine. One instance per worker process; not thread-safe."""
+
+    sample_rate: int
+
+    @abstractmethod
+    def synthesize(self, text: str, voice: Voice, *, speed: float, seed: int | None) -> Pcm:
+        """Speak one piece of text (a sentence or a clause). May return an empty array."""
+
+
+class EngineSpec(ABC):
+    name: str
+    sample_rate: int
+    voices: tuple[Voice, ...]
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Identifies the model's output: part of the cache key, so a new model misses the old cache."""
+
+    @abstractmethod
+    def load(self, *, threads: int) -> Engine:
+        """Load weights (never from the network). Raises EngineUnavailable when they are missing."""
+
+
+def package_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "missing"

@@ -1,0 +1,153 @@
+"""Typed errors. Library code raises these; the API's one handler turns them into statuses,
+the CLI into exit codes. Each class carries its HTTP status and a stable machine-readable code.
+
+    TtsdError (500 internal)
+    ├── InvalidRequest (422 invalid_request)
+    │   ├── EmptyText (422 empty_text)
+    │   ├── InvalidText (422 invalid_text)          NUL bytes, lone surrogates
+    │   ├── UnknownVoice (422 unknown_voice)
+    │   ├── UnknownFormat (422 unknown_format)
+    │   └── UnknownLanguage (422 unknown_language)
+    ├── MalformedRequest (400 malformed_request)    unparsable JSON
+    ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
+    ├── TextTooLong (413 text_too_long)
+    ├── PayloadTooLarge (413 payload_too_large)
+    ├── NotFound (404 not_found)
+    │   ├── TaskNotFound (404 task_not_found)
+    │   └── AudioNotFound (404 audio_not_found)
+    ├── Unavailable (503 unavailable, Retry-After)
+    │   ├── Overloaded (503 overloaded)             queue full
+    │   └── NotReady (503 not_ready)                engines still loading
+    └── JobError (500 synthesis_failed)             a job failed; kept on the task for polling
+        ├── EngineCrashed (503 engine_crashed)      the engine process died, twice
+        ├── JobTimeout (504 job_timeout)
+        ├── EngineUnavailable (500 engine_unavailable)  weights or libraries missing
+        └── StorageError (503 storage_error)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TtsdError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(TtsdError):
+    status = 422
+    code = "invalid_request"
+
+
+class EmptyText(InvalidRequest):
+    code = "empty_text"
+
+
+class InvalidText(InvalidRequest):
+    code = "invalid_text"
+
+
+class UnknownVoice(InvalidRequest):
+    code = "unknown_voice"
+
+
+class UnknownFormat(InvalidRequest):
+    code = "unknown_format"
+
+
+class UnknownLanguage(InvalidRequest):
+    code = "unknown_language"
+
+
+class MalformedRequest(TtsdError):
+    status = 400
+    code = "malformed_request"
+
+
+class ConfigError(TtsdError):
+    code = "config_error"
+
+
+class TextTooLong(TtsdError):
+    status = 413
+    code = "text_too_long"
+
+
+class PayloadTooLarge(TtsdError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(TtsdError):
+    status = 404
+    code = "not_found"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class AudioNotFound(NotFound):
+    code = "audio_not_found"
+
+
+class Unavailable(TtsdError):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
+class NotReady(Unavailable):
+    code = "not_ready"
+
+
+class JobError(TtsdError):
+    code = "synthesis_failed"
+
+
+class EngineCrashed(JobError):
+    status = 503
+    code = "engine_crashed"
+
+
+class JobTimeout(JobError):
+    status = 504
+    code = "job_timeout"
+
+
+class EngineUnavailable(JobError):
+    code = "engine_unavailable"
+
+
+class StorageError(JobError):
+    status = 503
+    code = "storage_error"
+
+
+_JOB_ERRORS: dict[str, type[JobError]] = {
+    cls.code: cls for cls in (JobError, EngineCrashed, JobTimeout, EngineUnavailable, StorageError)
+}
+
+
+def job_error_from(code: str, message: str) -> JobError:
+    """Rebuild a job error that crossed a process boundary as (code, message)."""
+    return _JOB_ERRORS.get(code, JobError)(message)

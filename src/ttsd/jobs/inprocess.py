@@ -1,0 +1,142 @@
+"""Embedded mode's queue: a bounded asyncio queue in front of the engine process pool.
+
+Single flight: the task id is derived from the key and format, so an identical request joins the
+job in flight. Jobs for the same key in other formats wait for that job, then find its master in
+the cache and only encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+from ..config import Settings
+from ..errors import JobError, Overloaded
+from ..keys import audio_id
+from ..metrics import Metrics
+from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
+from .base import JobQueue, Submission
+from .model import Job
+from .pool import EnginePool
+
+log = logging.getLogger("ttsd.queue")
+
+# Starting guess for a job's duration until real ones are measured (for Retry-After).
+_INITIAL_JOB_SECONDS = 1.0
+_EWMA = 0.2
+
+
+class InProcessQueue(JobQueue):
+    def __init__(self, settings: Settings, board: TaskBoard, metrics: Metrics) -> None:
+        self._settings = settings
+        self._board = board
+        self._metrics = metrics
+        self._pool = EnginePool(settings)
+        self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
+        self._last_of_key: dict[str, asyncio.Future[TaskStatus]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._job_seconds = _INITIAL_JOB_SECONDS
+        metrics.watch(metrics.queue_depth, lambda: self.depth)
+        metrics.watch(metrics.busy_slots, lambda: self._pool.busy)
+        metrics.watch(metrics.slots, lambda: self._pool.size)
+        metrics.watch(metrics.engine_restarts, lambda: self._pool.restarts)
+
+    @property
+    def pool(self) -> EnginePool:
+        return self._pool
+
+    @property
+    def depth(self) -> int:
+        """Jobs accepted and not yet running."""
+        return len(self._inflight) - self._pool.busy
+
+    @property
+    def ready(self) -> bool:
+        return self._pool.ready
+
+    @property
+    def not_ready_reason(self) -> str:
+        if self._pool.fatal:
+            return f"engines failed to load: {self._pool.fatal}"
+        return "engines are loading"
+
+    def retry_after(self) -> int:
+        """An honest wait: the work ahead divided among the slots."""
+        return max(1, math.ceil(self.depth * self._job_seconds / self._pool.size))
+
+    async def start(self) -> None:
+        await self._pool.start()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self._pool.stop()
+
+    async def submit(self, job: Job) -> Submission:
+        now = time.time()
+        status = TaskStatus(
+            task_id=job.task_id, status=Status.QUEUED, stage=Stage.QUEUED, progress=0,
+            key=job.key, format=job.fmt, created_at=now, updated_at=now,
+        )  # fmt: skip
+        if job.task_id in self._inflight:
+            # The board never expires an unfinished task, so the fallback is only for safety.
+            return Submission(self._board.get(job.task_id) or status, merged=True)
+        if self.depth >= self._settings.queue_limit:
+            raise Overloaded(
+                f"the synthesis queue is full ({self.depth} jobs waiting)", retry_after=self.retry_after()
+            )
+        self._board.put(status)
+        done: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
+        self._inflight[job.task_id] = done
+        before = self._last_of_key.get(job.key)
+        self._last_of_key[job.key] = done
+        task = asyncio.create_task(self._run(job, status, before, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Submission(status, merged=False)
+
+    async def _run(
+        self, job: Job, status: TaskStatus, before: asyncio.Future[TaskStatus] | None,
+        done: asyncio.Future[TaskStatus],
+    ) -> None:  # fmt: skip
+        current = status
+
+        def on_stage(stage: Stage, progress: int) -> None:
+            nonlocal current
+            current = current.advance(stage, progress)
+            self._board.put(current)
+
+        started = time.monotonic()
+        try:
+            if before is not None:
+                # Same text, other format: let that job make the master, then only encode.
+                await asyncio.wait([before])
+            outcome = await self._pool.run(job, on_stage)
+        except JobError as exc:
+            self._metrics.job_failures.labels(exc.code).inc()
+            log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
+            current = current.advance(Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message))
+        else:
+            seconds = time.monotonic() - started
+            self._job_seconds += _EWMA * (seconds - self._job_seconds)
+            labels = (job.spec.engine, job.spec.voice)
+            if outcome.synthesized:
+                self._metrics.syntheses.labels(*labels).inc()
+                self._metrics.synthesis_seconds.labels(*labels).inc(outcome.synthesis_seconds)
+                self._metrics.audio_seconds.labels(*labels).inc(outcome.audio_seconds)
+            self._metrics.encodes.labels(job.fmt).inc()
+            current = current.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
+        finally:
+            self._board.put(current)
+            del self._inflight[job.task_id]
+            if self._last_of_key.get(job.key) is done:
+                del self._last_of_key[job.key]
+            done.set_result(current)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus | None:
+        running = self._inflight.get(task_id)
+        if running is not None:
+            return await asyncio.wait_for(asyncio.shield(running), timeout)
+        return self._board.get(task_id)

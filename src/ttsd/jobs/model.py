@@ -1,0 +1,38 @@
+"""What travels to a worker (a Job) and back (a JobOutcome, progress reports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..audio import Pcm16
+from ..keys import SynthesisSpec
+from ..state.base import CacheEntry, Stage
+
+
+@dataclass(frozen=True)
+class Job:
+    task_id: str
+    spec: SynthesisSpec
+    fmt: str
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    entry: CacheEntry
+    synthesized: bool  # False when the master came from the cache and only an encode ran
+    audio_seconds: float
+    synthesis_seconds: float
+
+
+class Reporter(Protocol):
+    """Where the job body reports progress; the pool forwards it to the task board."""
+
+    def stage(self, stage: Stage, progress: int) -> None: ...
+
+    def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        """One assembled piece, in order, as soon as it is made."""

@@ -1,0 +1,123 @@
+"""The one job body: synthesize -> encode -> store -> index.
+
+A plain synchronous function. The embedded pool's engine processes and (in distributed mode) the
+Celery task both call it; only the store, index and reporter they pass differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+
+from .. import audio
+from ..engines import Engine, Voice
+from ..errors import AudioNotFound
+from ..keys import SynthesisSpec
+from ..state.base import CacheEntry, CacheIndex, Stage
+from ..store.base import AudioStore, object_name
+from ..text import split_sentences
+from .model import Job, JobOutcome, Reporter
+
+MASTER = "master"
+
+
+def synthesize_master(
+    engine: Engine,
+    spec: SynthesisSpec,
+    *,
+    on_piece: Callable[[audio.Pcm16, int, int], None] | None = None,
+) -> audio.Pcm16:
+    """Speak the whole text piece by piece; ``on_piece(pcm, index, count)`` sees each piece."""
+    voice = Voice(spec.voice, spec.engine, spec.speaker, spec.language, "", "")
+    pieces = split_sentences(spec.text)
+    out: list[audio.Pcm16] = []
+    for i, piece in enumerate(pieces):
+        raw = engine.synthesize(piece, voice, speed=spec.speed, seed=spec.seed)
+        if raw.size == 0:
+            continue
+        pcm = audio.assemble_piece(raw, engine.sample_rate, first=not out, speed=spec.speed)
+        out.append(pcm)
+        if on_piece is not None:
+            on_piece(pcm, i, len(pieces))
+    return audio.finish(out, engine.sample_rate)
+
+
+def _entry(key: str, fmt: str, name: str, data: bytes, content_type: str, rate: int, duration: float,
+           ttl: float) -> CacheEntry:  # fmt: skip
+    now = time.time()
+    return CacheEntry(
+        key=key,
+        fmt=fmt,
+        object_name=name,
+        size=len(data),
+        etag=hashlib.sha256(data).hexdigest()[:32],
+        content_type=content_type,
+        sample_rate=rate,
+        duration=duration,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def _cached_master(job: Job, store: AudioStore, index: CacheIndex) -> tuple[audio.Pcm16, int] | None:
+    entry = index.get(job.key, MASTER)
+    if entry is None:
+        return None
+    try:
+        return audio.decode(store.get(entry.object_name))
+    except AudioNotFound:
+        index.delete(job.key, MASTER)  # the object went away under the index: synthesize again
+        return None
+
+
+def run_job(
+    job: Job,
+    engines: Mapping[str, Engine],
+    store: AudioStore,
+    index: CacheIndex,
+    reporter: Reporter,
+    *,
+    cache_ttl: float,
+    cache_max_bytes: int,
+) -> JobOutcome:
+    fmt = audio.get_format(job.fmt)
+    started = time.perf_counter()
+    cached = _cached_master(job, store, index)
+    synthesized = cached is None
+    if cached is None:
+        engine = engines[job.spec.engine]
+        reporter.stage(Stage.SYNTHESIZING, 0)
+
+        def on_piece(pcm: audio.Pcm16, i: int, count: int) -> None:
+            reporter.audio(pcm, engine.sample_rate)
+            reporter.stage(Stage.SYNTHESIZING, int(80 * (i + 1) / count))
+
+        pcm = synthesize_master(engine, job.spec, on_piece=on_piece)
+        rate = engine.sample_rate
+        synthesis_seconds = time.perf_counter() - started
+        master_bytes = audio.encode(pcm, rate, audio.MASTER)
+        master_name = object_name(job.key, f"{MASTER}.{audio.MASTER.name}")
+        store.put(master_name, master_bytes, audio.MASTER.media_type)
+        index.put(_entry(job.key, MASTER, master_name, master_bytes, audio.MASTER.media_type, rate,
+                         len(pcm) / rate, cache_ttl))  # fmt: skip
+    else:
+        pcm, rate = cached
+        synthesis_seconds = 0.0
+
+    reporter.stage(Stage.ENCODING, 85)
+    data = audio.encode(pcm, rate, fmt)
+    reporter.stage(Stage.STORING, 95)
+    name = object_name(job.key, f"audio.{fmt.name}")
+    store.put(name, data, fmt.media_type)
+    entry = _entry(job.key, fmt.name, name, data, fmt.media_type, audio.encoded_rate(fmt, rate), len(pcm) / rate,
+                   cache_ttl)  # fmt: skip
+    index.put(entry)
+    for dropped in index.evict(cache_max_bytes):
+        store.delete(dropped.object_name)
+    return JobOutcome(
+        entry=entry,
+        synthesized=synthesized,
+        audio_seconds=len(pcm) / rate,
+        synthesis_seconds=synthesis_seconds,
+    )

@@ -1,0 +1,123 @@
+"""The service: turns requests into cache hits or jobs. The HTTP layer only translates."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import audio
+from .config import Settings
+from .errors import AudioNotFound, InvalidRequest, TaskNotFound, job_error_from
+from .jobs.base import JobQueue
+from .jobs.model import Job
+from .keys import TASK_ID_RE, SynthesisSpec, parse_audio_id, task_id
+from .metrics import Metrics
+from .state.base import CacheEntry, CacheIndex, Status, TaskBoard, TaskStatus
+from .store.base import AudioStore, Location
+from .text import normalize
+from .voices import Catalogue
+
+log = logging.getLogger("ttsd.service")
+
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice: str | None = None
+    language: str | None = None
+    format: str = "wav"
+    speed: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: CacheEntry
+
+
+@dataclass(frozen=True)
+class Queued:
+    status: TaskStatus
+    merged: bool
+
+
+def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_chars: int) -> Job:
+    """Validate and normalise; the job's key and task id follow from the result."""
+    fmt = audio.get_format(request.format)
+    if not MIN_SPEED <= request.speed <= MAX_SPEED:
+        raise InvalidRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
+    voice = catalogue.resolve(request.voice, request.language)
+    text = normalize(request.text, max_chars=max_text_chars)
+    engine = catalogue.specs[voice.engine]
+    spec = SynthesisSpec(
+        engine=engine.name,
+        engine_version=engine.version,
+        voice=voice.name,
+        speaker=voice.speaker,
+        language=voice.language,
+        text=text,
+        speed=round(float(request.speed), 3),
+        seed=request.seed,
+    )
+    return Job(task_id=task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name)
+
+
+class TtsService:
+    def __init__(
+        self, settings: Settings, catalogue: Catalogue, index: CacheIndex, store: AudioStore,
+        queue: JobQueue, board: TaskBoard, metrics: Metrics,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.catalogue = catalogue
+        self.index = index
+        self.store = store
+        self.queue = queue
+        self.board = board
+        self.metrics = metrics
+
+    def prepare(self, request: SynthesisRequest) -> Job:
+        return prepare_job(request, self.catalogue, max_text_chars=self.settings.max_text_chars)
+
+    async def synthesize(self, request: SynthesisRequest) -> Hit | Queued:
+        job = self.prepare(request)
+        entry = self.index.get(job.key, job.fmt)
+        if entry is not None:
+            self.metrics.cache_requests.labels("hit").inc()
+            return Hit(entry)
+        submission = await self.queue.submit(job)
+        self.metrics.cache_requests.labels("merged" if submission.merged else "miss").inc()
+        return Queued(submission.status, submission.merged)
+
+    async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
+        result = await self.synthesize(request)
+        if isinstance(result, Hit):
+            return result.entry
+        status = await self.queue.wait(result.status.task_id)
+        if status is None:
+            raise TaskNotFound(f"task {result.status.task_id} vanished")
+        if status.status is Status.FAILED and status.error is not None:
+            raise job_error_from(status.error.code, status.error.message)
+        entry = self.index.get(status.key, status.format)
+        if entry is None:
+            raise AudioNotFound("the audio was evicted before it could be sent")
+        return entry
+
+    def task(self, task_id_: str) -> TaskStatus:
+        status = self.board.get(task_id_) if TASK_ID_RE.match(task_id_) else None
+        if status is None:
+            raise TaskNotFound(f"no task {task_id_!r} (unknown or expired)")
+        return status
+
+    def audio(self, audio_id_: str) -> tuple[CacheEntry, Location]:
+        parsed = parse_audio_id(audio_id_)
+        entry = self.index.get(*parsed) if parsed is not None and parsed[1] in audio.FORMATS else None
+        if entry is None:
+            raise AudioNotFound(f"no audio {audio_id_!r} (unknown or expired)")
+        return entry, self.store.locate(entry.object_name)
+
+    def forget(self, entry: CacheEntry) -> None:
+        """The index pointed at an object that is gone: drop it so the next request re-synthesizes."""
+        log.warning("cached object missing; dropping index entry", extra={"key": entry.key, "format": entry.fmt})
+        self.index.delete(entry.key, entry.fmt)

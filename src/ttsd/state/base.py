@@ -1,0 +1,127 @@
+"""Shared state: the cache index (what audio exists) and the task board (what jobs are doing).
+
+Embedded mode keeps the index in SQLite (shared by the API and its engine processes, and it
+survives restarts) and the board in memory; distributed mode keeps both in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    fmt: str  # an audio format name, or "master"
+    object_name: str
+    size: int
+    etag: str
+    content_type: str
+    sample_rate: int
+    duration: float
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    bytes: int
+
+
+class CacheIndex(ABC):
+    @abstractmethod
+    def get(self, key: str, fmt: str) -> CacheEntry | None:
+        """A live (unexpired) entry, marking it recently used."""
+
+    @abstractmethod
+    def put(self, entry: CacheEntry) -> None: ...
+
+    @abstractmethod
+    def delete(self, key: str, fmt: str) -> None: ...
+
+    @abstractmethod
+    def evict(self, max_bytes: int) -> list[CacheEntry]:
+        """Drop expired entries, then least recently used ones until the total fits ``max_bytes``;
+        returns what was dropped so the caller can delete the objects."""
+
+    @abstractmethod
+    def stats(self) -> CacheStats: ...
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    SYNTHESIZING = "synthesizing"
+    ENCODING = "encoding"
+    STORING = "storing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+STAGE_STATUS = {
+    Stage.QUEUED: Status.QUEUED,
+    Stage.SYNTHESIZING: Status.RUNNING,
+    Stage.ENCODING: Status.RUNNING,
+    Stage.STORING: Status.RUNNING,
+    Stage.DONE: Status.DONE,
+    Stage.FAILED: Status.FAILED,
+}
+
+
+class TaskError(BaseModel):
+    code: str
+    message: str
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    status: Status
+    stage: Stage
+    progress: int = 0
+    key: str
+    format: str
+    audio_id: str | None = None
+    error: TaskError | None = None
+    created_at: float
+    updated_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (Status.DONE, Status.FAILED)
+
+    def advance(self, stage: Stage, progress: int, **changes: Any) -> TaskStatus:
+        return self.model_copy(
+            update={
+                "stage": stage,
+                "status": STAGE_STATUS[stage],
+                "progress": max(0, min(100, progress)),
+                "updated_at": time.time(),
+                **changes,
+            }
+        )
+
+
+class TaskBoard(ABC):
+    """Task status by id, kept for ``task_ttl`` seconds after the last update (errors included)."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> TaskStatus | None: ...
+
+    @abstractmethod
+    def put(self, status: TaskStatus) -> None: ...

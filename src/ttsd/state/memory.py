@@ -1,0 +1,35 @@
+"""In-memory task board for embedded mode (tasks live and die with the process that runs them)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from .base import TaskBoard, TaskStatus
+
+
+class MemoryTaskBoard(TaskBoard):
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        # Ordered by last update, so expiry only ever looks at the front.
+        self._tasks: OrderedDict[str, tuple[float, TaskStatus]] = OrderedDict()
+
+    def _expire(self, now: float) -> None:
+        while self._tasks:
+            task_id, (expires_at, status) = next(iter(self._tasks.items()))
+            if expires_at > now or not status.finished:
+                break
+            del self._tasks[task_id]
+
+    def get(self, task_id: str) -> TaskStatus | None:
+        now = time.time()
+        self._expire(now)
+        item = self._tasks.get(task_id)
+        if item is None or (item[0] <= now and item[1].finished):
+            return None
+        return item[1]
+
+    def put(self, status: TaskStatus) -> None:
+        self._tasks.pop(status.task_id, None)
+        self._tasks[status.task_id] = (time.time() + self._ttl, status)
+        self._expire(time.time())

@@ -1,0 +1,51 @@
+"""Audio storage: immutable objects named by cache key. Synchronous, because it is called from the
+job body in worker processes (and from Celery tasks) as well as from the API."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """The object is a file this process can serve itself."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """The object lives elsewhere (object storage, a CDN); send the client there."""
+
+    url: str
+
+
+Location = LocalFile | Redirect
+
+
+def object_name(key: str, fmt: str) -> str:
+    # Two hex characters of fan-out keep directories (and S3 listing prefixes) small.
+    return f"{key[:2]}/{key}/{fmt}"
+
+
+class AudioStore(ABC):
+    @abstractmethod
+    def put(self, name: str, data: bytes, content_type: str) -> None:
+        """Write atomically: a reader sees the whole object or none of it."""
+
+    @abstractmethod
+    def get(self, name: str) -> bytes:
+        """The object's bytes; raises AudioNotFound."""
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    @abstractmethod
+    def locate(self, name: str) -> Location:
+        """Where a client should fetch the object from."""

@@ -1,0 +1,62 @@
+"""Audio on the local filesystem, under ``TTSD_DATA_DIR/audio``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import AudioNotFound, StorageError
+from .base import AudioStore, LocalFile, Location
+
+
+class LocalStore(AudioStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        # Names are built from validated hex keys, but a store must not trust its callers.
+        if not path.is_relative_to(self.root):
+            raise AudioNotFound(f"no audio named {name!r}")
+        return path
+
+    def put(self, name: str, data: bytes, content_type: str) -> None:
+        path = self._path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"could not write audio: {exc.strerror or exc}") from exc
+
+    def get(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError as exc:
+            raise AudioNotFound(f"no audio named {name!r}") from exc
+        except OSError as exc:
+            raise StorageError(f"could not read audio: {exc.strerror or exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass  # other formats of the same key are still there
+
+    def locate(self, name: str) -> Location:
+        return LocalFile(self._path(name))

@@ -1,0 +1,131 @@
+"""Text normalisation and sentence splitting.
+
+Normalisation decides cache identity (two requests that sound the same should share a key), so it
+is deliberately conservative: Unicode NFC, control characters dropped, whitespace collapsed (line
+breaks kept as sentence boundaries). Numbers are left to the engines' own front ends, which read
+them in the voice's language.
+
+Splitting is done here, not in the engines, so every engine streams sentence by sentence and a long
+text never reaches a model as one piece.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .errors import EmptyText, InvalidText, TextTooLong
+
+_KEEP_CONTROLS = {"\n", "\t", "\r"}
+_SPACES = re.compile(r"[^\S\n]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+
+# Terminal punctuation. CJK terminators end a sentence with no space after them; Latin ones need
+# whitespace (so "3.14" and "example.com" stay whole).
+_CJK_END = "。！？；…"
+_LATIN_END = ".!?…"
+_CLOSERS = "\"'”’)]}」』）》"
+_SENTENCE_END = re.compile(
+    rf"(?:[{_CJK_END}]+[{re.escape(_CLOSERS)}]*)"
+    rf"|(?:[{re.escape(_LATIN_END)}]+[{re.escape(_CLOSERS)}]*(?=\s))"
+    r"|\n"
+)
+_CLAUSE = re.compile(r"(?<=[,;:，、；：—])\s*")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc e.g i.e no vol fig approx dept est mt ft inc ltd co corp".split()
+)
+
+MAX_PIECE_CHARS = 300
+
+
+def normalize(text: str, *, max_chars: int) -> str:
+    """Canonical form of a request text; raises on text that cannot be spoken or stored."""
+    if "\x00" in text:
+        raise InvalidText("text contains NUL bytes")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidText("text is not valid Unicode (lone surrogate)") from exc
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(
+        ch if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc" else " " for ch in text
+    )
+    text = text.replace("\r", "\n")
+    text = _SPACES.sub(" ", text)
+    text = _NEWLINES.sub("\n", text).strip()
+    if not text or not any(ch.isalnum() for ch in text):
+        raise EmptyText("text is empty (nothing to speak)")
+    if len(text) > max_chars:
+        raise TextTooLong(
+            f"text is {len(text)} characters after normalisation; the limit is {max_chars}",
+            details={"length": len(text), "limit": max_chars},
+        )
+    return text
+
+
+def _is_abbreviation(text: str, end: int) -> bool:
+    """True for a period that closes "Dr." or an initial ("J. K. Rowling"), not a sentence."""
+    if text[end - 1] != ".":
+        return False
+    start = max(text.rfind(" ", 0, end - 1), text.rfind("\n", 0, end - 1)) + 1
+    word = text[start : end - 1].lstrip("(\"'“‘").lower()
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+def split_sentences(text: str, *, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
+    """Pieces of at most ``max_chars`` characters, cut at sentence ends, else clauses, else spaces."""
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end()
+        if match.group() != "\n" and _is_abbreviation(text, match.start() + 1):
+            continue
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    out: list[str] = []
+    for piece in pieces:
+        piece = piece.strip()
+        if piece and any(ch.isalnum() for ch in piece):
+            out.extend(_split_long(piece, max_chars))
+    return out
+
+
+def _split_long(piece: str, max_chars: int) -> list[str]:
+    if len(piece) <= max_chars:
+        return [piece]
+    out: list[str] = []
+    current = ""
+    for clause in _CLAUSE.split(piece):
+        for part in _hard_split(clause, max_chars):
+            if current and len(current) + 1 + len(part) > max_chars:
+                out.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    if current:
+        out.append(current)
+    return [p.strip() for p in out if p.strip()]
+
+
+def _hard_split(clause: str, max_chars: int) -> list[str]:
+    """Cut at spaces; a run with no spaces at all (CJK without punctuation) is cut by length."""
+    if len(clause) <= max_chars:
+        return [clause]
+    out: list[str] = []
+    current = ""
+    for word in clause.split(" "):
+        while len(word) > max_chars:
+            if current:
+                out.append(current)
+                current = ""
+            out.append(word[:max_chars])
+            word = word[max_chars:]
+        if current and len(current) + 1 + len(word) > max_chars:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        out.append(current)
+    return out
