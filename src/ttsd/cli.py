@@ -29,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, "host", "port", "data_dir", "engines", "engine_slots", "log_format")
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30
+    )
     return EXIT_OK
 
 
@@ -46,7 +48,12 @@ def _say(args: argparse.Namespace) -> int:
         fmt_name = "pcm"
     catalogue = Catalogue(select(settings.engines), settings.default_voice)
     request = SynthesisRequest(
-        text=args.text, voice=args.voice, language=args.language, format=fmt_name, speed=args.speed, seed=args.seed
+        text=args.text,
+        voice=args.voice,
+        language=args.language,
+        format=fmt_name,
+        speed=args.speed,
+        seed=args.seed,
     )
     job = prepare_job(request, catalogue, max_text_chars=settings.max_text_chars)
     engine = catalogue.specs[job.spec.engine].load(threads=settings.engine_threads)
@@ -76,8 +83,10 @@ def _voices(args: argparse.Namespace) -> int:
     for v in listing:
         aliases = f"  (aliases: {', '.join(v['aliases'])})" if v["aliases"] else ""
         default = " *" if v["default"] else ""
-        print(f"{v['name']:<14} {v['language']:<6} {v['gender']:<7} {v['engine']:<7} {v['sample_rate']} Hz"
-              f"{default}{aliases}")  # fmt: skip
+        print(
+            f"{v['name']:<14} {v['language']:<6} {v['gender']:<7} {v['engine']:<7} {v['sample_rate']} Hz"
+            f"{default}{aliases}"
+        )
     return EXIT_OK
 
 
@@ -95,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000, env TTSD_PORT)")
     serve.add_argument("--data-dir", type=Path, help="cache and audio directory (env TTSD_DATA_DIR)")
     serve.add_argument("--engines", type=_engines, help="engines to load, comma-separated (env TTSD_ENGINES)")
-    serve.add_argument("--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)")
+    serve.add_argument(
+        "--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)"
+    )
     serve.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
     serve.set_defaults(func=_serve)
 

@@ -66,9 +66,15 @@ def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_cha
 
 class TtsService:
     def __init__(
-        self, settings: Settings, catalogue: Catalogue, index: CacheIndex, store: AudioStore,
-        queue: JobQueue, board: TaskBoard, metrics: Metrics,
-    ) -> None:  # fmt: skip
+        self,
+        settings: Settings,
+        catalogue: Catalogue,
+        index: CacheIndex,
+        store: AudioStore,
+        queue: JobQueue,
+        board: TaskBoard,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self.index = index
@@ -119,5 +125,7 @@ class TtsService:
 
     def forget(self, entry: CacheEntry) -> None:
         """The index pointed at an object that is gone: drop it so the next request re-synthesizes."""
-        log.warning("cached object missing; dropping index entry", extra={"key": entry.key, "format": entry.fmt})
+        log.warning(
+            "cached object missing; dropping index entry", extra={"key": entry.key, "format": entry.fmt}
+        )
         self.index.delete(entry.key, entry.fmt)

@@ -32,7 +32,7 @@ _SENTENCE_END = re.compile(
 )
 _CLAUSE = re.compile(r"(?<=[,;:，、；：—])\s*")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st jr sr vs etc e.g i.e no vol fig approx dept est mt ft inc ltd co corp".split()
+    "mr mrs ms dr prof st jr sr vs etc e.g i.e no vol fig approx dept est mt ft inc ltd co corp".split()  # noqa: SIM905
 )
 
 MAX_PIECE_CHARS = 300
@@ -47,9 +47,7 @@ def normalize(text: str, *, max_chars: int) -> str:
     except UnicodeEncodeError as exc:
         raise InvalidText("text is not valid Unicode (lone surrogate)") from exc
     text = unicodedata.normalize("NFC", text)
-    text = "".join(
-        ch if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc" else " " for ch in text
-    )
+    text = "".join(ch if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc" else " " for ch in text)
     text = text.replace("\r", "\n")
     text = _SPACES.sub(" ", text)
     text = _NEWLINES.sub("\n", text).strip()

@@ -77,7 +77,9 @@ class Catalogue:
         chosen = self.voices.get(name)
         if chosen is None:
             valid = sorted(self.voices) + sorted(self.aliases)
-            raise UnknownVoice(f"unknown voice {voice!r}; valid: {', '.join(valid)}", details={"valid": valid})
+            raise UnknownVoice(
+                f"unknown voice {voice!r}; valid: {', '.join(valid)}", details={"valid": valid}
+            )
         if lang is not None and chosen.language != lang:
             raise UnknownLanguage(
                 f"voice {chosen.name!r} speaks {chosen.language}, not {lang}",

@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         board = MemoryTaskBoard(ttl=settings.task_ttl)
         index = build_index(settings)
         queue = InProcessQueue(settings, board, metrics)
-        app.state.service = TtsService(settings, catalogue, index, build_store(settings), queue, board, metrics)
+        app.state.service = TtsService(
+            settings, catalogue, index, build_store(settings), queue, board, metrics
+        )
         await queue.start()
         try:
             yield

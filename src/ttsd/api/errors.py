@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,8 +28,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, *, details: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error_response(
+    status: int, code: str, message: str, *, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
@@ -38,7 +40,11 @@ def error_response(status: int, code: str, message: str, *, details: Any = None,
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input: it may be huge, or hold lone surrogates that cannot be encoded.
     return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type")}
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": err.get("type"),
+        }
         for err in exc.errors()
     ]
 

@@ -16,7 +16,9 @@ class SynthesizeBody(BaseModel):
 
     text: str = Field(description="Text to speak (normalised: NFC, whitespace collapsed)")
     voice: str | None = Field(None, description="A voice name from /v1/voices, or an OpenAI voice name")
-    language: str | None = Field(None, description="Language tag (en-US, cmn, yue); picks a voice if none given")
+    language: str | None = Field(
+        None, description="Language tag (en-US, cmn, yue); picks a voice if none given"
+    )
     format: str = Field("wav", description="wav, mp3, ogg, opus, flac or pcm (s16le)")
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")

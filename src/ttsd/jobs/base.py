@@ -36,5 +36,5 @@ class JobQueue(ABC):
         """Queue a job, or join the identical one in flight; raises Overloaded when full."""
 
     @abstractmethod
-    async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus | None:
-        """The task's final status (None if unknown); raises TimeoutError after ``timeout``."""
+    async def wait(self, task_id: str) -> TaskStatus | None:
+        """The task's final status, once it has one (None if the task is unknown)."""

@@ -77,9 +77,15 @@ class InProcessQueue(JobQueue):
     async def submit(self, job: Job) -> Submission:
         now = time.time()
         status = TaskStatus(
-            task_id=job.task_id, status=Status.QUEUED, stage=Stage.QUEUED, progress=0,
-            key=job.key, format=job.fmt, created_at=now, updated_at=now,
-        )  # fmt: skip
+            task_id=job.task_id,
+            status=Status.QUEUED,
+            stage=Stage.QUEUED,
+            progress=0,
+            key=job.key,
+            format=job.fmt,
+            created_at=now,
+            updated_at=now,
+        )
         if job.task_id in self._inflight:
             # The board never expires an unfinished task, so the fallback is only for safety.
             return Submission(self._board.get(job.task_id) or status, merged=True)
@@ -98,9 +104,12 @@ class InProcessQueue(JobQueue):
         return Submission(status, merged=False)
 
     async def _run(
-        self, job: Job, status: TaskStatus, before: asyncio.Future[TaskStatus] | None,
+        self,
+        job: Job,
+        status: TaskStatus,
+        before: asyncio.Future[TaskStatus] | None,
         done: asyncio.Future[TaskStatus],
-    ) -> None:  # fmt: skip
+    ) -> None:
         current = status
 
         def on_stage(stage: Stage, progress: int) -> None:
@@ -117,7 +126,9 @@ class InProcessQueue(JobQueue):
         except JobError as exc:
             self._metrics.job_failures.labels(exc.code).inc()
             log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
-            current = current.advance(Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message))
+            current = current.advance(
+                Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message)
+            )
         else:
             seconds = time.monotonic() - started
             self._job_seconds += _EWMA * (seconds - self._job_seconds)
@@ -135,8 +146,8 @@ class InProcessQueue(JobQueue):
                 del self._last_of_key[job.key]
             done.set_result(current)
 
-    async def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus | None:
+    async def wait(self, task_id: str) -> TaskStatus | None:
         running = self._inflight.get(task_id)
         if running is not None:
-            return await asyncio.wait_for(asyncio.shield(running), timeout)
+            return await asyncio.shield(running)
         return self._board.get(task_id)

@@ -94,7 +94,9 @@ class EnginePool:
         child_conn.close()
         worker = _Worker(no=no, process=process, conn=parent_conn)
         self._workers.add(worker)
-        threading.Thread(target=self._read, args=(worker,), name=f"ttsd-pool-reader-{no}", daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(worker,), name=f"ttsd-pool-reader-{no}", daemon=True
+        ).start()
 
     def _read(self, worker: _Worker) -> None:
         """Blocking reads on a thread; every message is handled on the event loop."""
@@ -105,6 +107,9 @@ class EnginePool:
             except (EOFError, OSError):
                 break
             self._loop.call_soon_threadsafe(self._on_message, worker, message)
+        # EOF comes as soon as the process's descriptors close; reap it here, off the event loop,
+        # so no zombie is left behind.
+        worker.process.join(timeout=10)
         with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
             self._loop.call_soon_threadsafe(self._on_exit, worker)
 
@@ -133,7 +138,6 @@ class EnginePool:
 
     def _on_exit(self, worker: _Worker) -> None:
         worker.alive = False
-        worker.process.join(timeout=0)
         self._workers.discard(worker)
         with contextlib.suppress(OSError):
             worker.conn.close()
@@ -190,10 +194,8 @@ class EnginePool:
         for worker in list(self._workers):
             with contextlib.suppress(OSError):
                 worker.conn.send(None)
-        deadline = time.monotonic() + _STOP_GRACE
         for worker in list(self._workers):
-            while worker.process.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(worker.process.join, _STOP_GRACE)
             if worker.process.is_alive():
                 worker.process.kill()
-            worker.process.join(timeout=1)
+                worker.process.join(timeout=1)

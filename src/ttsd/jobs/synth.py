@@ -43,8 +43,9 @@ def synthesize_master(
     return audio.finish(out, engine.sample_rate)
 
 
-def _entry(key: str, fmt: str, name: str, data: bytes, content_type: str, rate: int, duration: float,
-           ttl: float) -> CacheEntry:  # fmt: skip
+def _entry(
+    key: str, fmt: str, name: str, data: bytes, content_type: str, rate: int, duration: float, ttl: float
+) -> CacheEntry:
     now = time.time()
     return CacheEntry(
         key=key,
@@ -99,8 +100,18 @@ def run_job(
         master_bytes = audio.encode(pcm, rate, audio.MASTER)
         master_name = object_name(job.key, f"{MASTER}.{audio.MASTER.name}")
         store.put(master_name, master_bytes, audio.MASTER.media_type)
-        index.put(_entry(job.key, MASTER, master_name, master_bytes, audio.MASTER.media_type, rate,
-                         len(pcm) / rate, cache_ttl))  # fmt: skip
+        index.put(
+            _entry(
+                job.key,
+                MASTER,
+                master_name,
+                master_bytes,
+                audio.MASTER.media_type,
+                rate,
+                len(pcm) / rate,
+                cache_ttl,
+            )
+        )
     else:
         pcm, rate = cached
         synthesis_seconds = 0.0
@@ -110,8 +121,16 @@ def run_job(
     reporter.stage(Stage.STORING, 95)
     name = object_name(job.key, f"audio.{fmt.name}")
     store.put(name, data, fmt.media_type)
-    entry = _entry(job.key, fmt.name, name, data, fmt.media_type, audio.encoded_rate(fmt, rate), len(pcm) / rate,
-                   cache_ttl)  # fmt: skip
+    entry = _entry(
+        job.key,
+        fmt.name,
+        name,
+        data,
+        fmt.media_type,
+        audio.encoded_rate(fmt, rate),
+        len(pcm) / rate,
+        cache_ttl,
+    )
     index.put(entry)
     for dropped in index.evict(cache_max_bytes):
         store.delete(dropped.object_name)

@@ -54,6 +54,7 @@ class CacheIndex(ABC):
     @abstractmethod
     def stats(self) -> CacheStats: ...
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""
 

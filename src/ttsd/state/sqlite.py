@@ -53,7 +53,9 @@ class SqliteCacheIndex(CacheIndex):
             if row is None:
                 return None
             if row[-1] < now - _TOUCH_INTERVAL:
-                self._db.execute("UPDATE entries SET accessed_at = ? WHERE key = ? AND fmt = ?", (now, key, fmt))
+                self._db.execute(
+                    "UPDATE entries SET accessed_at = ? WHERE key = ? AND fmt = ?", (now, key, fmt)
+                )
         return CacheEntry(*row[:-1])
 
     def put(self, entry: CacheEntry) -> None:
@@ -61,10 +63,19 @@ class SqliteCacheIndex(CacheIndex):
             self._db.execute(
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}, accessed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    entry.key, entry.fmt, entry.object_name, entry.size, entry.etag, entry.content_type,
-                    entry.sample_rate, entry.duration, entry.created_at, entry.expires_at, time.time(),
+                    entry.key,
+                    entry.fmt,
+                    entry.object_name,
+                    entry.size,
+                    entry.etag,
+                    entry.content_type,
+                    entry.sample_rate,
+                    entry.duration,
+                    entry.created_at,
+                    entry.expires_at,
+                    time.time(),
                 ),
-            )  # fmt: skip
+            )
 
     def delete(self, key: str, fmt: str) -> None:
         with self._lock:
@@ -77,7 +88,9 @@ class SqliteCacheIndex(CacheIndex):
             try:
                 dropped = [
                     CacheEntry(*row)
-                    for row in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE expires_at <= ?", (now,))
+                    for row in self._db.execute(
+                        f"SELECT {_COLUMNS} FROM entries WHERE expires_at <= ?", (now,)
+                    )
                 ]
                 self._db.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
                 (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
@@ -88,7 +101,9 @@ class SqliteCacheIndex(CacheIndex):
                         if total <= max_bytes:
                             break
                         entry = CacheEntry(*row)
-                        self._db.execute("DELETE FROM entries WHERE key = ? AND fmt = ?", (entry.key, entry.fmt))
+                        self._db.execute(
+                            "DELETE FROM entries WHERE key = ? AND fmt = ?", (entry.key, entry.fmt)
+                        )
                         total -= entry.size
                         dropped.append(entry)
                 self._db.execute("COMMIT")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,10 +54,8 @@ class LocalStore(AudioStore):
     def delete(self, name: str) -> None:
         path = self._path(name)
         path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # other formats of the same key are still there
             path.parent.rmdir()
-        except OSError:
-            pass  # other formats of the same key are still there
 
     def locate(self, name: str) -> Location:
         return LocalFile(self._path(name))

@@ -14,8 +14,12 @@ router = APIRouter(tags=["audio"])
 @router.api_route(
     "/v1/audio/{audio_id}",
     methods=["GET", "HEAD"],
-    responses={200: {"content": {"audio/*": {}}}, 302: {"description": "Redirect to object storage"},
-               304: {"description": "Not modified"}, 404: {"model": ErrorResponse}},  # fmt: skip
+    responses={
+        200: {"content": {"audio/*": {}}},
+        302: {"description": "Redirect to object storage"},
+        304: {"description": "Not modified"},
+        404: {"model": ErrorResponse},
+    },
     response_class=Response,
 )
 async def get_audio(audio_id: str, request: Request, service: ServiceDep) -> Response:
@@ -38,6 +42,9 @@ async def get_audio(audio_id: str, request: Request, service: ServiceDep) -> Res
                 raise AudioNotFound(f"no audio {audio_id!r} (evicted)")
             suffix = "raw" if entry.fmt == "pcm" else entry.fmt
             return FileResponse(
-                path, media_type=entry.content_type, headers=headers,
-                filename=f"{entry.key[:16]}.{suffix}", content_disposition_type="inline",
-            )  # fmt: skip
+                path,
+                media_type=entry.content_type,
+                headers=headers,
+                filename=f"{entry.key[:16]}.{suffix}",
+                content_disposition_type="inline",
+            )

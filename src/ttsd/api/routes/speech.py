@@ -13,7 +13,10 @@ router = APIRouter(tags=["openai"])
 @router.post(
     "/v1/audio/speech",
     response_class=Response,
-    responses={200: {"content": {"audio/*": {}}}, **{c: {"model": ErrorResponse} for c in (400, 413, 422, 503)}},
+    responses={
+        200: {"content": {"audio/*": {}}},
+        **{c: {"model": ErrorResponse} for c in (400, 413, 422, 503)},
+    },
 )
 async def speech(body: SpeechBody, service: ServiceDep) -> Response:
     """OpenAI-compatible: returns the audio bytes. ``model`` is accepted and ignored; the voice picks
@@ -23,5 +26,7 @@ async def speech(body: SpeechBody, service: ServiceDep) -> Response:
     )
     data = service.store.get(entry.object_name)
     return Response(
-        data, media_type=entry.content_type, headers={"X-Sample-Rate": str(entry.sample_rate), "ETag": f'"{entry.etag}"'}
+        data,
+        media_type=entry.content_type,
+        headers={"X-Sample-Rate": str(entry.sample_rate), "ETag": f'"{entry.etag}"'},
     )

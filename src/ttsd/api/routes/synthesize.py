@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
@@ -10,24 +12,34 @@ from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 
 router = APIRouter(tags=["synthesis"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 422, 503)}
 
 
 @router.post(
     "/v1/synthesize",
-    responses={200: {"model": Done}, 202: {"model": QueuedResponse}, 302: {"description": "Redirect to the audio"},
-               **_ERRORS},  # fmt: skip
+    responses={
+        200: {"model": Done},
+        202: {"model": QueuedResponse},
+        302: {"description": "Redirect to the audio"},
+        **_ERRORS,
+    },
     response_model=None,
 )
-async def synthesize(body: SynthesizeBody, request: Request, service: ServiceDep, redirect: bool = False) -> Response:
+async def synthesize(
+    body: SynthesizeBody, request: Request, service: ServiceDep, redirect: bool = False
+) -> Response:
     """A cache hit answers 200 with the audio URL (or 302 to it with ``?redirect=true``); a miss
     answers 202 with the task to poll. Identical requests in flight share one task."""
     result = await service.synthesize(
         SynthesisRequest(
-            text=body.text, voice=body.voice, language=body.language,
-            format=body.format, speed=body.speed, seed=body.seed,
+            text=body.text,
+            voice=body.voice,
+            language=body.language,
+            format=body.format,
+            speed=body.speed,
+            seed=body.seed,
         )
-    )  # fmt: skip
+    )
     if isinstance(result, Hit):
         entry = result.entry
         url = audio_url(request, service, audio_id(entry.key, entry.fmt))
@@ -37,7 +49,12 @@ async def synthesize(body: SynthesizeBody, request: Request, service: ServiceDep
         return JSONResponse(done.model_dump(), status_code=200)
     status = result.status
     queued = QueuedResponse(
-        status=status.status, task_id=status.task_id, status_url=status_url(request, service, status.task_id),
-        key=status.key, merged=result.merged,
-    )  # fmt: skip
-    return JSONResponse(queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url})
+        status=status.status,
+        task_id=status.task_id,
+        status_url=status_url(request, service, status.task_id),
+        key=status.key,
+        merged=result.merged,
+    )
+    return JSONResponse(
+        queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url}
+    )

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from ttsd import audio
+
+
+def tone(seconds: float, rate: int) -> audio.Pcm16:
+    t = np.arange(int(seconds * rate)) / rate
+    return audio.to_pcm16(0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32))
+
+
+@pytest.mark.parametrize("rate", [22050, 24000])
+@pytest.mark.parametrize("name", [n for n in audio.FORMATS if n != "pcm"])
+def test_every_format_decodes_to_the_same_duration(name: str, rate: int) -> None:
+    pcm = tone(2.5, rate)
+    data = audio.encode(pcm, rate, audio.FORMATS[name])
+    decoded, decoded_rate = soundfile.read(io.BytesIO(data))
+    assert decoded_rate == audio.encoded_rate(audio.FORMATS[name], rate)
+    assert abs(len(decoded) / decoded_rate - 2.5) < 0.03
+
+
+def test_pcm_is_raw_little_endian() -> None:
+    pcm = tone(0.5, 22050)
+    data = audio.encode(pcm, 22050, audio.FORMATS["pcm"])
+    assert np.array_equal(np.frombuffer(data, "<i2"), pcm)
+
+
+def test_lossless_formats_carry_the_master_samples() -> None:
+    pcm = tone(1.0, 22050)
+    for name in ("wav", "flac"):
+        decoded, _ = audio.decode(audio.encode(pcm, 22050, audio.FORMATS[name]))
+        assert np.array_equal(decoded, pcm)
+
+
+def test_opus_is_resampled_to_a_rate_it_accepts() -> None:
+    assert audio.encoded_rate(audio.FORMATS["opus"], 22050) == 24000
+    assert audio.encoded_rate(audio.FORMATS["opus"], 24000) == 24000
+    assert audio.encoded_rate(audio.FORMATS["mp3"], 22050) == 22050
+
+
+def test_pieces_join_with_fades_and_pauses() -> None:
+    loud = np.ones(1000, np.float32) * 0.5
+    first = audio.assemble_piece(loud, 22050, first=True, speed=1.0)
+    second = audio.assemble_piece(loud, 22050, first=False, speed=1.0)
+    assert first[0] == 0 and first[-1] == 0  # faded: no step at the seams
+    assert len(second) > len(first) and not second[: len(second) - len(first)].any()
+    assert len(audio.finish([], 22050)) > 0  # silence, never an empty file

@@ -1,0 +1,138 @@
+"""Single flight, the bounded pool and crash recovery, against real servers."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from .conftest import Server, start_server, stop_server, unique
+
+
+def post_all(server: Server, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(bodies))
+    with server.client(limits=limits) as client, ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: client.post("/v1/synthesize", json=b), bodies))
+
+
+@pytest.mark.slow
+def test_fifty_identical_requests_make_one_synthesis(server: Server) -> None:
+    body = {"text": unique("Your order has shipped and will arrive on Tuesday. Thank you for your patience."),
+            "format": "mp3"}  # fmt: skip
+    syntheses = server.metric("ttsd_syntheses_total")
+    merged = server.metric("ttsd_cache_requests_total", result="merged")
+    responses = post_all(server, [body] * 50)
+    assert all(r.status_code in (200, 202) for r in responses)
+    task_ids = {r.json()["task_id"] for r in responses if r.status_code == 202}
+    assert len(task_ids) == 1
+    assert server.wait_task(task_ids.pop())["status"] == "done"
+    assert server.metric("ttsd_syntheses_total") - syntheses == 1
+    assert server.metric("ttsd_cache_requests_total", result="merged") - merged >= 1
+
+
+@pytest.mark.slow
+def test_fifty_distinct_requests_all_finish(server: Server) -> None:
+    bodies = [{"text": unique(f"Ticket number {i} is now resolved."), "voice": "en-heart"} for i in range(50)]
+    syntheses = server.metric("ttsd_syntheses_total")
+    responses = post_all(server, bodies)
+    assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
+    # While every slot is busy the event loop still answers at once.
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert time.monotonic() - started < 0.5
+    done = [server.wait_task(r.json()["task_id"]) for r in responses]
+    assert all(d["status"] == "done" for d in done)
+    assert len({d["key"] for d in done}) == 50
+    assert server.metric("ttsd_syntheses_total") - syntheses == 50
+
+
+def engine_pids(server: Server) -> list[int]:
+    pids = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:
+            continue  # a process that is just exiting
+    return pids
+
+
+@pytest.mark.slow
+def test_killed_engine_process_fails_or_retries_only_its_job(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, env={"TTSD_ENGINE_SLOTS": "1"})
+    try:
+        [pid] = engine_pids(srv)
+        long_text = " ".join(f"This is sentence number {i} of a long announcement." for i in range(40))
+        with srv.client() as client:
+            task = client.post("/v1/synthesize", json={"text": long_text}).json()
+            deadline = time.monotonic() + 30
+            while client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] != "synthesizing":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            psutil.Process(pid).send_signal(signal.SIGKILL)
+            result = srv.wait_task(task["task_id"])
+            # Retried once on the replacement process: it either finished or failed with a clear code.
+            assert result["status"] == "done" or result["error"]["code"] == "engine_crashed", result
+            assert client.get("/healthz").status_code == 200
+            [replacement] = engine_pids(srv)
+            assert replacement != pid
+            later = client.post("/v1/synthesize", json={"text": unique("After the crash.")}).json()
+            assert srv.wait_task(later["task_id"])["status"] == "done"
+            # A failed job is never cached: asking again queues it rather than serving an error.
+            if result["status"] == "failed":
+                again = client.post("/v1/synthesize", json={"text": long_text})
+                assert again.status_code == 202
+            assert "ttsd_engine_restarts 1.0" in client.get("/metrics").text
+    finally:
+        stop_server(srv)
+
+
+@pytest.mark.slow
+def test_full_queue_sheds_load_with_retry_after(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, env={"TTSD_ENGINE_SLOTS": "1", "TTSD_QUEUE_LIMIT": "3"})
+    try:
+        bodies = [{"text": unique(f"Queued announcement number {i}. " * 3)} for i in range(12)]
+        responses = post_all(srv, bodies)
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) == {202, 503}, codes
+        for r in responses:
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "overloaded"
+                assert int(r.headers["retry-after"]) >= 1
+        accepted = [r.json()["task_id"] for r in responses if r.status_code == 202]
+        assert all(srv.wait_task(t)["status"] == "done" for t in accepted)
+    finally:
+        stop_server(srv)
+
+
+@pytest.mark.slow
+def test_cache_survives_restart_and_respects_byte_budget(tmp_path: Path) -> None:
+    env = {"TTSD_CACHE_MAX_BYTES": "400000", "TTSD_ENGINES": "espeak", "TTSD_DEFAULT_VOICE": "en-us-female"}
+    srv = start_server(tmp_path, env=env)
+    body = {"text": "A cached sentence that survives a restart.", "format": "wav"}
+    try:
+        with srv.client() as client:
+            task = client.post("/v1/synthesize", json=body).json()
+            assert srv.wait_task(task["task_id"])["status"] == "done"
+    finally:
+        stop_server(srv)
+    srv = start_server(tmp_path, env=env)
+    try:
+        with srv.client() as client:
+            assert client.post("/v1/synthesize", json=body).status_code == 200
+            # Fill well past the budget: old entries go, the total stays under it.
+            for i in range(12):
+                t = client.post("/v1/synthesize", json={"text": f"Filler text number {i} for the budget.",
+                                                         "format": "wav"}).json()  # fmt: skip
+                srv.wait_task(t["task_id"])
+            total = sum(p.stat().st_size for p in (srv.data_dir / "audio").rglob("*") if p.is_file())
+            assert total <= 400000
+            assert client.post("/v1/synthesize", json=body).status_code == 202  # evicted: queued again
+    finally:
+        stop_server(srv)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ttsd.errors import AudioNotFound
+from ttsd.state.base import CacheEntry, Stage, Status, TaskStatus
+from ttsd.state.memory import MemoryTaskBoard
+from ttsd.state.sqlite import SqliteCacheIndex
+from ttsd.store.base import LocalFile, object_name
+from ttsd.store.local import LocalStore
+
+
+def entry(key: str, fmt: str = "wav", size: int = 100, ttl: float = 60) -> CacheEntry:
+    now = time.time()
+    return CacheEntry(key, fmt, object_name(key, fmt), size, "etag", "audio/wav", 22050, 1.0, now, now + ttl)
+
+
+def test_index_round_trip_and_ttl(tmp_path: Path) -> None:
+    index = SqliteCacheIndex(tmp_path / "i.db")
+    index.put(entry("a" * 64))
+    index.put(entry("b" * 64, ttl=-1))
+    found = index.get("a" * 64, "wav")
+    assert found is not None and found.object_name == object_name("a" * 64, "wav") and found.size == 100
+    assert index.get("a" * 64, "mp3") is None
+    assert index.get("b" * 64, "wav") is None  # expired
+    dropped = index.evict(max_bytes=10**9)
+    assert [d.key for d in dropped] == ["b" * 64]
+    index.close()
+
+
+def test_index_is_shared_across_connections(tmp_path: Path) -> None:
+    writer = SqliteCacheIndex(tmp_path / "i.db")
+    reader = SqliteCacheIndex(tmp_path / "i.db")
+    writer.put(entry("c" * 64))
+    assert reader.get("c" * 64, "wav") is not None
+    writer.close()
+    reader.close()
+
+
+def test_eviction_is_least_recently_used(tmp_path: Path) -> None:
+    index = SqliteCacheIndex(tmp_path / "i.db")
+    for ch in "abc":
+        index.put(entry(ch * 64, size=100))
+        time.sleep(0.01)
+    dropped = index.evict(max_bytes=250)
+    assert [d.key[0] for d in dropped] == ["a"]
+    assert index.stats().bytes == 200
+    index.close()
+
+
+def test_store_writes_atomically_and_refuses_escapes(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "audio")
+    name = object_name("d" * 64, "audio.wav")
+    store.put(name, b"RIFF....", "audio/wav")
+    assert store.get(name) == b"RIFF...."
+    assert not list((tmp_path / "audio").rglob(".tmp-*"))
+    location = store.locate(name)
+    assert isinstance(location, LocalFile) and location.path.is_file()
+    with pytest.raises(AudioNotFound):
+        store.get("../../etc/passwd")
+    with pytest.raises(AudioNotFound):
+        store.get(object_name("e" * 64, "audio.wav"))
+    store.delete(name)
+    assert not store.exists(name)
+
+
+def test_board_keeps_unfinished_tasks_and_expires_finished_ones() -> None:
+    board = MemoryTaskBoard(ttl=0.05)
+    now = time.time()
+    queued = TaskStatus(task_id="1" * 32, status=Status.QUEUED, stage=Stage.QUEUED, key="k", format="wav",
+                        created_at=now, updated_at=now)  # fmt: skip
+    board.put(queued)
+    board.put(queued.model_copy(update={"task_id": "2" * 32}).advance(Stage.DONE, 100))
+    time.sleep(0.1)
+    assert board.get("1" * 32) is not None
+    assert board.get("2" * 32) is None
