@@ -24,9 +24,13 @@ def test_miss_then_poll_then_hit(server: Server, client: httpx.Client) -> None:
     hit = client.post("/v1/synthesize", json=body)
     assert hit.status_code == 200
     assert hit.json() == {
-        "status": "done", "key": queued["key"], "format": "mp3", "url": done["url"], "cached": True,
+        "status": "done",
+        "key": queued["key"],
+        "format": "mp3",
+        "url": done["url"],
+        "cached": True,
         "duration": hit.json()["duration"],
-    }  # fmt: skip
+    }
     assert hit.json()["duration"] > 1
 
     redirect = client.post("/v1/synthesize", params={"redirect": "true"}, json=body)
@@ -61,7 +65,10 @@ def test_every_format_from_one_master(server: Server, client: httpx.Client) -> N
 def test_formats_requested_together_share_one_synthesis(server: Server, client: httpx.Client) -> None:
     text = unique("Two formats at once, one synthesis.")
     before = server.metric("ttsd_syntheses_total")
-    ids = [client.post("/v1/synthesize", json={"text": text, "format": f}).json()["task_id"] for f in ("wav", "ogg")]
+    ids = [
+        client.post("/v1/synthesize", json={"text": text, "format": f}).json()["task_id"]
+        for f in ("wav", "ogg")
+    ]
     assert all(server.wait_task(i)["status"] == "done" for i in ids)
     assert server.metric("ttsd_syntheses_total") - before == 1
 
@@ -81,8 +88,14 @@ def test_audio_is_cacheable(server: Server, client: httpx.Client) -> None:
 
 
 def test_unknown_task_and_audio_are_404_json(client: httpx.Client) -> None:
-    for path in ("/v1/tasks/" + "0" * 32, "/v1/tasks/../../etc", "/v1/audio/" + "0" * 64 + ".wav",
-                 "/v1/audio/..%2F..%2Fetc%2Fpasswd", "/v1/audio/" + "0" * 64 + ".exe", "/nowhere"):  # fmt: skip
+    for path in (
+        "/v1/tasks/" + "0" * 32,
+        "/v1/tasks/../../etc",
+        "/v1/audio/" + "0" * 64 + ".wav",
+        "/v1/audio/..%2F..%2Fetc%2Fpasswd",
+        "/v1/audio/" + "0" * 64 + ".exe",
+        "/nowhere",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"].endswith("not_found")
@@ -100,7 +113,10 @@ def test_voices_catalogue(client: httpx.Client) -> None:
 
 
 def test_dialects_synthesize(server: Server, client: httpx.Client) -> None:
-    for language, text in (("cmn", "欢迎致电，请问有什么可以帮您？"), ("yue", "歡迎致電，請問有咩可以幫到你？")):
+    for language, text in (
+        ("cmn", "欢迎致电，请问有什么可以帮您？"),
+        ("yue", "歡迎致電，請問有咩可以幫到你？"),
+    ):
         response = client.post("/v1/synthesize", json={"text": unique(text), "language": language})
         done = server.wait_task(response.json()["task_id"])
         assert done["status"] == "done"

@@ -23,8 +23,10 @@ def post_all(server: Server, bodies: list[dict[str, Any]]) -> list[httpx.Respons
 
 @pytest.mark.slow
 def test_fifty_identical_requests_make_one_synthesis(server: Server) -> None:
-    body = {"text": unique("Your order has shipped and will arrive on Tuesday. Thank you for your patience."),
-            "format": "mp3"}  # fmt: skip
+    body = {
+        "text": unique("Your order has shipped and will arrive on Tuesday. Thank you for your patience."),
+        "format": "mp3",
+    }
     syntheses = server.metric("ttsd_syntheses_total")
     merged = server.metric("ttsd_cache_requests_total", result="merged")
     responses = post_all(server, [body] * 50)
@@ -128,8 +130,10 @@ def test_cache_survives_restart_and_respects_byte_budget(tmp_path: Path) -> None
             assert client.post("/v1/synthesize", json=body).status_code == 200
             # Fill well past the budget: old entries go, the total stays under it.
             for i in range(12):
-                t = client.post("/v1/synthesize", json={"text": f"Filler text number {i} for the budget.",
-                                                         "format": "wav"}).json()  # fmt: skip
+                t = client.post(
+                    "/v1/synthesize",
+                    json={"text": f"Filler text number {i} for the budget.", "format": "wav"},
+                ).json()
                 srv.wait_task(t["task_id"])
             total = sum(p.stat().st_size for p in (srv.data_dir / "audio").rglob("*") if p.is_file())
             assert total <= 400000

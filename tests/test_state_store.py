@@ -70,8 +70,15 @@ def test_store_writes_atomically_and_refuses_escapes(tmp_path: Path) -> None:
 def test_board_keeps_unfinished_tasks_and_expires_finished_ones() -> None:
     board = MemoryTaskBoard(ttl=0.05)
     now = time.time()
-    queued = TaskStatus(task_id="1" * 32, status=Status.QUEUED, stage=Stage.QUEUED, key="k", format="wav",
-                        created_at=now, updated_at=now)  # fmt: skip
+    queued = TaskStatus(
+        task_id="1" * 32,
+        status=Status.QUEUED,
+        stage=Stage.QUEUED,
+        key="k",
+        format="wav",
+        created_at=now,
+        updated_at=now,
+    )
     board.put(queued)
     board.put(queued.model_copy(update={"task_id": "2" * 32}).advance(Stage.DONE, 100))
     time.sleep(0.1)

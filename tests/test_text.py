@@ -37,7 +37,11 @@ def test_limit_counts_normalised_characters() -> None:
 
 def test_english_sentences_keep_abbreviations_and_decimals() -> None:
     text = "Dr. Smith paid 3.14 dollars, e.g. a lot! Did J. K. Rowling agree? Yes."
-    assert split_sentences(text) == ["Dr. Smith paid 3.14 dollars, e.g. a lot!", "Did J. K. Rowling agree?", "Yes."]
+    assert split_sentences(text) == [
+        "Dr. Smith paid 3.14 dollars, e.g. a lot!",
+        "Did J. K. Rowling agree?",
+        "Yes.",
+    ]
 
 
 def test_chinese_sentences_split_without_spaces() -> None:

@@ -17,7 +17,7 @@ from ..errors import TtsdError, Unavailable
 log = logging.getLogger("ttsd.api")
 
 _HTTP_CODES = {
-    400: "bad_request",
+    400: "malformed_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",

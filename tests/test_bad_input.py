@@ -1,0 +1,105 @@
+"""Hostile and malformed input: always a 4xx JSON error, never a 500, and the server stays up."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from .conftest import Server
+
+TOO_LONG = "word " * 1100  # 5500 characters, over the 5000 default
+
+CASES: list[tuple[str, bytes | str, int, str | None]] = [
+    ("empty text", json.dumps({"text": ""}), 422, "empty_text"),
+    ("whitespace only", json.dumps({"text": " \n\t "}), 422, "empty_text"),
+    ("punctuation only", json.dumps({"text": "?!..."}), 422, "empty_text"),
+    ("too long", json.dumps({"text": TOO_LONG}), 413, "text_too_long"),
+    ("unknown voice", json.dumps({"text": "hi there", "voice": "darth"}), 422, "unknown_voice"),
+    ("unknown format", json.dumps({"text": "hi there", "format": "aac"}), 422, "unknown_format"),
+    ("unknown language", json.dumps({"text": "hi there", "language": "tlh"}), 422, "unknown_language"),
+    (
+        "voice/language mismatch",
+        json.dumps({"text": "hi", "voice": "en-joe", "language": "yue"}),
+        422,
+        "unknown_language",
+    ),
+    ("text is a number", json.dumps({"text": 42}), 422, "invalid_request"),
+    ("text is a list", json.dumps({"text": ["a"]}), 422, "invalid_request"),
+    ("text is null", json.dumps({"text": None}), 422, "invalid_request"),
+    ("missing text", json.dumps({"voice": "en-joe"}), 422, "invalid_request"),
+    ("speed as string", json.dumps({"text": "hi", "speed": "fast"}), 422, "invalid_request"),
+    ("speed as bool", json.dumps({"text": "hi", "speed": True}), 422, "invalid_request"),
+    ("speed too high", json.dumps({"text": "hi", "speed": 9}), 422, "invalid_request"),
+    ("speed NaN", b'{"text": "hi", "speed": NaN}', 422, None),
+    ("seed negative", json.dumps({"text": "hi", "seed": -1}), 422, "invalid_request"),
+    ("seed huge", json.dumps({"text": "hi", "seed": 2**70}), 422, "invalid_request"),
+    ("unknown field", json.dumps({"text": "hi", "volume": 11}), 422, "invalid_request"),
+    ("NUL byte", json.dumps({"text": "hello\u0000world"}), 422, "invalid_text"),
+    ("lone surrogate", b'{"text": "bad \\ud800 text"}', 422, "invalid_text"),
+    ("invalid UTF-8", b'{"text": "\xff\xfe"}', 400, None),
+    ("malformed JSON", b'{"text": ', 400, "malformed_request"),
+    ("JSON array", b"[1, 2, 3]", 422, "invalid_request"),
+    ("JSON string", b'"hello"', 422, "invalid_request"),
+    ("empty body", b"", 422, None),
+    ("deeply nested", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "malformed_request"),
+    ("huge JSON", json.dumps({"text": "a" * 2_000_000}), 413, "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "code"), CASES, ids=[c[0] for c in CASES])
+def test_bad_synthesize_bodies(
+    client: httpx.Client, name: str, body: bytes | str, status: int, code: str | None
+) -> None:
+    response = client.post("/v1/synthesize", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+
+
+def test_wrong_content_type(client: httpx.Client) -> None:
+    response = client.post("/v1/synthesize", content=b"text=hello", headers={"content-type": "text/plain"})
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+def test_chunked_body_over_the_limit(client: httpx.Client) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"text": "'
+        for _ in range(40):
+            yield b"a" * 65536
+        yield b'"}'
+
+    response = client.post("/v1/synthesize", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_wrong_methods_and_ids(client: httpx.Client) -> None:
+    assert client.get("/v1/synthesize").status_code == 405
+    assert client.get("/v1/synthesize").json()["error"]["code"] == "method_not_allowed"
+    for bad in ("%00", "x" * 5000, "..%2f..%2fetc%2fpasswd", "0" * 32 + "%0a"):
+        assert client.get(f"/v1/tasks/{bad}").status_code == 404
+        assert client.get(f"/v1/audio/{bad}").status_code == 404
+
+
+def test_bad_speech_bodies(client: httpx.Client) -> None:
+    for body, status in (
+        ({"input": ""}, 422),
+        ({"model": "tts-1"}, 422),
+        ({"input": "hi", "voice": "x"}, 422),
+        ({"input": "hi", "response_format": "aac"}, 422),
+        ({"input": 5}, 422),
+    ):
+        response = client.post("/v1/audio/speech", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["error"]["code"]
+
+
+def test_server_survives_all_of_it(server: Server) -> None:
+    assert server.process.poll() is None
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert '"status": 500' not in server.log() and '"level": "error"' not in server.log()
