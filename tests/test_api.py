@@ -137,3 +137,17 @@ def test_openapi_schema_is_served(client: httpx.Client) -> None:
     assert {"/v1/synthesize", "/v1/tasks/{task_id}", "/v1/audio/{audio_id}", "/v1/audio/speech"} <= set(
         schema["paths"]
     )
+
+
+def test_idempotency_key(client: httpx.Client) -> None:
+    key = {"Idempotency-Key": f"order-{unique('k')}"}
+    body = {"text": unique("Idempotent request."), "format": "ogg"}
+    first = client.post("/v1/synthesize", json=body, headers=key)
+    again = client.post("/v1/synthesize", json=body, headers=key)
+    assert first.status_code == 202 and again.status_code in (200, 202)
+    if again.status_code == 202:
+        assert again.json()["task_id"] == first.json()["task_id"]
+    other = client.post("/v1/synthesize", json={**body, "text": "Something else."}, headers=key)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_conflict"
+    too_long = client.post("/v1/synthesize", json=body, headers={"Idempotency-Key": "x" * 300})
+    assert too_long.status_code == 422

@@ -7,7 +7,8 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     │   ├── InvalidText (422 invalid_text)          NUL bytes, lone surrogates
     │   ├── UnknownVoice (422 unknown_voice)
     │   ├── UnknownFormat (422 unknown_format)
-    │   └── UnknownLanguage (422 unknown_language)
+    │   ├── UnknownLanguage (422 unknown_language)
+    │   └── IdempotencyConflict (422 idempotency_conflict)  same Idempotency-Key, other body
     ├── MalformedRequest (400 malformed_request)    unparsable JSON
     ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
     ├── TextTooLong (413 text_too_long)
@@ -69,6 +70,10 @@ class UnknownFormat(InvalidRequest):
 
 class UnknownLanguage(InvalidRequest):
     code = "unknown_language"
+
+
+class IdempotencyConflict(InvalidRequest):
+    code = "idempotency_conflict"
 
 
 class MalformedRequest(TtsdError):

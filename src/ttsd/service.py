@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from . import audio
 from .config import Settings
-from .errors import AudioNotFound, InvalidRequest, TaskNotFound, job_error_from
+from .errors import AudioNotFound, IdempotencyConflict, InvalidRequest, TaskNotFound, job_error_from
 from .jobs.base import JobQueue
 from .jobs.model import Job
 from .keys import TASK_ID_RE, SynthesisSpec, parse_audio_id, task_id
 from .metrics import Metrics
-from .state.base import CacheEntry, CacheIndex, Status, TaskBoard, TaskStatus
+from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, Status, TaskBoard, TaskStatus
 from .store.base import AudioStore, Location
 from .text import normalize
 from .voices import Catalogue
@@ -20,6 +20,7 @@ from .voices import Catalogue
 log = logging.getLogger("ttsd.service")
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TtsService:
         store: AudioStore,
         queue: JobQueue,
         board: TaskBoard,
+        idempotency: IdempotencyKeys,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -81,13 +83,16 @@ class TtsService:
         self.store = store
         self.queue = queue
         self.board = board
+        self.idempotency = idempotency
         self.metrics = metrics
 
     def prepare(self, request: SynthesisRequest) -> Job:
         return prepare_job(request, self.catalogue, max_text_chars=self.settings.max_text_chars)
 
-    async def synthesize(self, request: SynthesisRequest) -> Hit | Queued:
+    async def synthesize(self, request: SynthesisRequest, idempotency_key: str | None = None) -> Hit | Queued:
         job = self.prepare(request)
+        if idempotency_key is not None:
+            self._check_idempotency(idempotency_key, job)
         entry = self.index.get(job.key, job.fmt)
         if entry is not None:
             self.metrics.cache_requests.labels("hit").inc()
@@ -95,6 +100,15 @@ class TtsService:
         submission = await self.queue.submit(job)
         self.metrics.cache_requests.labels("merged" if submission.merged else "miss").inc()
         return Queued(submission.status, submission.merged)
+
+    def _check_idempotency(self, key: str, job: Job) -> None:
+        """Task ids already follow from the normalised body, so a retried request lands on the same
+        task by itself; the header adds the guarantee that a reused key with another body is refused."""
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+        bound = self.idempotency.bind(key, job.task_id, self.settings.task_ttl)
+        if bound != job.task_id:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
 
     async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
         result = await self.synthesize(request)

@@ -15,7 +15,7 @@ from ..jobs.inprocess import InProcessQueue
 from ..logs import configure_logging
 from ..metrics import Metrics
 from ..service import TtsService
-from ..state.memory import MemoryTaskBoard
+from ..state.memory import MemoryIdempotencyKeys, MemoryTaskBoard
 from ..voices import Catalogue
 from . import errors
 from .limits import BodyLimitMiddleware
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         index = build_index(settings)
         queue = InProcessQueue(settings, board, metrics)
         app.state.service = TtsService(
-            settings, catalogue, index, build_store(settings), queue, board, metrics
+            settings, catalogue, index, build_store(settings), queue, board, MemoryIdempotencyKeys(), metrics
         )
         await queue.start()
         try:

@@ -53,7 +53,7 @@ def install(app: FastAPI, *, debug: bool) -> None:
     @app.exception_handler(TtsdError)
     async def ttsd_error(_: Request, exc: TtsdError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, Unavailable):
             log.warning("request failed", extra={"code": exc.code, "status": exc.status})
         return error_response(exc.status, exc.code, exc.message, details=exc.details, headers=headers)
 

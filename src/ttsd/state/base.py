@@ -118,6 +118,14 @@ class TaskStatus(BaseModel):
         )
 
 
+class IdempotencyKeys(ABC):
+    """Client-chosen ``Idempotency-Key`` header values, each bound to the request it first came with."""
+
+    @abstractmethod
+    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+        """Bind ``key`` to ``fingerprint`` unless already bound; returns the fingerprint it is bound to."""
+
+
 class TaskBoard(ABC):
     """Task status by id, kept for ``task_ttl`` seconds after the last update (errors included)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from .base import TaskBoard, TaskStatus
+from .base import IdempotencyKeys, TaskBoard, TaskStatus
 
 
 class MemoryTaskBoard(TaskBoard):
@@ -33,3 +33,18 @@ class MemoryTaskBoard(TaskBoard):
         self._tasks.pop(status.task_id, None)
         self._tasks[status.task_id] = (time.time() + self._ttl, status)
         self._expire(time.time())
+
+
+class MemoryIdempotencyKeys(IdempotencyKeys):
+    def __init__(self) -> None:
+        self._keys: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+        now = time.time()
+        while self._keys and next(iter(self._keys.values()))[0] <= now:
+            self._keys.popitem(last=False)
+        bound = self._keys.get(key)
+        if bound is not None:
+            return bound[1]
+        self._keys[key] = (now + ttl, fingerprint)
+        return fingerprint

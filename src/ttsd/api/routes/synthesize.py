@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ...keys import audio_id
@@ -26,7 +26,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
     response_model=None,
 )
 async def synthesize(
-    body: SynthesizeBody, request: Request, service: ServiceDep, redirect: bool = False
+    body: SynthesizeBody,
+    request: Request,
+    service: ServiceDep,
+    redirect: bool = False,
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A cache hit answers 200 with the audio URL (or 302 to it with ``?redirect=true``); a miss
     answers 202 with the task to poll. Identical requests in flight share one task."""
@@ -38,7 +42,8 @@ async def synthesize(
             format=body.format,
             speed=body.speed,
             seed=body.seed,
-        )
+        ),
+        idempotency_key,
     )
     if isinstance(result, Hit):
         entry = result.entry
