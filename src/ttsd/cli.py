@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,28 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30
+    )
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .jobs.celery_app import QUEUE, make_worker_app
+
+    settings = _settings(args, "engines", "engine_slots", "log_format").model_copy(update={"queue": "celery"})
+    app = make_worker_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={settings.engine_slots}",
+            f"--queues={QUEUE}",
+            f"--hostname={args.name}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+            "-O",
+            "fair",
+        ]
     )
     return EXIT_OK
 
@@ -109,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery engine worker (distributed mode; needs Redis)")
+    worker.add_argument("--engines", type=_engines, help="engines to load (env TTSD_ENGINES)")
+    worker.add_argument(
+        "--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)"
+    )
+    worker.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
+    worker.add_argument(
+        "--name", default=f"ttsd-{os.getpid()}@%h", help="Celery node name, unique per worker"
+    )
+    worker.set_defaults(func=_worker)
 
     say = sub.add_parser("say", help="synthesize one text to a file, without a server")
     say.add_argument("text")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -22,8 +22,25 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
 
     data_dir: Path = Path("ttsd-data")
-    queue: Literal["inprocess"] = "inprocess"
-    storage: Literal["local"] = "local"
+    # inprocess: engine processes under the API (embedded). celery: Celery workers on a Redis broker,
+    # with the cache index, task status and single-flight marks in Redis (distributed).
+    queue: Literal["inprocess", "celery"] = "inprocess"
+    storage: Literal["local", "s3"] = "local"
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("ttsd", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Seconds a delivered job may stay unacknowledged before the broker hands it to another worker
+    # (a worker that vanished without a trace). Must exceed the longest job.
+    visibility_timeout: int = Field(900, ge=5)
+
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "ttsd"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_create_bucket: bool = False
+    s3_presign_ttl: int = Field(3600, ge=60)
+    # Base URL under which the bucket's objects are public (a CDN); else presigned URLs.
     public_base_url: str | None = None
 
     engines: Annotated[tuple[str, ...], NoDecode] = ("piper", "hibari", "espeak")
@@ -34,6 +51,9 @@ class Settings(BaseSettings):
     engine_threads: int = Field(1, ge=1, le=64)
     queue_limit: int = Field(256, ge=1)
     job_timeout: float = Field(300.0, gt=0)
+    # Distributed mode: retries (with exponential back-off from 1 s) of a job that met a transient
+    # fault (object storage or Redis away) before it fails for good.
+    job_retries: int = Field(4, ge=0, le=20)
 
     cache_ttl: int = Field(86400, ge=1)
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)
@@ -52,6 +72,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        if self.queue == "celery" and self.visibility_timeout <= self.job_timeout:
+            raise ValueError(
+                "TTSD_VISIBILITY_TIMEOUT must exceed TTSD_JOB_TIMEOUT, or running jobs get redelivered"
+            )
+        return self
 
     @property
     def index_path(self) -> Path:

@@ -18,12 +18,13 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     │   └── AudioNotFound (404 audio_not_found)
     ├── Unavailable (503 unavailable, Retry-After)
     │   ├── Overloaded (503 overloaded)             queue full
-    │   └── NotReady (503 not_ready)                engines still loading
+    │   ├── NotReady (503 not_ready)                engines still loading
+    │   └── BackendUnavailable (503 backend_unavailable)  Redis or the broker unreachable
     └── JobError (500 synthesis_failed)             a job failed; kept on the task for polling
         ├── EngineCrashed (503 engine_crashed)      the engine process died, twice
         ├── JobTimeout (504 job_timeout)
         ├── EngineUnavailable (500 engine_unavailable)  weights or libraries missing
-        └── StorageError (503 storage_error)
+        └── StorageError (503 storage_error)        also Unavailable: transient, with Retry-After
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ class NotReady(Unavailable):
     code = "not_ready"
 
 
+class BackendUnavailable(Unavailable):
+    code = "backend_unavailable"
+
+
 class JobError(TtsdError):
     code = "synthesis_failed"
 
@@ -143,7 +148,7 @@ class EngineUnavailable(JobError):
     code = "engine_unavailable"
 
 
-class StorageError(JobError):
+class StorageError(JobError, Unavailable):
     status = 503
     code = "storage_error"
 

@@ -1,10 +1,51 @@
-"""Prometheus metrics, on a registry owned by one app (no process-global collectors)."""
+"""Prometheus metrics, on a registry owned by one app (no process-global collectors).
+
+Job figures (syntheses, audio seconds, encodes, failures) are recorded where jobs finish: in the API
+process in embedded mode (``PrometheusJobStats``), in Redis by the Celery workers in distributed
+mode (``state.redis.RedisJobStats``, exported by the API under the same names).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+SYNTHESES = ("ttsd_syntheses", "Texts synthesized by an engine")
+SYNTHESIS_SECONDS = ("ttsd_synthesis_seconds", "Wall time spent synthesizing")
+AUDIO_SECONDS = ("ttsd_audio_seconds", "Audio produced")
+ENCODES = ("ttsd_encodes", "Files encoded from a master")
+FAILURES = ("ttsd_job_failures", "Failed jobs by error code")
+
+
+class JobStats(Protocol):
+    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None: ...
+
+    def encoded(self, fmt: str) -> None: ...
+
+    def failed(self, code: str) -> None: ...
+
+
+class PrometheusJobStats:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        voice = ["engine", "voice"]
+        self._syntheses = Counter(*SYNTHESES, voice, registry=registry)
+        self._seconds = Counter(*SYNTHESIS_SECONDS, voice, registry=registry)
+        self._audio = Counter(*AUDIO_SECONDS, voice, registry=registry)
+        self._encodes = Counter(*ENCODES, ["format"], registry=registry)
+        self._failures = Counter(*FAILURES, ["code"], registry=registry)
+
+    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None:
+        self._syntheses.labels(engine, voice).inc()
+        self._seconds.labels(engine, voice).inc(seconds)
+        self._audio.labels(engine, voice).inc(audio_seconds)
+
+    def encoded(self, fmt: str) -> None:
+        self._encodes.labels(fmt).inc()
+
+    def failed(self, code: str) -> None:
+        self._failures.labels(code).inc()
 
 
 class Metrics:
@@ -17,21 +58,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.syntheses = Counter(
-            "ttsd_syntheses", "Texts synthesized by an engine", ["engine", "voice"], registry=r
-        )
-        self.synthesis_seconds = Counter(
-            "ttsd_synthesis_seconds", "Wall time spent synthesizing", ["engine", "voice"], registry=r
-        )
-        self.audio_seconds = Counter("ttsd_audio_seconds", "Audio produced", ["engine", "voice"], registry=r)
-        self.encodes = Counter("ttsd_encodes", "Files encoded from a master", ["format"], registry=r)
-        self.job_failures = Counter("ttsd_job_failures", "Failed jobs by error code", ["code"], registry=r)
-        self.engine_restarts = Gauge(
-            "ttsd_engine_restarts", "Engine processes replaced after a crash", registry=r
-        )
         self.queue_depth = Gauge("ttsd_queue_depth", "Jobs waiting for an engine slot", registry=r)
         self.busy_slots = Gauge("ttsd_busy_slots", "Engine slots running a job", registry=r)
         self.slots = Gauge("ttsd_slots", "Engine slots", registry=r)
+        self.engine_restarts = Gauge(
+            "ttsd_engine_restarts", "Engine processes replaced after a crash", registry=r
+        )
 
     def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
         gauge.set_function(read)

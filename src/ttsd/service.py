@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 from . import audio
 from .config import Settings
-from .errors import AudioNotFound, IdempotencyConflict, InvalidRequest, TaskNotFound, job_error_from
+from .errors import (
+    AudioNotFound,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotReady,
+    TaskNotFound,
+    Unavailable,
+    job_error_from,
+)
 from .jobs.base import JobQueue
 from .jobs.model import Job
-from .keys import TASK_ID_RE, SynthesisSpec, parse_audio_id, task_id
+from .keys import TASK_ID_RE, SynthesisSpec, audio_id, parse_audio_id, task_id
 from .metrics import Metrics
 from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, Status, TaskBoard, TaskStatus
-from .store.base import AudioStore, Location
+from .store.base import AudioStore, Location, Redirect, object_name
 from .text import normalize
 from .voices import Catalogue
 
@@ -86,6 +94,16 @@ class TtsService:
         self.idempotency = idempotency
         self.metrics = metrics
 
+    def check_ready(self) -> None:
+        """Raise NotReady unless engines are warmed and every backend answers."""
+        if not self.queue.ready:
+            raise NotReady(self.queue.not_ready_reason, retry_after=2)
+        try:
+            self.index.stats()
+            self.store.check()
+        except Unavailable as exc:
+            raise NotReady(exc.message, retry_after=exc.retry_after) from exc
+
     def prepare(self, request: SynthesisRequest) -> Job:
         return prepare_job(request, self.catalogue, max_text_chars=self.settings.max_text_chars)
 
@@ -136,6 +154,14 @@ class TtsService:
         if entry is None:
             raise AudioNotFound(f"no audio {audio_id_!r} (unknown or expired)")
         return entry, self.store.locate(entry.object_name)
+
+    def audio_url(self, key: str, fmt: str, api_base: str) -> str:
+        """Object storage behind a CDN or presigned URL is handed out directly, sparing a redirect."""
+        match self.store.locate(object_name(key, fmt)):
+            case Redirect(url=url):
+                return url
+            case _:
+                return f"{api_base}/v1/audio/{audio_id(key, fmt)}"
 
     def forget(self, entry: CacheEntry) -> None:
         """The index pointed at an object that is gone: drop it so the next request re-synthesizes."""

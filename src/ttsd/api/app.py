@@ -8,14 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ..backends import build_index, build_store
+from ..backends import build_api_backends
 from ..config import Settings
 from ..engines import select
-from ..jobs.inprocess import InProcessQueue
 from ..logs import configure_logging
-from ..metrics import Metrics
 from ..service import TtsService
-from ..state.memory import MemoryIdempotencyKeys, MemoryTaskBoard
 from ..voices import Catalogue
 from . import errors
 from .limits import BodyLimitMiddleware
@@ -30,19 +27,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = Metrics()
-        board = MemoryTaskBoard(ttl=settings.task_ttl)
-        index = build_index(settings)
-        queue = InProcessQueue(settings, board, metrics)
+        backends = build_api_backends(settings)
         app.state.service = TtsService(
-            settings, catalogue, index, build_store(settings), queue, board, MemoryIdempotencyKeys(), metrics
+            settings,
+            catalogue,
+            backends.index,
+            backends.store,
+            backends.queue,
+            backends.board,
+            backends.idempotency,
+            backends.metrics,
         )
-        await queue.start()
+        await backends.queue.start()
         try:
             yield
         finally:
-            await queue.stop()
-            index.close()
+            await backends.queue.stop()
+            backends.index.close()
 
     app = FastAPI(
         title="ttsd",

@@ -16,14 +16,10 @@ def get_service(request: Request) -> TtsService:
 ServiceDep = Annotated[TtsService, Depends(get_service)]
 
 
-def public_base(request: Request, service: TtsService) -> str:
-    base = service.settings.public_base_url or str(request.base_url)
-    return base.rstrip("/")
+def api_base(request: Request) -> str:
+    # Behind a proxy, uvicorn's --proxy-headers makes this the public address.
+    return str(request.base_url).rstrip("/")
 
 
-def audio_url(request: Request, service: TtsService, audio_id: str) -> str:
-    return f"{public_base(request, service)}/v1/audio/{audio_id}"
-
-
-def status_url(request: Request, service: TtsService, task_id: str) -> str:
-    return f"{public_base(request, service)}/v1/tasks/{task_id}"
+def status_url(request: Request, task_id: str) -> str:
+    return f"{api_base(request)}/v1/tasks/{task_id}"

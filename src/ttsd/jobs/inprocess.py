@@ -15,7 +15,7 @@ import time
 from ..config import Settings
 from ..errors import JobError, Overloaded
 from ..keys import audio_id
-from ..metrics import Metrics
+from ..metrics import JobStats, Metrics
 from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
 from .base import JobQueue, Submission
 from .model import Job
@@ -29,10 +29,10 @@ _EWMA = 0.2
 
 
 class InProcessQueue(JobQueue):
-    def __init__(self, settings: Settings, board: TaskBoard, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, board: TaskBoard, metrics: Metrics, stats: JobStats) -> None:
         self._settings = settings
         self._board = board
-        self._metrics = metrics
+        self._stats = stats
         self._pool = EnginePool(settings)
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
         self._last_of_key: dict[str, asyncio.Future[TaskStatus]] = {}
@@ -124,7 +124,7 @@ class InProcessQueue(JobQueue):
                 await asyncio.wait([before])
             outcome = await self._pool.run(job, on_stage)
         except JobError as exc:
-            self._metrics.job_failures.labels(exc.code).inc()
+            self._stats.failed(exc.code)
             log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
             current = current.advance(
                 Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message)
@@ -132,12 +132,11 @@ class InProcessQueue(JobQueue):
         else:
             seconds = time.monotonic() - started
             self._job_seconds += _EWMA * (seconds - self._job_seconds)
-            labels = (job.spec.engine, job.spec.voice)
             if outcome.synthesized:
-                self._metrics.syntheses.labels(*labels).inc()
-                self._metrics.synthesis_seconds.labels(*labels).inc(outcome.synthesis_seconds)
-                self._metrics.audio_seconds.labels(*labels).inc(outcome.audio_seconds)
-            self._metrics.encodes.labels(job.fmt).inc()
+                self._stats.synthesized(
+                    job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
+                )
+            self._stats.encoded(job.fmt)
             current = current.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
         finally:
             self._board.put(current)

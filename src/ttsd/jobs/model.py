@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from ..audio import Pcm16
 from ..keys import SynthesisSpec
@@ -19,6 +19,14 @@ class Job:
     @property
     def key(self) -> str:
         return self.spec.key
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the Celery message."""
+        return {"task_id": self.task_id, "fmt": self.fmt, "spec": asdict(self.spec)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(task_id=data["task_id"], fmt=data["fmt"], spec=SynthesisSpec(**data["spec"]))
 
 
 @dataclass(frozen=True)

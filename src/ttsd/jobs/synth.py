@@ -9,17 +9,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 from .. import audio
 from ..engines import Engine, Voice
 from ..errors import AudioNotFound
 from ..keys import SynthesisSpec
 from ..state.base import CacheEntry, CacheIndex, Stage
-from ..store.base import AudioStore, object_name
+from ..store.base import MASTER, AudioStore, object_name
 from ..text import split_sentences
 from .model import Job, JobOutcome, Reporter
-
-MASTER = "master"
 
 
 def synthesize_master(
@@ -72,6 +71,37 @@ def _cached_master(job: Job, store: AudioStore, index: CacheIndex) -> tuple[audi
         return None
 
 
+def _master(
+    job: Job,
+    engines: Mapping[str, Engine],
+    store: AudioStore,
+    index: CacheIndex,
+    reporter: Reporter,
+    cache_ttl: float,
+) -> tuple[audio.Pcm16, int, bool, float]:
+    """The text's master: from the cache, or synthesized and stored. Returns (pcm, rate,
+    synthesized, synthesis seconds)."""
+    cached = _cached_master(job, store, index)
+    if cached is not None:
+        return cached[0], cached[1], False, 0.0
+    engine = engines[job.spec.engine]
+    reporter.stage(Stage.SYNTHESIZING, 0)
+
+    def on_piece(pcm: audio.Pcm16, i: int, count: int) -> None:
+        reporter.audio(pcm, engine.sample_rate)
+        reporter.stage(Stage.SYNTHESIZING, int(80 * (i + 1) / count))
+
+    started = time.perf_counter()
+    pcm = synthesize_master(engine, job.spec, on_piece=on_piece)
+    seconds = time.perf_counter() - started
+    rate = engine.sample_rate
+    data = audio.encode(pcm, rate, audio.MASTER)
+    name = object_name(job.key, MASTER)
+    store.put(name, data, audio.MASTER.media_type)
+    index.put(_entry(job.key, MASTER, name, data, audio.MASTER.media_type, rate, len(pcm) / rate, cache_ttl))
+    return pcm, rate, True, seconds
+
+
 def run_job(
     job: Job,
     engines: Mapping[str, Engine],
@@ -81,45 +111,17 @@ def run_job(
     *,
     cache_ttl: float,
     cache_max_bytes: int,
+    master_lock: Callable[[str], AbstractContextManager[object]] = lambda key: nullcontext(),
 ) -> JobOutcome:
+    """``master_lock(key)`` is held while looking for and making the master, so jobs for other
+    formats of the same text, on other workers, wait and reuse it instead of synthesizing again."""
     fmt = audio.get_format(job.fmt)
-    started = time.perf_counter()
-    cached = _cached_master(job, store, index)
-    synthesized = cached is None
-    if cached is None:
-        engine = engines[job.spec.engine]
-        reporter.stage(Stage.SYNTHESIZING, 0)
-
-        def on_piece(pcm: audio.Pcm16, i: int, count: int) -> None:
-            reporter.audio(pcm, engine.sample_rate)
-            reporter.stage(Stage.SYNTHESIZING, int(80 * (i + 1) / count))
-
-        pcm = synthesize_master(engine, job.spec, on_piece=on_piece)
-        rate = engine.sample_rate
-        synthesis_seconds = time.perf_counter() - started
-        master_bytes = audio.encode(pcm, rate, audio.MASTER)
-        master_name = object_name(job.key, f"{MASTER}.{audio.MASTER.name}")
-        store.put(master_name, master_bytes, audio.MASTER.media_type)
-        index.put(
-            _entry(
-                job.key,
-                MASTER,
-                master_name,
-                master_bytes,
-                audio.MASTER.media_type,
-                rate,
-                len(pcm) / rate,
-                cache_ttl,
-            )
-        )
-    else:
-        pcm, rate = cached
-        synthesis_seconds = 0.0
-
+    with master_lock(job.key):
+        pcm, rate, synthesized, synthesis_seconds = _master(job, engines, store, index, reporter, cache_ttl)
     reporter.stage(Stage.ENCODING, 85)
     data = audio.encode(pcm, rate, fmt)
     reporter.stage(Stage.STORING, 95)
-    name = object_name(job.key, f"audio.{fmt.name}")
+    name = object_name(job.key, fmt.name)
     store.put(name, data, fmt.media_type)
     entry = _entry(
         job.key,
@@ -133,7 +135,7 @@ def run_job(
     )
     index.put(entry)
     for dropped in index.evict(cache_max_bytes):
-        store.delete(dropped.object_name)
+        store.delete(dropped)
     return JobOutcome(
         entry=entry,
         synthesized=synthesized,

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from ..audio import Pcm16
-from ..backends import build_index, build_store, load_engines
+from ..backends import build_embedded_index, build_store, load_engines
 from ..config import Settings
 from ..errors import TtsdError
 from ..logs import configure_logging
@@ -45,7 +45,7 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     try:
         engines = load_engines(settings)
         store = build_store(settings)
-        index = build_index(settings)
+        index = build_embedded_index(settings)
     except TtsdError as exc:
         conn.send(("fatal", exc.code, exc.message))
         return

@@ -47,9 +47,9 @@ class CacheIndex(ABC):
     def delete(self, key: str, fmt: str) -> None: ...
 
     @abstractmethod
-    def evict(self, max_bytes: int) -> list[CacheEntry]:
+    def evict(self, max_bytes: int) -> list[str]:
         """Drop expired entries, then least recently used ones until the total fits ``max_bytes``;
-        returns what was dropped so the caller can delete the objects."""
+        returns the object names dropped, for the caller to delete."""
 
     @abstractmethod
     def stats(self) -> CacheStats: ...

@@ -81,7 +81,7 @@ class SqliteCacheIndex(CacheIndex):
         with self._lock:
             self._db.execute("DELETE FROM entries WHERE key = ? AND fmt = ?", (key, fmt))
 
-    def evict(self, max_bytes: int) -> list[CacheEntry]:
+    def evict(self, max_bytes: int) -> list[str]:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -110,7 +110,7 @@ class SqliteCacheIndex(CacheIndex):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return dropped
+        return [entry.object_name for entry in dropped]
 
     def stats(self) -> CacheStats:
         with self._lock:

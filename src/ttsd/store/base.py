@@ -25,9 +25,15 @@ class Redirect:
 Location = LocalFile | Redirect
 
 
+MASTER = "master"
+
+
 def object_name(key: str, fmt: str) -> str:
-    # Two hex characters of fan-out keep directories (and S3 listing prefixes) small.
-    return f"{key[:2]}/{key}/{fmt}"
+    """Where the file for (key, format) lives; ``fmt`` is a format name or ``MASTER``.
+
+    Two hex characters of fan-out keep directories (and S3 listing prefixes) small."""
+    leaf = "master.flac" if fmt == MASTER else f"audio.{fmt}"
+    return f"{key[:2]}/{key}/{leaf}"
 
 
 class AudioStore(ABC):
@@ -45,6 +51,10 @@ class AudioStore(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Remove the object; a missing object is not an error."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise StorageError unless the store can be used (readiness)."""
 
     @abstractmethod
     def locate(self, name: str) -> Location:

@@ -57,5 +57,9 @@ class LocalStore(AudioStore):
         with contextlib.suppress(OSError):  # other formats of the same key are still there
             path.parent.rmdir()
 
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"audio directory {self.root} is not writable")
+
     def locate(self, name: str) -> Location:
         return LocalFile(self._path(name))

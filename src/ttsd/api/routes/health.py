@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ...errors import NotReady
 from ..deps import ServiceDep
 
 router = APIRouter(tags=["operations"])
@@ -20,9 +19,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(service: ServiceDep) -> dict[str, Any]:
-    """Readiness: engines loaded and warmed in at least one engine process."""
-    if not service.queue.ready:
-        raise NotReady(service.queue.not_ready_reason, retry_after=2)
+    """Readiness: engines loaded and warmed in at least one engine process; state and storage answer."""
+    service.check_ready()
     return {"status": "ready", "engines": list(service.catalogue.specs)}
 
 

@@ -5,9 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from ...keys import audio_id
 from ...service import Hit, SynthesisRequest
-from ..deps import ServiceDep, audio_url, status_url
+from ..deps import ServiceDep, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 
 router = APIRouter(tags=["synthesis"])
@@ -47,7 +46,7 @@ async def synthesize(
     )
     if isinstance(result, Hit):
         entry = result.entry
-        url = audio_url(request, service, audio_id(entry.key, entry.fmt))
+        url = service.audio_url(entry.key, entry.fmt, api_base(request))
         if redirect:
             return RedirectResponse(url, status_code=302)
         done = Done(key=entry.key, format=entry.fmt, url=url, duration=round(entry.duration, 3))
@@ -56,7 +55,7 @@ async def synthesize(
     queued = QueuedResponse(
         status=status.status,
         task_id=status.task_id,
-        status_url=status_url(request, service, status.task_id),
+        status_url=status_url(request, status.task_id),
         key=status.key,
         merged=result.merged,
     )

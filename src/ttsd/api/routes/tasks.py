@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..deps import ServiceDep, audio_url
+from ..deps import ServiceDep, api_base
 from ..models import ErrorResponse, TaskResponse
 
 router = APIRouter(tags=["tasks"])
@@ -13,5 +13,5 @@ async def get_task(task_id: str, request: Request, service: ServiceDep) -> TaskR
     status = service.task(task_id)
     return TaskResponse(
         **status.model_dump(exclude={"audio_id"}),
-        url=audio_url(request, service, status.audio_id) if status.audio_id else None,
+        url=service.audio_url(status.key, status.format, api_base(request)) if status.audio_id else None,
     )

@@ -1,0 +1,275 @@
+"""Redis-backed state for distributed mode: cache index, task board, idempotency keys, counters.
+
+Synchronous clients with short timeouts: they are called from the job body in Celery workers and,
+briefly, from the API. Connection failures become ``BackendUnavailable`` (503 + Retry-After), so
+the API degrades to clear errors while Redis is away and recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from prometheus_client.core import CounterMetricFamily, Metric
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..config import Settings
+from ..errors import BackendUnavailable
+from ..metrics import AUDIO_SECONDS, ENCODES, FAILURES, SYNTHESES, SYNTHESIS_SECONDS
+from ..store.base import object_name
+from .base import CacheEntry, CacheIndex, CacheStats, IdempotencyKeys, TaskBoard, TaskStatus
+from .redis_keys import RedisKeys, member
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)
+
+
+def connect(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+        retry=Retry(NoBackoff(), 1),
+        decode_responses=False,
+    )
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except _REDIS_DOWN as exc:
+        raise BackendUnavailable(f"Redis is unreachable: {exc}", retry_after=2) from exc
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with redis_errors():
+            return fn(*args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# KEYS: entry, lru, expiry, sizes, total ARGV: member, json, expires_ms, now, size
+_PUT = """
+local old = redis.call('HGET', KEYS[4], ARGV[1])
+if old then redis.call('DECRBY', KEYS[5], old) end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+redis.call('INCRBY', KEYS[5], ARGV[5])
+"""
+
+# KEYS: entry, lru ARGV: member, now
+_GET = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
+return value
+"""
+
+# KEYS: lru, expiry, sizes, total ARGV: entry prefix, now_ms, max_bytes, member-or-empty
+# Drops expired members, then least recently used ones until the total fits; returns the members.
+_EVICT = """
+local dropped = {}
+local function drop(m)
+  local size = redis.call('HGET', KEYS[3], m)
+  if size then
+    redis.call('DECRBY', KEYS[4], size)
+    redis.call('HDEL', KEYS[3], m)
+  end
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('DEL', ARGV[1] .. m)
+  table.insert(dropped, m)
+end
+if ARGV[4] ~= '' then
+  drop(ARGV[4])
+  return dropped
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 500)) do drop(m) end
+local max = tonumber(ARGV[3])
+while tonumber(redis.call('GET', KEYS[4]) or '0') > max do
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  if not oldest then break end
+  drop(oldest)
+end
+return dropped
+"""
+
+
+def _member_object(value: bytes | str) -> str:
+    text = value.decode() if isinstance(value, bytes) else value
+    key, _, fmt = text.rpartition(":")
+    return object_name(key, fmt)
+
+
+class RedisCacheIndex(CacheIndex):
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+        self._put = client.register_script(_PUT)
+        self._get = client.register_script(_GET)
+        self._evict = client.register_script(_EVICT)
+
+    def _budget_keys(self) -> list[str]:
+        return [self._k.lru, self._k.expiry, self._k.sizes, self._k.total_bytes]
+
+    @guarded
+    def get(self, key: str, fmt: str) -> CacheEntry | None:
+        m = member(key, fmt)
+        raw = self._get(keys=[self._k.entry(m), self._k.lru], args=[m, time.time()])
+        return None if raw is None else CacheEntry(**json.loads(raw))
+
+    @guarded
+    def put(self, entry: CacheEntry) -> None:
+        m = member(entry.key, entry.fmt)
+        self._put(
+            keys=[self._k.entry(m), self._k.lru, self._k.expiry, self._k.sizes, self._k.total_bytes],
+            args=[m, json.dumps(asdict(entry)), int(entry.expires_at * 1000), time.time(), entry.size],
+        )
+
+    @guarded
+    def delete(self, key: str, fmt: str) -> None:
+        self._evict(keys=self._budget_keys(), args=[self._k.entry_prefix, 0, 0, member(key, fmt)])
+
+    @guarded
+    def evict(self, max_bytes: int) -> list[str]:
+        dropped = self._evict(
+            keys=self._budget_keys(), args=[self._k.entry_prefix, int(time.time() * 1000), max_bytes, ""]
+        )
+        return [_member_object(m) for m in dropped]
+
+    @guarded
+    def stats(self) -> CacheStats:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(self._k.lru)
+        pipe.get(self._k.total_bytes)
+        count, total = pipe.execute()
+        return CacheStats(entries=int(count), bytes=int(total or 0))
+
+    def close(self) -> None:
+        self._r.close()
+
+
+class RedisTaskBoard(TaskBoard):
+    def __init__(self, client: redis.Redis, keys: RedisKeys, ttl: int) -> None:
+        self._r = client
+        self._k = keys
+        self._ttl = ttl
+
+    @guarded
+    def get(self, task_id: str) -> TaskStatus | None:
+        raw = self._r.get(self._k.task(task_id))
+        return None if raw is None else TaskStatus.model_validate_json(raw)
+
+    @guarded
+    def put(self, status: TaskStatus) -> None:
+        self._r.set(self._k.task(status.task_id), status.model_dump_json(), ex=self._ttl)
+
+
+class RedisIdempotencyKeys(IdempotencyKeys):
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+
+    @guarded
+    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+        name = self._k.idempotency(key)
+        if self._r.set(name, fingerprint, nx=True, ex=max(1, int(ttl))):
+            return fingerprint
+        bound: Any = self._r.get(name)
+        return fingerprint if bound is None else bound.decode()
+
+
+class RedisJobStats:
+    """Worker-side job counters in one Redis hash, exported by the API as Prometheus counters.
+
+    Fields are ``metric|label|label``: e.g. ``ttsd_syntheses|piper|en-joe``."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+
+    @guarded
+    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None:
+        labels = f"{engine}|{voice}"
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hincrbyfloat(self._k.stats, f"{SYNTHESES[0]}|{labels}", 1)
+        pipe.hincrbyfloat(self._k.stats, f"{SYNTHESIS_SECONDS[0]}|{labels}", seconds)
+        pipe.hincrbyfloat(self._k.stats, f"{AUDIO_SECONDS[0]}|{labels}", audio_seconds)
+        pipe.execute()
+
+    @guarded
+    def encoded(self, fmt: str) -> None:
+        self._r.hincrbyfloat(self._k.stats, f"{ENCODES[0]}|{fmt}", 1)
+
+    @guarded
+    def failed(self, code: str) -> None:
+        self._r.hincrbyfloat(self._k.stats, f"{FAILURES[0]}|{code}", 1)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            SYNTHESES[0]: CounterMetricFamily(*SYNTHESES, labels=["engine", "voice"]),
+            SYNTHESIS_SECONDS[0]: CounterMetricFamily(*SYNTHESIS_SECONDS, labels=["engine", "voice"]),
+            AUDIO_SECONDS[0]: CounterMetricFamily(*AUDIO_SECONDS, labels=["engine", "voice"]),
+            ENCODES[0]: CounterMetricFamily(*ENCODES, labels=["format"]),
+            FAILURES[0]: CounterMetricFamily(*FAILURES, labels=["code"]),
+        }
+        try:
+            fields: dict[Any, Any] = self._r.hgetall(self._k.stats)
+        except _REDIS_DOWN:
+            fields = {}  # a scrape while Redis is away shows no job figures rather than failing
+        for field, value in fields.items():
+            name, *labels = field.decode().split("|")
+            if name in families:
+                families[name].add_metric(labels, float(value))
+        yield from families.values()
+
+
+class WorkerRegistry:
+    """Engine processes announce themselves with a heartbeat; the API reads how many are alive."""
+
+    HEARTBEAT_SECONDS = 10.0
+    STALE_SECONDS = 35.0
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+
+    def beat(self, name: str) -> None:
+        now = time.time()
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zadd(self._k.workers, {name: now})
+        pipe.zremrangebyscore(self._k.workers, "-inf", now - self.STALE_SECONDS)
+        pipe.execute()
+
+    def leave(self, name: str) -> None:
+        with redis_errors():
+            self._r.zrem(self._k.workers, name)
+
+    @guarded
+    def alive(self) -> int:
+        return int(self._r.zcount(self._k.workers, time.time() - self.STALE_SECONDS, "+inf"))
+
+    @guarded
+    def job_seconds(self) -> float:
+        raw = self._r.get(self._k.job_seconds)
+        return float(raw) if raw else 1.0
+
+    @guarded
+    def record_job_seconds(self, seconds: float) -> None:
+        # A rough moving average shared by all workers: good enough for Retry-After.
+        current = self.job_seconds()
+        self._r.set(self._k.job_seconds, current + 0.2 * (seconds - current), ex=86400)

@@ -1,0 +1,75 @@
+"""Every Redis key ttsd uses, in one place, under one prefix. Each has a TTL or is bounded by the
+cache budget, so nothing grows without limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str
+
+    # Cache index: one string per (key, format), expiring with the cache TTL ...
+    def entry(self, member: str) -> str:
+        return f"{self.prefix}:entry:{member}"
+
+    @property
+    def entry_prefix(self) -> str:
+        return f"{self.prefix}:entry:"
+
+    # ... and the bookkeeping for the byte budget: members by last access and by expiry, their sizes
+    # and the total. Members leave these when evicted or expired (by ``evict``).
+    @property
+    def lru(self) -> str:
+        return f"{self.prefix}:lru"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.prefix}:expiry"
+
+    @property
+    def sizes(self) -> str:
+        return f"{self.prefix}:sizes"
+
+    @property
+    def total_bytes(self) -> str:
+        return f"{self.prefix}:bytes"
+
+    def task(self, task_id: str) -> str:
+        """Task status JSON, TTL = task TTL."""
+        return f"{self.prefix}:task:{task_id}"
+
+    def inflight(self, task_id: str) -> str:
+        """Single-flight mark while a task is queued or running; TTL covers a redelivery."""
+        return f"{self.prefix}:inflight:{task_id}"
+
+    def deliveries(self, task_id: str) -> str:
+        """How many times a worker started this task (redeliveries after crashes count)."""
+        return f"{self.prefix}:deliveries:{task_id}"
+
+    def master_lock(self, key: str) -> str:
+        """Held while one worker synthesizes a text's master, so other formats wait and reuse it."""
+        return f"{self.prefix}:lock:master:{key}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of engine processes by last heartbeat (readiness, slot count)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def stats(self) -> str:
+        """Hash of worker-side counters (syntheses, seconds, failures), exported by the API."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def job_seconds(self) -> str:
+        """Moving average of a job's duration, for an honest Retry-After."""
+        return f"{self.prefix}:job_seconds"
+
+
+def member(key: str, fmt: str) -> str:
+    return f"{key}:{fmt}"
