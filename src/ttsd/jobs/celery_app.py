@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from ..audio import Pcm16
@@ -53,9 +53,9 @@ log = logging.getLogger("ttsd.worker")
 
 QUEUE = "ttsd"
 TASK_NAME = "ttsd.synthesize"
-# Redeliveries after crashes (on top of retries) before a job is failed for good, so a text that
-# kills its engine cannot crash workers forever.
-MAX_CRASHES = 3
+# Deliveries of one job (the first, then redeliveries after its worker died) before it is failed for
+# good, so a text that kills its engine cannot crash workers forever.
+MAX_DELIVERIES = 4
 
 
 def broker_queue_key(settings: Settings) -> str:
@@ -68,6 +68,10 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
+            # Sweep for jobs of vanished workers often enough that they come back soon after the
+            # visibility timeout, not minutes later (kombu's default is every 100 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
             "global_keyprefix": f"{settings.redis_prefix}:celery:",
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
@@ -75,6 +79,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # The task raises only when Redis stayed away too long; leaving the message unacknowledged
+        # gets it redelivered instead of dropped. Every other failure is recorded and returns.
+        task_acks_on_failure_or_timeout=False,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -83,9 +90,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_concurrency=settings.engine_slots,
         worker_send_task_events=False,
-        # A slow job is failed (soft limit); a hung engine is killed and its process replaced (hard).
-        task_soft_time_limit=settings.job_timeout,
-        task_time_limit=settings.job_timeout + 15,
+        # Each attempt has its own deadline (``_deadline``); this hard limit is the backstop that
+        # kills a process stuck where no signal reaches, after waits for Redis are allowed for.
+        task_time_limit=settings.job_timeout + settings.visibility_timeout // 2 + 60,
     )
     return app
 
@@ -159,23 +166,44 @@ class WorkerRuntime:
             with contextlib.suppress(Exception):  # expired or Redis gone: the lock times out by itself
                 lock.release()
 
-    def run(self, task: Task, payload: dict[str, Any]) -> None:
-        job = Job.from_dict(payload)
-        try:
-            self._run(task, job)
-        except (StorageError, BackendUnavailable) as exc:
-            retries = self.settings.job_retries
-            if task.request.retries < retries:
-                log.warning("transient failure; retrying", extra={"task_id": job.task_id, "code": exc.code})
-                countdown = min(30, 2**task.request.retries)
-                raise task.retry(exc=exc, countdown=countdown, max_retries=retries) from exc
-            with contextlib.suppress(BackendUnavailable):
-                self._fail(job, None, exc)
+    def run(self, payload: dict[str, Any]) -> None:
+        """Run a job, retrying transient faults in place with back-off.
 
-    def _run(self, task: Task, job: Job) -> None:
-        with redis_errors():
-            deliveries = int(self.client.incr(self.keys.deliveries(job.task_id)))
-            self.client.expire(self.keys.deliveries(job.task_id), self.settings.visibility_timeout * 2)
+        Retrying in place, not through ``Task.retry``, matters: a retry is a new message, and when
+        the broker is the thing that is down it cannot be published and the job would be dropped.
+        Object storage gets ``TTSD_JOB_RETRIES`` attempts, then the job fails cleanly; Redis gets
+        until half the visibility timeout, then the exception leaves the message unacknowledged
+        and the broker hands it out again later."""
+        job = Job.from_dict(payload)
+        started = time.monotonic()
+        delay = 1.0
+        storage_failures = 0
+        deliveries = 0
+        while True:
+            try:
+                if not deliveries:
+                    with redis_errors():
+                        deliveries = int(self.client.incr(self.keys.deliveries(job.task_id)))
+                        self.client.expire(
+                            self.keys.deliveries(job.task_id), self.settings.visibility_timeout * 2
+                        )
+                self._run(job, deliveries)
+                return
+            except StorageError as exc:
+                storage_failures += 1
+                if storage_failures > self.settings.job_retries:
+                    self._fail(job, None, exc)
+                    return
+                error: TtsdError = exc
+            except BackendUnavailable as exc:
+                if time.monotonic() - started > self.settings.visibility_timeout / 2:
+                    raise
+                error = exc
+            log.warning("transient failure; retrying", extra={"task_id": job.task_id, "code": error.code})
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)
+
+    def _run(self, job: Job, deliveries: int) -> None:
         status = self.board.get(job.task_id) or _queued(job)
         reporter = RedisReporter(self.board, status)
         if self.broken is not None:
@@ -183,26 +211,27 @@ class WorkerRuntime:
                 job, reporter, EngineUnavailable(f"this worker could not load its engines: {self.broken}")
             )
             return
-        if deliveries > self.settings.job_retries + MAX_CRASHES:
+        if deliveries > MAX_DELIVERIES:
             self._fail(
                 job, reporter, EngineCrashed("the engine process died on every attempt at this request")
             )
             return
         started = time.monotonic()
         try:
-            outcome = run_job(
-                job,
-                self._engines,
-                self.store,
-                self.index,
-                reporter,
-                cache_ttl=self.settings.cache_ttl,
-                cache_max_bytes=self.settings.cache_max_bytes,
-                master_lock=self.master_lock,
-            )
+            with _deadline(self.settings.job_timeout):
+                outcome = run_job(
+                    job,
+                    self._engines,
+                    self.store,
+                    self.index,
+                    reporter,
+                    cache_ttl=self.settings.cache_ttl,
+                    cache_max_bytes=self.settings.cache_max_bytes,
+                    master_lock=self.master_lock,
+                )
         except (StorageError, BackendUnavailable):
             raise
-        except SoftTimeLimitExceeded:
+        except _AttemptTimeout:
             self._fail(
                 job, reporter, JobTimeout(f"synthesis took longer than {self.settings.job_timeout:g} s")
             )
@@ -239,6 +268,27 @@ class WorkerRuntime:
             self.client.delete(self.keys.inflight(job.task_id), self.keys.deliveries(job.task_id))
 
 
+class _AttemptTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the engine after ``seconds``: the job fails with job_timeout, the slot is free.
+    (Celery's own time limits count the whole task, retries and waits for Redis included.)"""
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _AttemptTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _queued(job: Job) -> TaskStatus:
     now = time.time()
     return TaskStatus(
@@ -257,9 +307,9 @@ def make_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     runtime = WorkerRuntime(settings)
 
-    @app.task(name=TASK_NAME, bind=True, max_retries=settings.job_retries)  # type: ignore[untyped-decorator]
-    def synthesize(self: Task, payload: dict[str, Any]) -> None:
-        runtime.run(self, payload)
+    @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+    def synthesize(payload: dict[str, Any]) -> None:
+        runtime.run(payload)
 
     def on_process_init(**_: Any) -> None:
         runtime.load()

@@ -1,0 +1,174 @@
+"""Distributed mode under failure: lost workers, Redis restarts, object storage outages.
+
+These run on a stack of their own (Redis, SeaweedFS, Celery workers), with short timeouts so a lost
+job comes back within seconds."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import soundfile
+
+from .conftest import Server, Stack, start_stack, stop_server, unique, wait_until
+
+pytestmark = pytest.mark.slow
+
+FAST = {"TTSD_VISIBILITY_TIMEOUT": "12", "TTSD_JOB_TIMEOUT": "10", "TTSD_JOB_RETRIES": "2"}
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("fragile"), workers=1, env=FAST)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api(fragile: Stack) -> Iterator[Server]:
+    srv = fragile.server("api-fragile")
+    yield srv
+    stop_server(srv)
+
+
+def test_two_apis_two_workers_each_unique_text_synthesized_once(stack: Stack) -> None:
+    first, second = stack.server("api-a"), stack.server("api-b")
+    try:
+        uniques = [unique(f"Support phrase number {i}, thank you for waiting.") for i in range(40)]
+        rng = random.Random(7)
+        texts = uniques + [rng.choice(uniques) for _ in range(60)]  # 60 % of requests are repeats
+        rng.shuffle(texts)
+        syntheses = first.metric("ttsd_syntheses_total")
+        limits = httpx.Limits(max_connections=100)
+        with (
+            first.client(limits=limits) as a,
+            second.client(limits=limits) as b,
+            ThreadPoolExecutor(50) as pool,
+        ):
+            clients = [a, b]
+            responses = list(
+                pool.map(
+                    lambda it: clients[it[0] % 2].post(
+                        "/v1/synthesize", json={"text": it[1], "format": "mp3"}
+                    ),
+                    enumerate(texts),
+                )
+            )
+        assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses]
+        urls: dict[str, str] = {}
+        for text, response in zip(texts, responses, strict=True):
+            body = response.json()
+            done = body if response.status_code == 200 else first.wait_task(body["task_id"])
+            assert done["status"] == "done", done
+            urls[text] = done["url"]
+        # Counted by the workers themselves, not inferred from responses.
+        assert first.metric("ttsd_syntheses_total") - syntheses == len(uniques)
+        for url in urls.values():
+            samples, rate = soundfile.read(io.BytesIO(httpx.get(url, timeout=30).content))
+            assert len(samples) / rate > 1
+    finally:
+        stop_server(first)
+        stop_server(second)
+
+
+def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Stack, tmp_path: Path) -> None:
+    # The workers' data directory (shared with the API processes in this test) never got audio files.
+    assert not list(stack.tmp.glob("data/audio/**/*.mp3"))
+    client = redis.Redis.from_url(stack.env["TTSD_REDIS_URL"])
+    # Keys without a TTL are the bounded bookkeeping ones (or Celery's own bindings).
+    unbounded = {"ttsd:lru", "ttsd:expiry", "ttsd:sizes", "ttsd:bytes", "ttsd:stats", "ttsd:workers"}
+    for key in client.scan_iter(count=1000):
+        name = key.decode()
+        if client.ttl(key) == -1:
+            assert name in unbounded or name.startswith("ttsd:celery:"), name
+        assert name.startswith("ttsd:"), name
+
+
+def test_killed_worker_loses_no_job(fragile: Stack, api: Server) -> None:
+    [lone] = fragile.workers
+    text = " ".join(f"This is sentence number {i} of a long recorded announcement." for i in range(30))
+    with api.client() as client:
+        task = client.post("/v1/synthesize", json={"text": unique(text)}).json()
+        wait_until(
+            lambda: client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] == "synthesizing",
+            30,
+            "job start",
+        )
+        replacement = fragile.start_worker("w-replacement")
+        fragile.kill_worker(lone)  # the worker and its engine processes, mid-synthesis
+        result = api.wait_task(task["task_id"], timeout=90)
+        assert result["status"] == "done", result
+        assert client.get(result["url"]).status_code == 200
+    assert replacement in fragile.workers
+
+
+def post_for(api: Server, seconds: float) -> list[httpx.Response]:
+    """Requests of new texts, one after another, for ``seconds``."""
+    responses: list[httpx.Response] = []
+    deadline = time.monotonic() + seconds
+    with api.client() as client:
+        while time.monotonic() < deadline:
+            body = {"text": unique("Load during an outage."), "voice": "en-heart"}
+            responses.append(client.post("/v1/synthesize", json=body))
+            time.sleep(0.05)
+    return responses
+
+
+def test_redis_restart_under_load(fragile: Stack, api: Server) -> None:
+    results: list[httpx.Response] = []
+    load = threading.Thread(target=lambda: results.extend(post_for(api, 9.0)))
+    load.start()
+    time.sleep(2)
+    fragile.redis.stop()
+    time.sleep(3)
+    fragile.redis.start()
+    load.join()
+    codes = [r.status_code for r in results]
+    assert 503 in codes and 202 in codes, codes
+    assert set(codes) <= {200, 202, 503}, codes
+    for r in results:
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "backend_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
+    # Back to normal service without restarting anything; jobs accepted before the outage finish.
+    wait_until(lambda: httpx.get(f"{api.url}/readyz").status_code == 200, 60, "readiness after Redis")
+    accepted = [r.json()["task_id"] for r in results if r.status_code == 202]
+    finals = [api.wait_task(t, timeout=90) for t in accepted]
+    assert all(f["status"] == "done" for f in finals), [f for f in finals if f["status"] != "done"]
+    with api.client() as client:
+        fresh = client.post("/v1/synthesize", json={"text": unique("After Redis came back.")})
+        assert fresh.status_code == 202
+        assert api.wait_task(fresh.json()["task_id"])["status"] == "done"
+
+
+def test_object_storage_outage_fails_cleanly_then_recovers(fragile: Stack, api: Server) -> None:
+    body: dict[str, Any] = {"text": unique("Stored after the outage."), "format": "ogg"}
+    fragile.s3.stop()
+    try:
+        with api.client() as client:
+            assert client.get("/readyz").status_code == 503
+            task = client.post("/v1/synthesize", json=body).json()
+            failed = api.wait_task(task["task_id"], timeout=60)
+            assert failed["status"] == "failed" and failed["error"]["code"] == "storage_error", failed
+            # Never cached: the same request is queued again, not answered from a failure.
+            again = client.post("/v1/synthesize", json=body)
+            assert again.status_code == 202
+            api.wait_task(again.json()["task_id"], timeout=60)
+    finally:
+        fragile.s3.start()
+    with api.client() as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "readiness after S3")
+        retry = client.post("/v1/synthesize", json=body)
+        assert retry.status_code == 202
+        done = api.wait_task(retry.json()["task_id"])
+        assert done["status"] == "done", done
+        assert client.get(done["url"]).status_code == 200
