@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 import soundfile
@@ -23,7 +25,7 @@ from .conftest import Server, Stack, start_stack, stop_server, unique, wait_unti
 
 pytestmark = pytest.mark.slow
 
-FAST = {"TTSD_VISIBILITY_TIMEOUT": "12", "TTSD_JOB_TIMEOUT": "10", "TTSD_JOB_RETRIES": "2"}
+FAST = {"TTSD_VISIBILITY_TIMEOUT": "16", "TTSD_JOB_TIMEOUT": "15", "TTSD_JOB_RETRIES": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +111,27 @@ def test_killed_worker_loses_no_job(fragile: Stack, api: Server) -> None:
         assert result["status"] == "done", result
         assert client.get(result["url"]).status_code == 200
     assert replacement in fragile.workers
+
+
+def test_killed_engine_process_requeues_its_job_at_once(fragile: Stack, api: Server) -> None:
+    [worker] = fragile.workers
+    text = " ".join(f"Sentence number {i} of another long announcement." for i in range(30))
+    with api.client() as client:
+        task = client.post("/v1/synthesize", json={"text": unique(text)}).json()
+        wait_until(
+            lambda: client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] == "synthesizing",
+            30,
+            "job start",
+        )
+        engine_processes = psutil.Process(worker.pid).children()
+        assert engine_processes
+        started = time.monotonic()
+        for process in engine_processes:
+            process.send_signal(signal.SIGKILL)
+        result = api.wait_task(task["task_id"], timeout=60)
+        assert result["status"] == "done", result
+        # Requeued by the worker that saw its process die, not after the visibility timeout.
+        assert time.monotonic() - started < float(FAST["TTSD_VISIBILITY_TIMEOUT"])
 
 
 def post_for(api: Server, seconds: float) -> list[httpx.Response]:

@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
+from redis.exceptions import LockError
 
 from ..audio import Pcm16
 from ..backends import build_store, load_engines
@@ -56,6 +58,7 @@ TASK_NAME = "ttsd.synthesize"
 # Deliveries of one job (the first, then redeliveries after its worker died) before it is failed for
 # good, so a text that kills its engine cannot crash workers forever.
 MAX_DELIVERIES = 4
+MASTER_LEASE_SECONDS = 5.0
 
 
 def broker_queue_key(settings: Settings) -> str:
@@ -154,16 +157,33 @@ class WorkerRuntime:
 
     @contextlib.contextmanager
     def master_lock(self, key: str) -> Iterator[None]:
-        timeout = self.settings.job_timeout
-        lock = self.client.lock(self.keys.master_lock(key), timeout=timeout, blocking_timeout=timeout)
+        """A short lease, renewed while held: if its holder dies, the lease (not the job timeout)
+        bounds how long the job's redelivery waits for it."""
+        lock = self.client.lock(
+            self.keys.master_lock(key),
+            timeout=MASTER_LEASE_SECONDS,
+            blocking_timeout=self.settings.job_timeout,
+            thread_local=False,  # renewed from another thread
+        )
         with redis_errors():
             acquired = lock.acquire()
         if not acquired:
             raise BackendUnavailable("timed out waiting for another worker to make this text's master")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(MASTER_LEASE_SECONDS / 3):
+                try:
+                    lock.extend(MASTER_LEASE_SECONDS, replace_ttl=True)
+                except (LockError, redis.RedisError):
+                    return  # lost or Redis away: the lease lapses and another worker may proceed
+
+        threading.Thread(target=renew, name="ttsd-lease", daemon=True).start()
         try:
             yield
         finally:
-            with contextlib.suppress(Exception):  # expired or Redis gone: the lock times out by itself
+            done.set()
+            with contextlib.suppress(LockError, redis.RedisError):
                 lock.release()
 
     def run(self, payload: dict[str, Any]) -> None:
