@@ -23,6 +23,7 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     └── JobError (500 synthesis_failed)             a job failed; kept on the task for polling
         ├── EngineCrashed (503 engine_crashed)      the engine process died, twice
         ├── JobTimeout (504 job_timeout)
+        ├── JobCancelled (409 cancelled)            every streaming listener left
         ├── EngineUnavailable (500 engine_unavailable)  weights or libraries missing
         └── StorageError (503 storage_error)        also Unavailable: transient, with Retry-After
 """
@@ -144,6 +145,11 @@ class JobTimeout(JobError):
     code = "job_timeout"
 
 
+class JobCancelled(JobError):
+    status = 409
+    code = "cancelled"
+
+
 class EngineUnavailable(JobError):
     code = "engine_unavailable"
 
@@ -154,7 +160,8 @@ class StorageError(JobError, Unavailable):
 
 
 _JOB_ERRORS: dict[str, type[JobError]] = {
-    cls.code: cls for cls in (JobError, EngineCrashed, JobTimeout, EngineUnavailable, StorageError)
+    cls.code: cls
+    for cls in (JobError, EngineCrashed, JobTimeout, JobCancelled, EngineUnavailable, StorageError)
 }
 
 

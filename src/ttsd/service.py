@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from . import audio
+from .audio_stream import STREAMABLE, StreamEncoder
 from .config import Settings
 from .errors import (
     AudioNotFound,
@@ -21,7 +24,7 @@ from .jobs.model import Job
 from .keys import TASK_ID_RE, SynthesisSpec, audio_id, parse_audio_id, task_id
 from .metrics import Metrics
 from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, Status, TaskBoard, TaskStatus
-from .store.base import AudioStore, Location, Redirect, object_name
+from .store.base import MASTER, AudioStore, Location, Redirect, object_name
 from .text import normalize
 from .voices import Catalogue
 
@@ -50,6 +53,21 @@ class Hit:
 class Queued:
     status: TaskStatus
     merged: bool
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """Audio on its way: from storage on a hit, else encoded piece by piece as the engine speaks."""
+
+    key: str
+    format: audio.AudioFormat
+    sample_rate: int
+    cached: bool
+    task_id: str
+    chunks: AsyncGenerator[bytes, None]
+
+
+_READ_CHUNK = 64 * 1024
 
 
 def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_chars: int) -> Job:
@@ -142,6 +160,73 @@ class TtsService:
             raise AudioNotFound("the audio was evicted before it could be sent")
         return entry
 
+    async def stream(self, request: SynthesisRequest) -> AudioStream:
+        """Open a stream. The first chunk is awaited here, so a job that fails before making any
+        audio is still an ordinary error response rather than a broken stream."""
+        job = self.prepare(request)
+        fmt = audio.get_format(job.fmt)
+        native = self.catalogue.specs[job.spec.engine].sample_rate
+        entry = self.index.get(job.key, job.fmt)
+        cached = entry is not None
+        chunks: AsyncGenerator[bytes, None]
+        if entry is not None:
+            self.metrics.cache_requests.labels("hit").inc()
+            chunks = self._stored(entry)
+        elif fmt.name not in STREAMABLE or self.index.get(job.key, MASTER) is not None:
+            # Nothing to hear live: a format that cannot stream, or only an encode to wait for.
+            chunks = self._stored_when_done(request)
+        else:
+            submission = await self.queue.submit(job, stream=True)
+            self.metrics.cache_requests.labels("merged" if submission.merged else "miss").inc()
+            chunks = self._live(job, fmt)
+        try:
+            first = await anext(chunks, b"")
+        except BaseException:
+            await chunks.aclose()
+            raise
+        rate = audio.encoded_rate(fmt, native)
+        return AudioStream(job.key, fmt, rate, cached, job.task_id, _prepend(first, chunks))
+
+    async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
+        data = await asyncio.to_thread(self.store.get, entry.object_name)
+        for start in range(0, len(data), _READ_CHUNK):
+            yield data[start : start + _READ_CHUNK]
+
+    async def _stored_when_done(self, request: SynthesisRequest) -> AsyncGenerator[bytes, None]:
+        entry = await self.synthesize_and_wait(request)
+        async for chunk in self._stored(entry):
+            yield chunk
+
+    async def _live(self, job: Job, fmt: audio.AudioFormat) -> AsyncGenerator[bytes, None]:
+        encoder: StreamEncoder | None = None
+        complete = False
+        try:
+            async for piece in self.queue.audio(job.task_id):
+                if encoder is None:
+                    encoder = StreamEncoder(fmt, piece.sample_rate)
+                data = await asyncio.to_thread(encoder.feed, piece.pcm)
+                if data:
+                    yield data
+            complete = True
+        finally:
+            if not complete:
+                # The listener left (or the job failed): the engine may stop if nobody else waits.
+                await self.queue.release(job.task_id)
+        if encoder is None:
+            # The job made no pieces: its master was already cached, so the file only needed encoding.
+            status = await self.queue.wait(job.task_id)
+            if status is not None and status.error is not None:
+                raise job_error_from(status.error.code, status.error.message)
+            entry = self.index.get(job.key, job.fmt)
+            if entry is None:
+                raise AudioNotFound("the audio was evicted before it could be sent")
+            async for chunk in self._stored(entry):
+                yield chunk
+            return
+        tail = await asyncio.to_thread(encoder.finish)
+        if tail:
+            yield tail
+
     def task(self, task_id_: str) -> TaskStatus:
         status = self.board.get(task_id_) if TASK_ID_RE.match(task_id_) else None
         if status is None:
@@ -169,3 +254,13 @@ class TtsService:
             "cached object missing; dropping index entry", extra={"key": entry.key, "format": entry.fmt}
         )
         self.index.delete(entry.key, entry.fmt)
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()

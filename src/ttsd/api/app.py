@@ -16,7 +16,7 @@ from ..service import TtsService
 from ..voices import Catalogue
 from . import errors
 from .limits import BodyLimitMiddleware
-from .routes import audio, health, speech, synthesize, tasks, voices
+from .routes import audio, health, speech, stream, synthesize, tasks, voices
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app, debug=settings.debug)
-    for module in (synthesize, tasks, audio, speech, voices, health):
+    for module in (synthesize, tasks, audio, speech, stream, voices, health):
         app.include_router(module.router)
     return app

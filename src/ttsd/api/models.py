@@ -34,6 +34,22 @@ class SpeechBody(BaseModel):
     voice: str | None = None
     response_format: str = "mp3"
     speed: float = Field(1.0, ge=0.5, le=2.0)
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: the file's bytes, streamed as made; sse: base64 deltas as events"
+    )
+
+
+class StreamRequest(BaseModel):
+    """One request on the /v1/stream WebSocket."""
+
+    model_config = _STRICT
+
+    text: str
+    voice: str | None = None
+    language: str | None = None
+    format: str = "pcm"
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class Done(BaseModel):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..state.base import TaskStatus
-from .model import Job
+from .model import Job, Piece
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,22 @@ class JobQueue(ABC):
     def not_ready_reason(self) -> str: ...
 
     @abstractmethod
-    async def submit(self, job: Job) -> Submission:
-        """Queue a job, or join the identical one in flight; raises Overloaded when full."""
+    async def submit(self, job: Job, *, stream: bool = False) -> Submission:
+        """Queue a job, or join the identical one in flight; raises Overloaded when full.
+
+        ``stream=True`` registers a listener that must call ``release`` when it leaves: a job only
+        streaming listeners want is cancelled when the last one goes. Any other submission pins the
+        job, so it runs to the end."""
+
+    @abstractmethod
+    def audio(self, task_id: str) -> AsyncIterator[Piece]:
+        """The pieces of the master this task synthesizes, from the first, as they are made; ends
+        when the master is complete, at once if the task synthesizes nothing (its master was
+        cached). Raises the job's error if it fails."""
+
+    @abstractmethod
+    async def release(self, task_id: str) -> None:
+        """A streaming listener left."""
 
     @abstractmethod
     async def wait(self, task_id: str) -> TaskStatus | None:

@@ -31,6 +31,7 @@ from ..errors import (
     BackendUnavailable,
     EngineCrashed,
     EngineUnavailable,
+    JobCancelled,
     JobError,
     JobTimeout,
     StorageError,
@@ -100,17 +101,42 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+PCM_STREAM_TTL = 300
+
+
 class RedisReporter:
-    def __init__(self, board: TaskBoard, status: TaskStatus) -> None:
+    """Progress to the task board; master pieces to a Redis stream the listening API reads."""
+
+    def __init__(self, board: TaskBoard, status: TaskStatus, client: redis.Redis, keys: RedisKeys) -> None:
         self._board = board
         self.status = status
+        self._client = client
+        self._keys = keys
 
     def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         self.status = self.status.advance(stage, progress, **changes)
         self._board.put(self.status)
 
+    def _publish(self, fields: dict[str, bytes | str | int]) -> None:
+        stream = self._keys.pcm(self.status.task_id)
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pipe.expire(stream, PCM_STREAM_TTL)
+            pipe.exists(self._keys.cancel(self.status.task_id))
+            cancelled = pipe.execute()[-1]
+        if cancelled:
+            raise JobCancelled("every listener of this stream left")
+
     def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        pass  # streaming to the API arrives with the streaming endpoints
+        self._publish({"rate": sample_rate, "pcm": pcm.tobytes()})
+
+    def audio_end(self) -> None:
+        self._publish({"end": 1})
+
+    def error(self, exc: TtsdError) -> None:
+        with contextlib.suppress(JobCancelled):
+            self._publish({"error": exc.code, "message": exc.message})
 
 
 class WorkerRuntime:
@@ -225,7 +251,13 @@ class WorkerRuntime:
 
     def _run(self, job: Job, deliveries: int) -> None:
         status = self.board.get(job.task_id) or _queued(job)
-        reporter = RedisReporter(self.board, status)
+        reporter = RedisReporter(self.board, status, self.client, self.keys)
+        with redis_errors():
+            if self.client.exists(self.keys.cancel(job.task_id)):
+                self._fail(
+                    job, reporter, JobCancelled("every listener of this stream left before it started")
+                )
+                return
         if self.broken is not None:
             self._fail(
                 job, reporter, EngineUnavailable(f"this worker could not load its engines: {self.broken}")
@@ -276,7 +308,10 @@ class WorkerRuntime:
         """Never cached; the error stays on the task for polling clients."""
         log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
         if reporter is None:
-            reporter = RedisReporter(self.board, self.board.get(job.task_id) or _queued(job))
+            reporter = RedisReporter(
+                self.board, self.board.get(job.task_id) or _queued(job), self.client, self.keys
+            )
+        reporter.error(exc)
         reporter.stage(
             Stage.FAILED, reporter.status.progress, error=TaskError(code=exc.code, message=exc.message)
         )
@@ -285,7 +320,13 @@ class WorkerRuntime:
 
     def _release(self, job: Job) -> None:
         with redis_errors():
-            self.client.delete(self.keys.inflight(job.task_id), self.keys.deliveries(job.task_id))
+            self.client.delete(
+                self.keys.inflight(job.task_id),
+                self.keys.deliveries(job.task_id),
+                self.keys.listeners(job.task_id),
+                self.keys.pinned(job.task_id),
+                self.keys.cancel(job.task_id),
+            )
 
 
 class _AttemptTimeout(Exception):

@@ -7,22 +7,26 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import numpy as np
 import redis
+import redis.asyncio
 from kombu.exceptions import OperationalError
 
 from ..config import Settings
-from ..errors import BackendUnavailable, Overloaded
+from ..errors import BackendUnavailable, Overloaded, job_error_from
 from ..metrics import Metrics
 from ..state.base import Stage, Status, TaskBoard, TaskStatus
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys
 from .base import JobQueue, Submission
 from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery
-from .model import Job
+from .model import Job, Piece
 
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
+_XREAD_BLOCK_MS = 500
 
 
 class CeleryQueue(JobQueue):
@@ -34,6 +38,8 @@ class CeleryQueue(JobQueue):
         self._app = make_celery(settings)
         self._registry = WorkerRegistry(client, self._keys)
         self._broker_queue = broker_queue_key(settings)
+        # Blocking stream reads must not hold the event loop: they use an asyncio client.
+        self._async_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         # A mark outlives a redelivery; a job not heard of for this long is presumed lost.
         self._mark_ttl = settings.visibility_timeout + int(settings.job_timeout) + 60
         metrics.watch(metrics.queue_depth, self._gauge(lambda: self.depth))
@@ -78,11 +84,12 @@ class CeleryQueue(JobQueue):
 
     async def stop(self) -> None:
         self._app.close()
+        await self._async_client.aclose()
 
     def _stale(self, status: TaskStatus) -> bool:
         return status.updated_at < time.time() - self._mark_ttl
 
-    async def submit(self, job: Job) -> Submission:
+    async def submit(self, job: Job, *, stream: bool = False) -> Submission:
         now = time.time()
         status = TaskStatus(
             task_id=job.task_id,
@@ -102,6 +109,7 @@ class CeleryQueue(JobQueue):
                 # Another API process set the mark an instant ago and is about to write the status.
                 return Submission(status, merged=True)
             if not existing.finished and not self._stale(existing):
+                self._register(job.task_id, stream)
                 return Submission(existing, merged=True)
             # Finished (its mark is about to go) or lost: this request starts it afresh.
         depth = self.depth
@@ -113,7 +121,13 @@ class CeleryQueue(JobQueue):
                 f"the synthesis queue is full ({depth} jobs waiting)", retry_after=self.retry_after(depth)
             )
         with redis_errors():
-            self._client.set(mark, b"1", ex=self._mark_ttl)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(mark, b"1", ex=self._mark_ttl)
+            # Leftovers of an earlier run of this task (cancelled or failed) must not leak in.
+            for stale in (self._keys.pcm, self._keys.cancel, self._keys.listeners, self._keys.pinned):
+                pipe.delete(stale(job.task_id))
+            pipe.execute()
+        self._register(job.task_id, stream)
         self._board.put(status)
         try:
             self._app.send_task(
@@ -124,6 +138,47 @@ class CeleryQueue(JobQueue):
                 self._client.delete(mark)
             raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
         return Submission(status, merged=False)
+
+    def _register(self, task_id: str, stream: bool) -> None:
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            if stream:
+                pipe.incr(self._keys.listeners(task_id))
+                pipe.expire(self._keys.listeners(task_id), self._mark_ttl)
+            else:
+                pipe.set(self._keys.pinned(task_id), b"1", ex=self._mark_ttl)
+            pipe.execute()
+
+    async def release(self, task_id: str) -> None:
+        with redis_errors():
+            left = int(self._client.decr(self._keys.listeners(task_id)))
+            if left <= 0 and not self._client.exists(self._keys.pinned(task_id)):
+                self._client.set(self._keys.cancel(task_id), b"1", ex=self._mark_ttl)
+
+    async def audio(self, task_id: str) -> AsyncIterator[Piece]:
+        stream = self._keys.pcm(task_id)
+        last = "0-0"
+        while True:
+            try:
+                batch: Any = await self._async_client.xread({stream: last}, count=64, block=_XREAD_BLOCK_MS)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise BackendUnavailable(f"Redis is unreachable: {exc}", retry_after=2) from exc
+            if not batch:
+                # Nothing new: a job that ends without pieces made no master (it was cached).
+                status = self._board.get(task_id)
+                if status is None or status.finished:
+                    if status is not None and status.error is not None:
+                        raise job_error_from(status.error.code, status.error.message)
+                    return
+                continue
+            for _, entries in batch:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    if b"end" in fields:
+                        return
+                    if b"error" in fields:
+                        raise job_error_from(fields[b"error"].decode(), fields[b"message"].decode())
+                    yield Piece(np.frombuffer(fields[b"pcm"], dtype=np.int16), int(fields[b"rate"]))
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         delay = _POLL_FIRST

@@ -11,14 +11,16 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..errors import JobError, Overloaded
+from ..errors import JobCancelled, JobError, Overloaded
 from ..keys import audio_id
 from ..metrics import JobStats, Metrics
 from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
 from .base import JobQueue, Submission
-from .model import Job
+from .model import Job, Piece
 from .pool import EnginePool
 
 log = logging.getLogger("ttsd.queue")
@@ -26,6 +28,36 @@ log = logging.getLogger("ttsd.queue")
 # Starting guess for a job's duration until real ones are measured (for Retry-After).
 _INITIAL_JOB_SECONDS = 1.0
 _EWMA = 0.2
+
+
+@dataclass(eq=False)
+class _Feed:
+    """The pieces of one job's master, kept while the job is in flight so a listener that joins
+    late hears it from the start."""
+
+    pieces: list[Piece] = field(default_factory=list)
+    ended: bool = False
+    error: JobError | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, piece: Piece | None) -> None:
+        if piece is None:
+            self.ended = True
+        else:
+            self.pieces.append(piece)
+        self.changed.set()
+
+    def close(self, error: JobError | None) -> None:
+        if not self.ended:
+            self.ended, self.error = True, error
+        self.changed.set()
+
+
+@dataclass
+class _Interest:
+    listeners: int = 0
+    pinned: bool = False
+    cancelled: bool = False
 
 
 class InProcessQueue(JobQueue):
@@ -37,6 +69,8 @@ class InProcessQueue(JobQueue):
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
         self._last_of_key: dict[str, asyncio.Future[TaskStatus]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._feeds: dict[str, _Feed] = {}
+        self._interest: dict[str, _Interest] = {}
         self._job_seconds = _INITIAL_JOB_SECONDS
         metrics.watch(metrics.queue_depth, lambda: self.depth)
         metrics.watch(metrics.busy_slots, lambda: self._pool.busy)
@@ -74,7 +108,7 @@ class InProcessQueue(JobQueue):
             task.cancel()
         await self._pool.stop()
 
-    async def submit(self, job: Job) -> Submission:
+    async def submit(self, job: Job, *, stream: bool = False) -> Submission:
         now = time.time()
         status = TaskStatus(
             task_id=job.task_id,
@@ -87,6 +121,7 @@ class InProcessQueue(JobQueue):
             updated_at=now,
         )
         if job.task_id in self._inflight:
+            self._register(job.task_id, stream)
             # The board never expires an unfinished task, so the fallback is only for safety.
             return Submission(self._board.get(job.task_id) or status, merged=True)
         if self.depth >= self._settings.queue_limit:
@@ -94,6 +129,9 @@ class InProcessQueue(JobQueue):
                 f"the synthesis queue is full ({self.depth} jobs waiting)", retry_after=self.retry_after()
             )
         self._board.put(status)
+        self._feeds[job.task_id] = _Feed()
+        self._interest[job.task_id] = _Interest()
+        self._register(job.task_id, stream)
         done: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._inflight[job.task_id] = done
         before = self._last_of_key.get(job.key)
@@ -117,13 +155,17 @@ class InProcessQueue(JobQueue):
             current = current.advance(stage, progress)
             self._board.put(current)
 
+        feed = self._feeds[job.task_id]
         started = time.monotonic()
         try:
             if before is not None:
                 # Same text, other format: let that job make the master, then only encode.
                 await asyncio.wait([before])
-            outcome = await self._pool.run(job, on_stage)
+            if self._interest[job.task_id].cancelled:
+                raise JobCancelled("every listener of this stream left before it started")
+            outcome = await self._pool.run(job, on_stage, feed.push)
         except JobError as exc:
+            feed.close(exc)
             self._stats.failed(exc.code)
             log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
             current = current.advance(
@@ -139,11 +181,46 @@ class InProcessQueue(JobQueue):
             self._stats.encoded(job.fmt)
             current = current.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
         finally:
+            feed.close(None)
             self._board.put(current)
             del self._inflight[job.task_id]
+            del self._feeds[job.task_id]
+            del self._interest[job.task_id]
             if self._last_of_key.get(job.key) is done:
                 del self._last_of_key[job.key]
             done.set_result(current)
+
+    def _register(self, task_id: str, stream: bool) -> None:
+        interest = self._interest[task_id]
+        if stream:
+            interest.listeners += 1
+        else:
+            interest.pinned = True
+
+    async def audio(self, task_id: str) -> AsyncIterator[Piece]:
+        feed = self._feeds.get(task_id)
+        if feed is None:
+            return
+        sent = 0
+        while True:
+            while sent < len(feed.pieces):
+                yield feed.pieces[sent]
+                sent += 1
+            if feed.ended:
+                if feed.error is not None:
+                    raise feed.error
+                return
+            feed.changed.clear()
+            await feed.changed.wait()
+
+    async def release(self, task_id: str) -> None:
+        interest = self._interest.get(task_id)
+        if interest is None:
+            return
+        interest.listeners -= 1
+        if interest.listeners <= 0 and not interest.pinned and not interest.cancelled:
+            interest.cancelled = True
+            self._pool.cancel(task_id)  # running: stops after its sentence; queued: never starts
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         running = self._inflight.get(task_id)

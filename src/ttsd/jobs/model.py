@@ -30,6 +30,14 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A sentence of a master as it is made: int16 mono samples at the engine's rate."""
+
+    pcm: Pcm16
+    sample_rate: int
+
+
+@dataclass(frozen=True)
 class JobOutcome:
     entry: CacheEntry
     synthesized: bool  # False when the master came from the cache and only an encode ran
@@ -43,4 +51,8 @@ class Reporter(Protocol):
     def stage(self, stage: Stage, progress: int) -> None: ...
 
     def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        """One assembled piece, in order, as soon as it is made."""
+        """One assembled piece, in order, as soon as it is made. Raises JobCancelled when every
+        listener of a streamed job has gone, so the engine stops between sentences."""
+
+    def audio_end(self) -> None:
+        """The master is complete (called only when this job synthesized it)."""

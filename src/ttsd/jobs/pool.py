@@ -19,15 +19,19 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import numpy as np
+
 from ..config import Settings
 from ..errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_from
 from ..state.base import Stage
-from .model import Job, JobOutcome
+from .model import Job, JobOutcome, Piece
 from .worker import worker_main
 
 log = logging.getLogger("ttsd.pool")
 
 StageCallback = Callable[[Stage, int], None]
+# A piece of the master as it is made, or None once the master is complete.
+AudioCallback = Callable[[Piece | None], None]
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
 
@@ -46,6 +50,7 @@ class _Worker:
     task_id: str | None = None
     future: asyncio.Future[JobOutcome] | None = None
     on_stage: StageCallback | None = None
+    on_audio: AudioCallback | None = None
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -126,9 +131,16 @@ class EnginePool:
             _, task_id, stage, progress = message
             if worker.on_stage is not None and task_id == worker.task_id:
                 worker.on_stage(Stage(stage), int(progress))
+        elif kind == "audio":
+            _, task_id, rate, data = message
+            if worker.on_audio is not None and task_id == worker.task_id:
+                worker.on_audio(Piece(np.frombuffer(data, dtype=np.int16), int(rate)))
+        elif kind == "audio_end":
+            if worker.on_audio is not None and message[1] == worker.task_id:
+                worker.on_audio(None)
         elif kind in ("done", "failed"):
             future = worker.future
-            worker.future = worker.on_stage = worker.task_id = None
+            worker.future = worker.on_stage = worker.on_audio = worker.task_id = None
             if future is not None and not future.done():
                 if kind == "done":
                     future.set_result(message[2])
@@ -167,12 +179,40 @@ class EnginePool:
             if self.fatal is not None:
                 self._idle.put_nowait(worker)  # pass the news on to the next waiter
 
-    async def run(self, job: Job, on_stage: StageCallback) -> JobOutcome:
+    def cancel(self, task_id: str) -> bool:
+        """Ask the process running ``task_id`` to stop after its current sentence."""
+        for worker in self._workers:
+            if worker.task_id == task_id and worker.alive:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(("cancel", task_id))
+                return True
+        return False
+
+    async def run(self, job: Job, on_stage: StageCallback, on_audio: AudioCallback) -> JobOutcome:
         """Run a job on the next free engine process (FIFO among waiters)."""
+        delivered = 0  # pieces already passed on; a retry after a crash resumes after them
+        seen = 0
+
+        def forward(piece: Piece | None) -> None:
+            nonlocal delivered, seen
+            if piece is None:
+                on_audio(None)
+                return
+            seen += 1
+            if seen > delivered:
+                delivered = seen
+                on_audio(piece)
+
         for attempt in range(1, _MAX_ATTEMPTS + 1):
+            seen = 0
             worker = await self._acquire()
             future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
-            worker.future, worker.on_stage, worker.task_id = future, on_stage, job.task_id
+            worker.future, worker.on_stage, worker.on_audio, worker.task_id = (
+                future,
+                on_stage,
+                forward,
+                job.task_id,
+            )
             self.busy += 1
             try:
                 worker.conn.send(job)

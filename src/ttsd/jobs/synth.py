@@ -94,6 +94,7 @@ def _master(
     started = time.perf_counter()
     pcm = synthesize_master(engine, job.spec, on_piece=on_piece)
     seconds = time.perf_counter() - started
+    reporter.audio_end()
     rate = engine.sample_rate
     data = audio.encode(pcm, rate, audio.MASTER)
     name = object_name(job.key, MASTER)

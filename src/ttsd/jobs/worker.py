@@ -1,7 +1,9 @@
 """The engine worker process: loads the engines once, then runs jobs sent over its pipe.
 
 Messages to the parent: ("ready", pid) | ("fatal", code, message) | ("stage", task_id, stage,
-progress) | ("done", task_id, outcome) | ("failed", task_id, code, message).
+progress) | ("audio", task_id, sample_rate, pcm bytes) | ("audio_end", task_id) | ("done", task_id,
+outcome) | ("failed", task_id, code, message). From the parent: a Job, ("cancel", task_id), or None
+to stop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from ..audio import Pcm16
 from ..backends import build_embedded_index, build_store, load_engines
 from ..config import Settings
-from ..errors import TtsdError
+from ..errors import JobCancelled, TtsdError
 from ..logs import configure_logging
 from ..state.base import Stage
 from .model import Job
@@ -34,7 +36,15 @@ class PipeReporter:
         self._conn.send(("stage", self._task_id, stage.value, progress))
 
     def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        pass  # streaming to the API arrives with the streaming endpoints
+        self._conn.send(("audio", self._task_id, sample_rate, pcm.tobytes()))
+        # Cancellations arrive on the same pipe while a job runs; look between sentences.
+        while self._conn.poll():
+            message = self._conn.recv()
+            if message == ("cancel", self._task_id):
+                raise JobCancelled("every listener of this stream left")
+
+    def audio_end(self) -> None:
+        self._conn.send(("audio_end", self._task_id))
 
 
 def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
@@ -54,11 +64,13 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            job: Job | None = conn.recv()
+            job: Job | tuple[str, str] | None = conn.recv()
         except (EOFError, OSError):
             break  # the parent is gone
         if job is None:
             break
+        if not isinstance(job, Job):
+            continue  # a cancellation that arrived after its job had finished
         try:
             outcome = run_job(
                 job,

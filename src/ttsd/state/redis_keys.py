@@ -48,6 +48,22 @@ class RedisKeys:
         """How many times a worker started this task (redeliveries after crashes count)."""
         return f"{self.prefix}:deliveries:{task_id}"
 
+    def pcm(self, task_id: str) -> str:
+        """Redis stream of a job's master pieces for the API holding its listeners; short TTL."""
+        return f"{self.prefix}:pcm:{task_id}"
+
+    def listeners(self, task_id: str) -> str:
+        """Streaming listeners of a job (a counter); when it drops to zero the job is cancelled..."""
+        return f"{self.prefix}:listeners:{task_id}"
+
+    def pinned(self, task_id: str) -> str:
+        """... unless a non-streaming request also wants it."""
+        return f"{self.prefix}:pinned:{task_id}"
+
+    def cancel(self, task_id: str) -> str:
+        """Set when a job should stop; the worker looks between sentences."""
+        return f"{self.prefix}:cancel:{task_id}"
+
     def master_lock(self, key: str) -> str:
         """Held while one worker synthesizes a text's master, so other formats wait and reuse it."""
         return f"{self.prefix}:lock:master:{key}"

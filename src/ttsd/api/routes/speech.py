@@ -1,32 +1,55 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import Response
+import base64
+import json
+from collections.abc import AsyncIterator
 
-from ...service import SynthesisRequest
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+
+from ...errors import TtsdError
+from ...service import AudioStream, SynthesisRequest
 from ..deps import ServiceDep
 from ..models import ErrorResponse, SpeechBody
 
 router = APIRouter(tags=["openai"])
 
 
+def stream_headers(stream: AudioStream) -> dict[str, str]:
+    return {
+        "X-Sample-Rate": str(stream.sample_rate),
+        "X-Cache": "hit" if stream.cached else "miss",
+        "X-Task-Id": stream.task_id,
+    }
+
+
+async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
+    """OpenAI's speech events: base64 audio deltas, then a done event (or an error event)."""
+    try:
+        async for chunk in stream.chunks:
+            delta = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
+            yield f"data: {json.dumps(delta)}\n\n"
+    except TtsdError as exc:
+        yield f"data: {json.dumps({'type': 'error', 'error': exc.to_dict()})}\n\n"
+        return
+    yield f"data: {json.dumps({'type': 'speech.audio.done', 'key': stream.key})}\n\n"
+
+
 @router.post(
     "/v1/audio/speech",
     response_class=Response,
     responses={
-        200: {"content": {"audio/*": {}}},
+        200: {"content": {"audio/*": {}, "text/event-stream": {}}},
         **{c: {"model": ErrorResponse} for c in (400, 413, 422, 503)},
     },
 )
 async def speech(body: SpeechBody, service: ServiceDep) -> Response:
-    """OpenAI-compatible: returns the audio bytes. ``model`` is accepted and ignored; the voice picks
-    the engine."""
-    entry = await service.synthesize_and_wait(
+    """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
+    hit streams from storage at once). ``model`` is accepted and ignored; the voice picks the engine."""
+    stream = await service.stream(
         SynthesisRequest(text=body.input, voice=body.voice, format=body.response_format, speed=body.speed)
     )
-    data = service.store.get(entry.object_name)
-    return Response(
-        data,
-        media_type=entry.content_type,
-        headers={"X-Sample-Rate": str(entry.sample_rate), "ETag": f'"{entry.etag}"'},
-    )
+    headers = stream_headers(stream)
+    if body.stream_format == "sse":
+        return StreamingResponse(sse_events(stream), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(stream.chunks, media_type=stream.format.media_type, headers=headers)

@@ -1,17 +1,68 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import asyncio
+import json
+from collections.abc import AsyncIterator
 
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ...errors import TaskNotFound
+from ...service import TtsService
+from ...state.base import TaskStatus
 from ..deps import ServiceDep, api_base
 from ..models import ErrorResponse, TaskResponse
 
 router = APIRouter(tags=["tasks"])
 
+_POLL_SECONDS = 0.05
+_KEEPALIVE_SECONDS = 15.0
 
-@router.get("/v1/tasks/{task_id}", response_model=TaskResponse, responses={404: {"model": ErrorResponse}})
-async def get_task(task_id: str, request: Request, service: ServiceDep) -> TaskResponse:
-    status = service.task(task_id)
+
+def _response(status: TaskStatus, request: Request, service: TtsService) -> TaskResponse:
     return TaskResponse(
         **status.model_dump(exclude={"audio_id"}),
         url=service.audio_url(status.key, status.format, api_base(request)) if status.audio_id else None,
     )
+
+
+@router.get("/v1/tasks/{task_id}", response_model=TaskResponse, responses={404: {"model": ErrorResponse}})
+async def get_task(task_id: str, request: Request, service: ServiceDep) -> TaskResponse:
+    return _response(service.task(task_id), request, service)
+
+
+@router.get(
+    "/v1/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorResponse}},
+)
+async def task_events(task_id: str, request: Request, service: ServiceDep) -> StreamingResponse:
+    """Server-Sent Events: a ``status`` event (the task as JSON) at every change of stage or
+    progress, until it is done or failed."""
+    first = service.task(task_id)
+
+    async def events() -> AsyncIterator[str]:
+        status: TaskStatus | None = first
+        last: tuple[object, ...] | None = None
+        quiet = 0.0
+        while status is not None:
+            marker = (status.status, status.stage, status.progress)
+            if marker != last:
+                last, quiet = marker, 0.0
+                yield f"event: status\ndata: {_response(status, request, service).model_dump_json()}\n\n"
+                if status.finished:
+                    return
+            elif quiet >= _KEEPALIVE_SECONDS:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(_POLL_SECONDS)
+            quiet += _POLL_SECONDS
+            try:
+                status = service.task(task_id)
+            except TaskNotFound:
+                status = None
+        expired = json.dumps({"code": "task_not_found", "message": "the task expired"})
+        yield f"event: error\ndata: {expired}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from ...errors import InvalidRequest, MalformedRequest, TtsdError
+from ...service import SynthesisRequest, TtsService
+
+router = APIRouter(tags=["streaming"])
+
+_MAX_MESSAGE = 64 * 1024
+
+
+async def _error(ws: WebSocket, exc: TtsdError) -> None:
+    await ws.send_json({"event": "error", "error": exc.to_dict()})
+
+
+def _parse(message: Mapping[str, Any]) -> SynthesisRequest:
+    from ..models import StreamRequest
+
+    text = message.get("text")
+    if text is None:
+        raise MalformedRequest("send each request as a JSON text message")
+    if len(text) > _MAX_MESSAGE:
+        raise MalformedRequest(f"messages are limited to {_MAX_MESSAGE} characters")
+    try:
+        body = StreamRequest.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedRequest("the message is not valid JSON") from exc
+        raise InvalidRequest(problems) from exc
+    return SynthesisRequest(
+        text=body.text,
+        voice=body.voice,
+        language=body.language,
+        format=body.format,
+        speed=body.speed,
+        seed=body.seed,
+    )
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket) -> None:
+    """Send JSON requests ``{text, voice?, language?, format? (pcm), speed?, seed?}``, one after
+    another on one socket; each is answered with binary audio chunks, then ``{"event": "done"}``.
+    Errors come as ``{"event": "error"}`` and the socket stays open."""
+    service: TtsService = ws.app.state.service
+    await ws.accept()
+    while True:
+        try:
+            message = await ws.receive()
+        except WebSocketDisconnect:
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            request = _parse(message)
+            opened = await service.stream(request)
+        except TtsdError as exc:
+            await _error(ws, exc)
+            continue
+        sent = 0
+        try:
+            async for chunk in opened.chunks:
+                await ws.send_bytes(chunk)
+                sent += len(chunk)
+        except TtsdError as exc:
+            await _error(ws, exc)
+            continue
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            with contextlib.suppress(Exception):
+                await opened.chunks.aclose()
+            return
+        await ws.send_text(
+            json.dumps(
+                {
+                    "event": "done",
+                    "key": opened.key,
+                    "format": opened.format.name,
+                    "sample_rate": opened.sample_rate,
+                    "cached": opened.cached,
+                    "bytes": sent,
+                }
+            )
+        )
