@@ -1,0 +1,24 @@
+"""Benchmarks: ``python -m bench [scenario ...]``. Results go to bench/results/."""
+
+from __future__ import annotations
+
+import sys
+
+from . import first_audio
+
+SCENARIOS = {"first_audio": first_audio.run}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        SCENARIOS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
