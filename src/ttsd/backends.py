@@ -9,7 +9,7 @@ from .config import Settings
 from .engines import Engine, Voice, select
 from .jobs.base import JobQueue
 from .metrics import Metrics, PrometheusJobStats
-from .state.base import CacheIndex, IdempotencyKeys, TaskBoard
+from .state.base import CacheIndex, IdempotencyKeys, RateLimiter, TaskBoard
 from .store.base import AudioStore
 
 WARM_TEXT = "Ready."
@@ -36,6 +36,7 @@ class ApiBackends:
     index: CacheIndex
     board: TaskBoard
     idempotency: IdempotencyKeys
+    limiter: RateLimiter
     queue: JobQueue
     store: AudioStore
     metrics: Metrics
@@ -46,7 +47,14 @@ def build_api_backends(settings: Settings) -> ApiBackends:
     store = build_store(settings)
     if settings.queue == "celery":
         from .jobs.celery_queue import CeleryQueue
-        from .state.redis import RedisCacheIndex, RedisIdempotencyKeys, RedisJobStats, RedisTaskBoard, connect
+        from .state.redis import (
+            RedisCacheIndex,
+            RedisIdempotencyKeys,
+            RedisJobStats,
+            RedisRateLimiter,
+            RedisTaskBoard,
+            connect,
+        )
         from .state.redis_keys import RedisKeys
 
         client = connect(settings)
@@ -57,18 +65,20 @@ def build_api_backends(settings: Settings) -> ApiBackends:
             index=RedisCacheIndex(client, keys),
             board=board,
             idempotency=RedisIdempotencyKeys(client, keys),
+            limiter=RedisRateLimiter(client, keys),
             queue=CeleryQueue(settings, client, board, metrics),
             store=store,
             metrics=metrics,
         )
     from .jobs.inprocess import InProcessQueue
-    from .state.memory import MemoryIdempotencyKeys, MemoryTaskBoard
+    from .state.memory import MemoryIdempotencyKeys, MemoryRateLimiter, MemoryTaskBoard
 
     board = MemoryTaskBoard(ttl=settings.task_ttl)
     return ApiBackends(
         index=build_embedded_index(settings),
         board=board,
         idempotency=MemoryIdempotencyKeys(),
+        limiter=MemoryRateLimiter(),
         queue=InProcessQueue(settings, board, metrics, PrometheusJobStats(metrics.registry)),
         store=store,
         metrics=metrics,

@@ -3,6 +3,7 @@ reads the environment anywhere else."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -59,6 +60,15 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)
     task_ttl: int = Field(3600, ge=1)
 
+    # Clients must send one of these (Authorization: Bearer, or X-API-Key) when any is set.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), repr=False)
+    # Synthesis requests per second per API key (per client address without keys); 0 = off.
+    rate_limit: float = Field(0.0, ge=0)
+    # Requests a client may send at once before the rate applies; default twice the rate.
+    rate_burst: int | None = Field(None, ge=1)
+    # A miss whose predicted wait (queue depth x job time / slots) exceeds this gets 503 at once.
+    max_wait: float = Field(30.0, gt=0)
+
     max_text_chars: int = Field(5000, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
@@ -66,9 +76,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 
-    @field_validator("engines", mode="before")
+    @field_validator("engines", "api_keys", mode="before")
     @classmethod
-    def _split_engines(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -80,6 +90,10 @@ class Settings(BaseSettings):
                 "TTSD_VISIBILITY_TIMEOUT must exceed TTSD_JOB_TIMEOUT, or running jobs get redelivered"
             )
         return self
+
+    @property
+    def burst(self) -> int:
+        return self.rate_burst or max(1, math.ceil(2 * self.rate_limit))
 
     @property
     def index_path(self) -> Path:

@@ -13,6 +13,8 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
     ├── TextTooLong (413 text_too_long)
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── Unauthorized (401 unauthorized)             API keys are set and none valid was sent
+    ├── RateLimited (429 rate_limited, Retry-After)
     ├── NotFound (404 not_found)
     │   ├── TaskNotFound (404 task_not_found)
     │   └── AudioNotFound (404 audio_not_found)
@@ -30,6 +32,7 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -95,6 +98,21 @@ class TextTooLong(TtsdError):
 class PayloadTooLarge(TtsdError):
     status = 413
     code = "payload_too_large"
+
+
+class Unauthorized(TtsdError):
+    status = 401
+    code = "unauthorized"
+
+
+class RateLimited(TtsdError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, limit: float, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, math.ceil(retry_after))
+        self.limit = limit
 
 
 class NotFound(TtsdError):

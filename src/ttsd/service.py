@@ -23,7 +23,7 @@ from .jobs.base import JobQueue
 from .jobs.model import Job
 from .keys import TASK_ID_RE, SynthesisSpec, audio_id, parse_audio_id, task_id
 from .metrics import Metrics
-from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, Status, TaskBoard, TaskStatus
+from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, RateLimiter, Status, TaskBoard, TaskStatus
 from .store.base import MASTER, AudioStore, Location, Redirect, object_name
 from .text import normalize
 from .voices import Catalogue
@@ -101,6 +101,7 @@ class TtsService:
         queue: JobQueue,
         board: TaskBoard,
         idempotency: IdempotencyKeys,
+        limiter: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -110,6 +111,7 @@ class TtsService:
         self.queue = queue
         self.board = board
         self.idempotency = idempotency
+        self.limiter = limiter
         self.metrics = metrics
 
     def check_ready(self) -> None:

@@ -68,7 +68,7 @@ class Catalogue:
 
     def resolve(self, voice: str | None, language: str | None) -> Voice:
         """The voice to use for a request; ``language`` alone picks that language's first voice."""
-        lang = self.language(language) if language else None
+        lang = self.language(language) if language is not None else None
         if voice is None:
             if lang is None or self.default_voice.language == lang:
                 return self.default_voice

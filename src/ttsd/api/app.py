@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from .. import __version__
 from ..backends import build_api_backends
@@ -16,7 +19,48 @@ from ..service import TtsService
 from ..voices import Catalogue
 from . import errors
 from .limits import BodyLimitMiddleware
+from .models import ErrorResponse
 from .routes import audio, health, speech, stream, synthesize, tasks, voices
+from .security import AuthenticatedCaller, is_loopback
+
+log = logging.getLogger("ttsd.api")
+
+
+def _openapi_with_our_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents its own 422 body; ours is the same ``{"error": ...}`` as every error."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            components.update(
+                ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"]
+            )
+            components["ErrorResponse"] = {
+                k: v
+                for k, v in ErrorResponse.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                ).items()
+                if k != "$defs"
+            }
+            error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if "422" in responses:
+                        responses["422"] = {"description": "Invalid request", "content": error_content}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def _require_key(caller: AuthenticatedCaller) -> None:
+    """Router-wide: the key check (the caller itself is used where rate limits apply)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,6 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     # Validated now, so a bad TTSD_ENGINES or TTSD_DEFAULT_VOICE fails at start, not per request.
     catalogue = Catalogue(select(settings.engines), settings.default_voice)
+    if not settings.api_keys and not is_loopback(settings.host):
+        log.warning(
+            "SECURITY: serving on %s with no API keys: anyone who can reach this address can use it. "
+            "Set TTSD_API_KEYS.",
+            settings.host,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backends.queue,
             backends.board,
             backends.idempotency,
+            backends.limiter,
             backends.metrics,
         )
         await backends.queue.start()
@@ -54,6 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app, debug=settings.debug)
-    for module in (synthesize, tasks, audio, speech, stream, voices, health):
+    # Keys guard the API; audio links (capability URLs), health and metrics stay open.
+    keyed = [Depends(_require_key)]
+    for module in (synthesize, tasks, speech, voices):
+        app.include_router(module.router, dependencies=keyed)
+    for module in (audio, stream, health):  # the WebSocket checks its key itself
         app.include_router(module.router)
+    app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]
     return app

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import TtsdError, Unavailable
+from ..errors import RateLimited, TtsdError, Unauthorized, Unavailable
 
 log = logging.getLogger("ttsd.api")
 
@@ -52,7 +52,18 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install(app: FastAPI, *, debug: bool) -> None:
     @app.exception_handler(TtsdError)
     async def ttsd_error(_: Request, exc: TtsdError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        headers: dict[str, str] | None = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, RateLimited):
+            headers = {
+                "Retry-After": str(exc.retry_after),
+                "RateLimit-Limit": f"{exc.limit:g}",
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(exc.retry_after),
+            }
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="ttsd"'}
         if exc.status >= 500 and not isinstance(exc, Unavailable):
             log.warning("request failed", extra={"code": exc.code, "status": exc.status})
         return error_response(exc.status, exc.code, exc.message, details=exc.details, headers=headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +103,7 @@ class VoicesResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    details: Any = None
 
 
 class ErrorResponse(BaseModel):

@@ -113,12 +113,13 @@ class CeleryQueue(JobQueue):
                 return Submission(existing, merged=True)
             # Finished (its mark is about to go) or lost: this request starts it afresh.
         depth = self.depth
-        if depth >= self._settings.queue_limit:
+        wait = self.retry_after(depth) if depth else 0
+        if depth >= self._settings.queue_limit or wait > self._settings.max_wait:
             if fresh:
                 with contextlib.suppress(BackendUnavailable), redis_errors():
                     self._client.delete(mark)
             raise Overloaded(
-                f"the synthesis queue is full ({depth} jobs waiting)", retry_after=self.retry_after(depth)
+                f"the synthesis queue is full ({depth} jobs waiting, about {wait} s)", retry_after=wait or 1
             )
         with redis_errors():
             pipe = self._client.pipeline(transaction=False)

@@ -124,9 +124,11 @@ class InProcessQueue(JobQueue):
             self._register(job.task_id, stream)
             # The board never expires an unfinished task, so the fallback is only for safety.
             return Submission(self._board.get(job.task_id) or status, merged=True)
-        if self.depth >= self._settings.queue_limit:
+        predicted = self.depth * self._job_seconds / self._pool.size
+        if self.depth >= self._settings.queue_limit or predicted > self._settings.max_wait:
             raise Overloaded(
-                f"the synthesis queue is full ({self.depth} jobs waiting)", retry_after=self.retry_after()
+                f"the synthesis queue is full ({self.depth} jobs waiting, about {predicted:.0f} s)",
+                retry_after=self.retry_after(),
             )
         self._board.put(status)
         self._feeds[job.task_id] = _Feed()

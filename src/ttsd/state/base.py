@@ -126,6 +126,20 @@ class IdempotencyKeys(ABC):
         """Bind ``key`` to ``fingerprint`` unless already bound; returns the fingerprint it is bound to."""
 
 
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    remaining: int
+    retry_after: float  # seconds until the next request would be allowed (0 when allowed)
+
+
+class RateLimiter(ABC):
+    """Token buckets by caller: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    @abstractmethod
+    def take(self, caller: str, rate: float, burst: int) -> RateDecision: ...
+
+
 class TaskBoard(ABC):
     """Task status by id, kept for ``task_ttl`` seconds after the last update (errors included)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from .base import IdempotencyKeys, TaskBoard, TaskStatus
+from .base import IdempotencyKeys, RateDecision, RateLimiter, TaskBoard, TaskStatus
 
 
 class MemoryTaskBoard(TaskBoard):
@@ -48,3 +48,25 @@ class MemoryIdempotencyKeys(IdempotencyKeys):
             return bound[1]
         self._keys[key] = (now + ttl, fingerprint)
         return fingerprint
+
+
+class MemoryRateLimiter(RateLimiter):
+    # Callers idle long enough to have a full bucket again are forgotten first; this bounds memory
+    # when many addresses pass by.
+    MAX_CALLERS = 100_000
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, caller: str, rate: float, burst: int) -> RateDecision:
+        now = time.monotonic()
+        tokens, stamp = self._buckets.pop(caller, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - stamp) * rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[caller] = (tokens, now)
+        while len(self._buckets) > self.MAX_CALLERS:
+            self._buckets.popitem(last=False)
+        wait = 0.0 if allowed else (1.0 - tokens) / rate
+        return RateDecision(allowed=allowed, remaining=int(tokens), retry_after=wait)

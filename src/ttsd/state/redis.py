@@ -23,7 +23,16 @@ from ..config import Settings
 from ..errors import BackendUnavailable
 from ..metrics import AUDIO_SECONDS, ENCODES, FAILURES, SYNTHESES, SYNTHESIS_SECONDS
 from ..store.base import object_name
-from .base import CacheEntry, CacheIndex, CacheStats, IdempotencyKeys, TaskBoard, TaskStatus
+from .base import (
+    CacheEntry,
+    CacheIndex,
+    CacheStats,
+    IdempotencyKeys,
+    RateDecision,
+    RateLimiter,
+    TaskBoard,
+    TaskStatus,
+)
 from .redis_keys import RedisKeys, member
 
 P = ParamSpec("P")
@@ -191,6 +200,41 @@ class RedisIdempotencyKeys(IdempotencyKeys):
             return fingerprint
         bound: Any = self._r.get(name)
         return fingerprint if bound is None else bound.decode()
+
+
+# KEYS: bucket ARGV: rate, burst. Redis's own clock, so every API process shares one timeline.
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(state[1]) or burst
+local stamp = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - stamp) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens), tostring(wait)}
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._k = keys
+        self._take = client.register_script(_TAKE)
+
+    @guarded
+    def take(self, caller: str, rate: float, burst: int) -> RateDecision:
+        allowed, tokens, wait = self._take(keys=[self._k.rate(caller)], args=[rate, burst])
+        return RateDecision(allowed=bool(allowed), remaining=int(float(tokens)), retry_after=float(wait))
 
 
 class RedisJobStats:

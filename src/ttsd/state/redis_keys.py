@@ -68,6 +68,10 @@ class RedisKeys:
         """Held while one worker synthesizes a text's master, so other formats wait and reuse it."""
         return f"{self.prefix}:lock:master:{key}"
 
+    def rate(self, caller: str) -> str:
+        """A caller's token bucket (a hash id, never the API key); expires once full again."""
+        return f"{self.prefix}:rate:{caller}"
+
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 

@@ -11,9 +11,8 @@ from ..models import ErrorResponse
 router = APIRouter(tags=["audio"])
 
 
-@router.api_route(
+@router.get(
     "/v1/audio/{audio_id}",
-    methods=["GET", "HEAD"],
     responses={
         200: {"content": {"audio/*": {}}},
         302: {"description": "Redirect to object storage"},
@@ -48,3 +47,6 @@ async def get_audio(audio_id: str, request: Request, service: ServiceDep) -> Res
                 filename=f"{entry.key[:16]}.{suffix}",
                 content_disposition_type="inline",
             )
+
+
+router.add_api_route("/v1/audio/{audio_id}", get_audio, methods=["HEAD"], include_in_schema=False)

@@ -11,6 +11,7 @@ from ...errors import TtsdError
 from ...service import AudioStream, SynthesisRequest
 from ..deps import ServiceDep
 from ..models import ErrorResponse, SpeechBody
+from ..security import AdmittedCaller
 
 router = APIRouter(tags=["openai"])
 
@@ -40,10 +41,10 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
     response_class=Response,
     responses={
         200: {"content": {"audio/*": {}, "text/event-stream": {}}},
-        **{c: {"model": ErrorResponse} for c in (400, 413, 422, 503)},
+        **{c: {"model": ErrorResponse} for c in (400, 401, 413, 422, 429, 503)},
     },
 )
-async def speech(body: SpeechBody, service: ServiceDep) -> Response:
+async def speech(body: SpeechBody, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
     hit streams from storage at once). ``model`` is accepted and ignored; the voice picks the engine."""
     stream = await service.stream(

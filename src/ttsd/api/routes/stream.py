@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ...errors import InvalidRequest, MalformedRequest, TtsdError
 from ...service import SynthesisRequest, TtsService
+from ..security import admit, identify
 
 router = APIRouter(tags=["streaming"])
 
@@ -54,6 +55,13 @@ async def stream(ws: WebSocket) -> None:
     Errors come as ``{"event": "error"}`` and the socket stays open."""
     service: TtsService = ws.app.state.service
     await ws.accept()
+    address = ws.client.host if ws.client else None
+    try:
+        caller = identify(service.settings, ws.headers, ws.query_params, address)
+    except TtsdError as exc:
+        await _error(ws, exc)
+        await ws.close(code=1008)  # policy violation: browsers cannot set headers, so ?api_key= works too
+        return
     while True:
         try:
             message = await ws.receive()
@@ -63,6 +71,7 @@ async def stream(ws: WebSocket) -> None:
             return
         try:
             request = _parse(message)
+            admit(service, caller)
             opened = await service.stream(request)
         except TtsdError as exc:
             await _error(ws, exc)

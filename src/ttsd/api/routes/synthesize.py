@@ -8,10 +8,13 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ...service import Hit, SynthesisRequest
 from ..deps import ServiceDep, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
+from ..security import AdmittedCaller
 
 router = APIRouter(tags=["synthesis"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
+}
 
 
 @router.post(
@@ -28,6 +31,7 @@ async def synthesize(
     body: SynthesizeBody,
     request: Request,
     service: ServiceDep,
+    caller: AdmittedCaller,
     redirect: bool = False,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
