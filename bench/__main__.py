@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from . import first_audio
+from . import first_audio, overload
 
-SCENARIOS = {"first_audio": first_audio.run}
+SCENARIOS = {"first_audio": first_audio.run, "overload": overload.run}
 
 
 def main(argv: list[str]) -> int:

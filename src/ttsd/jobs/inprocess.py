@@ -25,7 +25,8 @@ from .pool import EnginePool
 
 log = logging.getLogger("ttsd.queue")
 
-# Starting guess for a job's duration until real ones are measured (for Retry-After).
+# A job's duration before any was measured: used for Retry-After only. Shedding on a predicted
+# wait starts once real durations are known, so a cold server does not refuse work on a guess.
 _INITIAL_JOB_SECONDS = 1.0
 _EWMA = 0.2
 
@@ -72,6 +73,7 @@ class InProcessQueue(JobQueue):
         self._feeds: dict[str, _Feed] = {}
         self._interest: dict[str, _Interest] = {}
         self._job_seconds = _INITIAL_JOB_SECONDS
+        self._measured = False
         metrics.watch(metrics.queue_depth, lambda: self.depth)
         metrics.watch(metrics.busy_slots, lambda: self._pool.busy)
         metrics.watch(metrics.slots, lambda: self._pool.size)
@@ -124,7 +126,7 @@ class InProcessQueue(JobQueue):
             self._register(job.task_id, stream)
             # The board never expires an unfinished task, so the fallback is only for safety.
             return Submission(self._board.get(job.task_id) or status, merged=True)
-        predicted = self.depth * self._job_seconds / self._pool.size
+        predicted = self.depth * self._job_seconds / self._pool.size if self._measured else 0.0
         if self.depth >= self._settings.queue_limit or predicted > self._settings.max_wait:
             raise Overloaded(
                 f"the synthesis queue is full ({self.depth} jobs waiting, about {predicted:.0f} s)",
@@ -158,7 +160,6 @@ class InProcessQueue(JobQueue):
             self._board.put(current)
 
         feed = self._feeds[job.task_id]
-        started = time.monotonic()
         try:
             if before is not None:
                 # Same text, other format: let that job make the master, then only encode.
@@ -174,8 +175,11 @@ class InProcessQueue(JobQueue):
                 Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message)
             )
         else:
-            seconds = time.monotonic() - started
-            self._job_seconds += _EWMA * (seconds - self._job_seconds)
+            seconds = outcome.service_seconds
+            if self._measured:
+                self._job_seconds += _EWMA * (seconds - self._job_seconds)
+            else:
+                self._job_seconds, self._measured = seconds, True
             if outcome.synthesized:
                 self._stats.synthesized(
                     job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds

@@ -43,6 +43,8 @@ class JobOutcome:
     synthesized: bool  # False when the master came from the cache and only an encode ran
     audio_seconds: float
     synthesis_seconds: float
+    # Wall time on the engine slot, queueing excluded (set by the runner): what a slot costs.
+    service_seconds: float = 0.0
 
 
 class Reporter(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import threading
@@ -215,8 +216,10 @@ class EnginePool:
             )
             self.busy += 1
             try:
+                started = time.monotonic()
                 worker.conn.send(job)
-                return await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
+                outcome = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
+                return dataclasses.replace(outcome, service_seconds=time.monotonic() - started)
             except (_WorkerDied, BrokenPipeError, OSError) as exc:
                 log.warning("job lost its engine process", extra={"task_id": job.task_id, "attempt": attempt})
                 if attempt == _MAX_ATTEMPTS:
