@@ -25,7 +25,13 @@ def build_store(settings: Settings) -> AudioStore:
     return LocalStore(settings.audio_dir)
 
 
-def build_embedded_index(settings: Settings) -> CacheIndex:
+def build_index(settings: Settings) -> CacheIndex:
+    """The cache index of the configured mode: SQLite under the data directory, or Redis."""
+    if settings.queue == "celery":
+        from .state.redis import RedisCacheIndex, connect
+        from .state.redis_keys import RedisKeys
+
+        return RedisCacheIndex(connect(settings), RedisKeys(settings.redis_prefix))
     from .state.sqlite import SqliteCacheIndex
 
     return SqliteCacheIndex(settings.index_path)
@@ -42,8 +48,7 @@ class ApiBackends:
     metrics: Metrics
 
 
-def build_api_backends(settings: Settings) -> ApiBackends:
-    metrics = Metrics()
+def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     store = build_store(settings)
     if settings.queue == "celery":
         from .jobs.celery_queue import CeleryQueue
@@ -75,7 +80,7 @@ def build_api_backends(settings: Settings) -> ApiBackends:
 
     board = MemoryTaskBoard(ttl=settings.task_ttl)
     return ApiBackends(
-        index=build_embedded_index(settings),
+        index=build_index(settings),
         board=board,
         idempotency=MemoryIdempotencyKeys(),
         limiter=MemoryRateLimiter(),

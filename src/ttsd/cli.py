@@ -113,6 +113,114 @@ def _voices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.done = self.cached = self.failed = 0
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, *, cached: bool = False, failed: bool = False) -> None:
+        self.done += 1
+        self.cached += cached
+        self.failed += failed
+        if self.tty or self.done == self.total or self.done % 50 == 0:
+            self.draw()
+
+    def draw(self) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else 0.0
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"({self.cached} cached, {self.failed} failed) {rate:.1f}/s ETA {eta:.0f}s"
+        )
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _warm(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .service import SynthesisRequest
+    from .tools import Result, read_lines, synthesize_all
+
+    settings = _settings(args, "engines", "engine_slots")
+    texts = read_lines(Path(args.file))
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    requests = [SynthesisRequest(text=t, voice=args.voice, format=f) for t in texts for f in formats]
+    progress = Progress(len(requests), "warm")
+
+    def on_result(result: Result) -> None:
+        if result.error is not None:
+            print(f"\nttsd: line {result.index // len(formats) + 1}: {result.error.message}", file=sys.stderr)
+        progress.step(cached=result.cached, failed=result.error is not None)
+
+    asyncio.run(synthesize_all(settings, requests, on_result))
+    progress.close()
+    return EXIT_ERROR if progress.failed else EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .service import SynthesisRequest
+    from .tools import Result, fetch, read_lines, synthesize_all, write_atomically
+
+    settings = _settings(args, "engines", "engine_slots")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = read_lines(Path(args.file))
+    ext = "raw" if args.format == "pcm" else args.format
+    targets = [out / f"{i + 1:05d}.{ext}" for i in range(len(texts))]
+    requests = [SynthesisRequest(text=t, voice=args.voice, format=args.format) for t in texts]
+    # Resume: a file is written whole or not at all, so an existing one is finished work.
+    done_before = {i for i, target in enumerate(targets) if target.exists()}
+    progress = Progress(len(requests) - len(done_before), "batch")
+
+    def on_result(result: Result) -> None:
+        if result.entry is not None:
+            write_atomically(targets[result.index], fetch(settings, result.entry))
+        else:
+            print(
+                f"\nttsd: line {result.index + 1}: {result.error.message if result.error else '?'}",
+                file=sys.stderr,
+            )
+        progress.step(cached=result.cached, failed=result.entry is None)
+
+    asyncio.run(synthesize_all(settings, requests, on_result, skip=lambda i: i in done_before))
+    progress.close()
+    finished = len(targets) - progress.failed
+    print(
+        f"{out}: {finished} of {len(targets)} files ({len(done_before)} from an earlier run)", file=sys.stderr
+    )
+    return EXIT_ERROR if progress.failed else EXIT_OK
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .tools import cache_stats, purge
+
+    settings = _settings(args)
+    if args.action == "stats":
+        stats = cache_stats(settings)
+        share = 100 * stats.bytes / settings.cache_max_bytes
+        where = settings.redis_url if settings.queue == "celery" else str(settings.data_dir)
+        budget = settings.cache_max_bytes / 1e6
+        size = f"{stats.bytes / 1e6:.1f} MB ({share:.1f} % of {budget:.0f} MB)"
+        print(f"cache at {where}: {stats.entries} files, {size}")
+        return EXIT_OK
+    count = purge(settings, everything=args.all)
+    print(f"purged {count} files ({'everything' if args.all else 'expired and over budget'})")
+    return EXIT_OK
+
+
 def _engines(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -154,6 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--seed", type=int)
     say.add_argument("--engines", type=_engines)
     say.set_defaults(func=_say)
+
+    warm = sub.add_parser("warm", help="pre-synthesize hot texts (one per line) into the cache")
+    warm.add_argument("file")
+    warm.add_argument("-v", "--voice")
+    warm.add_argument("-f", "--formats", default="mp3", help="comma-separated formats (default mp3)")
+    warm.add_argument("--engines", type=_engines)
+    warm.add_argument("--slots", dest="engine_slots", type=int)
+    warm.set_defaults(func=_warm)
+
+    batch = sub.add_parser("batch", help="synthesize every line of FILE into DIR (resumes where it stopped)")
+    batch.add_argument("file")
+    batch.add_argument("--out", required=True, help="output directory: 00001.mp3, 00002.mp3, ...")
+    batch.add_argument("-v", "--voice")
+    batch.add_argument("-f", "--format", default="mp3", choices=list(audio.FORMATS))
+    batch.add_argument("--engines", type=_engines)
+    batch.add_argument("--slots", dest="engine_slots", type=int)
+    batch.set_defaults(func=_batch)
+
+    cache = sub.add_parser("cache", help="inspect or empty the cache")
+    cache.add_argument("action", choices=["stats", "purge"])
+    cache.add_argument("--all", action="store_true", help="with purge: every entry, not just expired ones")
+    cache.set_defaults(func=_cache)
 
     voices = sub.add_parser("voices", help="list the voice catalogue")
     voices.add_argument("--json", action="store_true")

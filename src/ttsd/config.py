@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     engine_threads: int = Field(1, ge=1, le=64)
     queue_limit: int = Field(256, ge=1)
     job_timeout: float = Field(300.0, gt=0)
+    # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.
+    shutdown_grace: float = Field(60.0, ge=0)
     # Distributed mode: retries (with exponential back-off from 1 s) of a job that met a transient
     # fault (object storage or Redis away) before it fails for good.
     job_retries: int = Field(4, ge=0, le=20)

@@ -15,11 +15,13 @@ from ..backends import build_api_backends
 from ..config import Settings
 from ..engines import select
 from ..logs import configure_logging
+from ..metrics import Metrics
 from ..service import TtsService
 from ..voices import Catalogue
 from . import errors
 from .limits import BodyLimitMiddleware
 from .models import ErrorResponse
+from .observability import Observability
 from .routes import audio, health, speech, stream, synthesize, tasks, voices
 from .security import AuthenticatedCaller, is_loopback
 
@@ -75,9 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.host,
         )
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = build_api_backends(settings)
+        backends = build_api_backends(settings, metrics)
         app.state.service = TtsService(
             settings,
             catalogue,
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=False,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observability, registry=metrics.registry)  # outermost: sees every request
     errors.install(app, debug=settings.debug)
     # Keys guard the API; audio links (capability URLs), health and metrics stay open.
     keyed = [Depends(_require_key)]

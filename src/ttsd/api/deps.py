@@ -23,3 +23,10 @@ def api_base(request: Request) -> str:
 
 def status_url(request: Request, task_id: str) -> str:
     return f"{api_base(request)}/v1/tasks/{task_id}"
+
+
+def annotate(request: Request, **fields: object) -> None:
+    """Add fields to this request's access-log event (ids and sizes, never the text)."""
+    log_fields = request.scope.get("state", {}).get("log")
+    if log_fields is not None:
+        log_fields.update(fields)

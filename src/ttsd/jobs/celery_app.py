@@ -49,7 +49,7 @@ from ..state.redis import (
     redis_errors,
 )
 from ..state.redis_keys import RedisKeys
-from .model import Job
+from .model import Job, JobOutcome
 from .synth import run_job
 
 log = logging.getLogger("ttsd.worker")
@@ -114,6 +114,11 @@ class RedisReporter:
         self._keys = keys
 
     def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        if stage is not self.status.stage:
+            log.info(
+                "job stage",
+                extra={"task_id": self.status.task_id, "key": self.status.key, "stage": stage.value},
+            )
         self.status = self.status.advance(stage, progress, **changes)
         self._board.put(self.status)
 
@@ -269,9 +274,28 @@ class WorkerRuntime:
             )
             return
         started = time.monotonic()
+        self.registry.busy(self.name, True)
+        try:
+            outcome = self._attempt(job, reporter)
+        finally:
+            with contextlib.suppress(BackendUnavailable):
+                self.registry.busy(self.name, False)
+        if outcome is None:
+            return
+        if outcome.synthesized:
+            self.stats.synthesized(
+                job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
+            )
+        self.stats.encoded(job.fmt)
+        self.registry.record_job_seconds(time.monotonic() - started)
+        reporter.stage(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
+        self._release(job)
+
+    def _attempt(self, job: Job, reporter: RedisReporter) -> JobOutcome | None:
+        """One run of the job body; a failure is recorded and gives None, transient faults raise."""
         try:
             with _deadline(self.settings.job_timeout):
-                outcome = run_job(
+                return run_job(
                     job,
                     self._engines,
                     self.store,
@@ -287,22 +311,12 @@ class WorkerRuntime:
             self._fail(
                 job, reporter, JobTimeout(f"synthesis took longer than {self.settings.job_timeout:g} s")
             )
-            return
         except TtsdError as exc:
             self._fail(job, reporter, exc)
-            return
         except Exception:  # a fault boundary: one bad text must not take the worker down
             log.exception("job failed", extra={"task_id": job.task_id, "key": job.key})
             self._fail(job, reporter, JobError("the engine failed on this text"))
-            return
-        if outcome.synthesized:
-            self.stats.synthesized(
-                job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
-            )
-        self.stats.encoded(job.fmt)
-        self.registry.record_job_seconds(time.monotonic() - started)
-        reporter.stage(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
-        self._release(job)
+        return None
 
     def _fail(self, job: Job, reporter: RedisReporter | None, exc: TtsdError) -> None:
         """Never cached; the error stays on the task for polling clients."""

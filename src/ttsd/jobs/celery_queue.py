@@ -44,6 +44,8 @@ class CeleryQueue(JobQueue):
         self._mark_ttl = settings.visibility_timeout + int(settings.job_timeout) + 60
         metrics.watch(metrics.queue_depth, self._gauge(lambda: self.depth))
         metrics.watch(metrics.slots, self._gauge(self._registry.alive))
+        busy_window = settings.job_timeout + 60
+        metrics.watch(metrics.busy_slots, self._gauge(lambda: self._registry.busy_count(busy_window)))
 
     @staticmethod
     def _gauge(read: Callable[[], float]) -> Callable[[], float]:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..errors import JobCancelled, JobError, Overloaded
+from ..errors import JobCancelled, JobError, NotReady, Overloaded
 from ..keys import audio_id
 from ..metrics import JobStats, Metrics
 from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
@@ -74,6 +74,7 @@ class InProcessQueue(JobQueue):
         self._interest: dict[str, _Interest] = {}
         self._job_seconds = _INITIAL_JOB_SECONDS
         self._measured = False
+        self._draining = False
         metrics.watch(metrics.queue_depth, lambda: self.depth)
         metrics.watch(metrics.busy_slots, lambda: self._pool.busy)
         metrics.watch(metrics.slots, lambda: self._pool.size)
@@ -90,10 +91,12 @@ class InProcessQueue(JobQueue):
 
     @property
     def ready(self) -> bool:
-        return self._pool.ready
+        return self._pool.ready and not self._draining
 
     @property
     def not_ready_reason(self) -> str:
+        if self._draining:
+            return "shutting down"
         if self._pool.fatal:
             return f"engines failed to load: {self._pool.fatal}"
         return "engines are loading"
@@ -106,8 +109,15 @@ class InProcessQueue(JobQueue):
         await self._pool.start()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Graceful: refuse new work, let accepted jobs finish (up to TTSD_SHUTDOWN_GRACE), stop."""
+        self._draining = True
+        if self._tasks:
+            log.info("draining accepted jobs", extra={"jobs": len(self._tasks)})
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=self._settings.shutdown_grace)
+            if unfinished:
+                log.warning("shutdown grace over; abandoning jobs", extra={"jobs": len(unfinished)})
+            for task in unfinished:
+                task.cancel()
         await self._pool.stop()
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
@@ -122,6 +132,8 @@ class InProcessQueue(JobQueue):
             created_at=now,
             updated_at=now,
         )
+        if self._draining:
+            raise NotReady("the service is shutting down", retry_after=5)
         if job.task_id in self._inflight:
             self._register(job.task_id, stream)
             # The board never expires an unfinished task, so the fallback is only for safety.
@@ -156,6 +168,8 @@ class InProcessQueue(JobQueue):
 
         def on_stage(stage: Stage, progress: int) -> None:
             nonlocal current
+            if stage is not current.stage:
+                log.info("job stage", extra={"task_id": job.task_id, "key": job.key, "stage": stage.value})
             current = current.advance(stage, progress)
             self._board.put(current)
 
@@ -185,6 +199,16 @@ class InProcessQueue(JobQueue):
                     job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
                 )
             self._stats.encoded(job.fmt)
+            log.info(
+                "job done",
+                extra={
+                    "task_id": job.task_id,
+                    "key": job.key,
+                    "synthesized": outcome.synthesized,
+                    "audio_seconds": round(outcome.audio_seconds, 3),
+                    "service_seconds": round(outcome.service_seconds, 3),
+                },
+            )
             current = current.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
         finally:
             feed.close(None)

@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from ..audio import Pcm16
-from ..backends import build_embedded_index, build_store, load_engines
+from ..backends import build_index, build_store, load_engines
 from ..config import Settings
 from ..errors import JobCancelled, TtsdError
 from ..logs import configure_logging
@@ -51,11 +51,12 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     # The parent owns shutdown: Ctrl-C in a terminal reaches the whole process group, and a worker
     # that died of it would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM to the group must not cut jobs short
     configure_logging(settings)
     try:
         engines = load_engines(settings)
         store = build_store(settings)
-        index = build_embedded_index(settings)
+        index = build_index(settings)
     except TtsdError as exc:
         conn.send(("fatal", exc.code, exc.message))
         return

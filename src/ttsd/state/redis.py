@@ -303,6 +303,19 @@ class WorkerRegistry:
         with redis_errors():
             self._r.zrem(self._k.workers, name)
 
+    def busy(self, name: str, running: bool) -> None:
+        with redis_errors():
+            if running:
+                self._r.zadd(self._k.busy, {name: time.time()})
+            else:
+                self._r.zrem(self._k.busy, name)
+
+    @guarded
+    def busy_count(self, within: float) -> int:
+        """Processes that started a job less than ``within`` seconds ago and have not finished it
+        (a process that died mid-job drops out after that long)."""
+        return int(self._r.zcount(self._k.busy, time.time() - within, "+inf"))
+
     @guarded
     def alive(self) -> int:
         return int(self._r.zcount(self._k.workers, time.time() - self.STALE_SECONDS, "+inf"))

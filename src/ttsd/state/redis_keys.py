@@ -81,6 +81,11 @@ class RedisKeys:
         return f"{self.prefix}:workers"
 
     @property
+    def busy(self) -> str:
+        """Sorted set of engine processes running a job, by start time (busy-slot gauge)."""
+        return f"{self.prefix}:busy"
+
+    @property
     def stats(self) -> str:
         """Hash of worker-side counters (syntheses, seconds, failures), exported by the API."""
         return f"{self.prefix}:stats"

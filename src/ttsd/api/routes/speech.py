@@ -4,12 +4,12 @@ import base64
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ...errors import TtsdError
 from ...service import AudioStream, SynthesisRequest
-from ..deps import ServiceDep
+from ..deps import ServiceDep, annotate
 from ..models import ErrorResponse, SpeechBody
 from ..security import AdmittedCaller
 
@@ -44,13 +44,20 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
         **{c: {"model": ErrorResponse} for c in (400, 401, 413, 422, 429, 503)},
     },
 )
-async def speech(body: SpeechBody, service: ServiceDep, caller: AdmittedCaller) -> Response:
+async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
     hit streams from storage at once). ``model`` is accepted and ignored; the voice picks the engine."""
     stream = await service.stream(
         SynthesisRequest(text=body.input, voice=body.voice, format=body.response_format, speed=body.speed)
     )
     headers = stream_headers(stream)
+    annotate(
+        request,
+        key=stream.key,
+        task_id=stream.task_id,
+        cache="hit" if stream.cached else "miss",
+        text_length=len(body.input),
+    )
     if body.stream_format == "sse":
         return StreamingResponse(sse_events(stream), media_type="text/event-stream", headers=headers)
     return StreamingResponse(stream.chunks, media_type=stream.format.media_type, headers=headers)

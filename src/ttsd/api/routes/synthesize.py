@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ...service import Hit, SynthesisRequest
-from ..deps import ServiceDep, api_base, status_url
+from ..deps import ServiceDep, annotate, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 from ..security import AdmittedCaller
 
@@ -50,12 +50,20 @@ async def synthesize(
     )
     if isinstance(result, Hit):
         entry = result.entry
+        annotate(request, key=entry.key, cache="hit", text_length=len(body.text))
         url = service.audio_url(entry.key, entry.fmt, api_base(request))
         if redirect:
             return RedirectResponse(url, status_code=302)
         done = Done(key=entry.key, format=entry.fmt, url=url, duration=round(entry.duration, 3))
         return JSONResponse(done.model_dump(), status_code=200)
     status = result.status
+    annotate(
+        request,
+        key=status.key,
+        task_id=status.task_id,
+        cache="merged" if result.merged else "miss",
+        text_length=len(body.text),
+    )
     queued = QueuedResponse(
         status=status.status,
         task_id=status.task_id,

@@ -1,0 +1,107 @@
+"""Offline cache tools behind ``ttsd warm``, ``ttsd batch`` and ``ttsd cache``: they run the same job
+body on a local engine pool, against the configured cache (SQLite and files, or Redis and S3), so what
+they make is what the service serves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import build_index, build_store
+from .config import Settings
+from .engines import select
+from .errors import TtsdError
+from .jobs.pool import EnginePool
+from .service import SynthesisRequest, prepare_job
+from .state.base import CacheEntry, CacheStats
+from .voices import Catalogue
+
+
+@dataclass(frozen=True)
+class Result:
+    index: int
+    entry: CacheEntry | None
+    cached: bool  # it was in the cache already
+    error: TtsdError | None = None
+
+
+def read_lines(path: Path) -> list[str]:
+    """Texts, one per non-empty line (``#`` starts a comment line)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+async def synthesize_all(
+    settings: Settings,
+    requests: Sequence[SynthesisRequest],
+    on_result: Callable[[Result], None],
+    *,
+    skip: Callable[[int], bool] = lambda i: False,
+) -> None:
+    """Run every request that is not cached (and not skipped) on a local engine pool."""
+    catalogue = Catalogue(select(settings.engines), settings.default_voice)
+    index = build_index(settings)
+    pool = EnginePool(settings)
+    await pool.start()
+    slots = asyncio.Semaphore(settings.engine_slots * 2)
+
+    async def one(i: int, request: SynthesisRequest) -> None:
+        if skip(i):
+            return
+        try:
+            job = prepare_job(request, catalogue, max_text_chars=settings.max_text_chars)
+            entry = index.get(job.key, job.fmt)
+            if entry is not None:
+                on_result(Result(i, entry, cached=True))
+                return
+            async with slots:
+                outcome = await pool.run(job, lambda stage, progress: None, lambda piece: None)
+            on_result(Result(i, outcome.entry, cached=False))
+        except TtsdError as exc:
+            on_result(Result(i, None, cached=False, error=exc))
+
+    try:
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    finally:
+        await pool.stop()
+        index.close()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fetch(settings: Settings, entry: CacheEntry) -> bytes:
+    return build_store(settings).get(entry.object_name)
+
+
+def cache_stats(settings: Settings) -> CacheStats:
+    index = build_index(settings)
+    try:
+        return index.stats()
+    finally:
+        index.close()
+
+
+def purge(settings: Settings, *, everything: bool) -> int:
+    """Drop expired entries (and any beyond the byte budget), or every entry; returns how many."""
+    index = build_index(settings)
+    store = build_store(settings)
+    try:
+        dropped = index.evict(-1 if everything else settings.cache_max_bytes)
+        for name in dropped:
+            store.delete(name)
+        return len(dropped)
+    finally:
+        index.close()

@@ -1,0 +1,147 @@
+"""Operations: metrics that move, JSON logs with ids and without text, graceful shutdown, cache tools."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server, base_env, start_server, stop_server, unique
+
+
+def test_metrics_move_for_hit_miss_merge_and_failure(server: Server) -> None:
+    def m(name: str, **labels: str) -> float:
+        return server.metric(name, **labels)
+
+    before = {
+        "hit": m("ttsd_cache_requests_total", result="hit"),
+        "miss": m("ttsd_cache_requests_total", result="miss"),
+        "merged": m("ttsd_cache_requests_total", result="merged"),
+        "cancelled": m("ttsd_job_failures_total", code="cancelled"),
+        "202": m("ttsd_http_requests_total", route="/v1/synthesize", status="202"),
+        "latency": m("ttsd_http_request_seconds_count", route="/v1/synthesize"),
+        "audio": m("ttsd_audio_seconds_total"),
+    }
+    text = unique(" ".join(f"Metric sentence {i}." for i in range(15)))
+    with server.client() as client:
+        first = client.post("/v1/synthesize", json={"text": text}).json()
+        client.post("/v1/synthesize", json={"text": text})  # in flight: merged
+        server.wait_task(first["task_id"])
+        assert client.post("/v1/synthesize", json={"text": text}).status_code == 200  # hit
+    # A failure: a stream whose only listener leaves is cancelled.
+    body = {"input": unique(" ".join(f"Abandoned {i}." for i in range(60))), "response_format": "pcm"}
+    with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60) as response:
+        task_id = response.headers["x-task-id"]
+        next(response.iter_raw())
+    server.wait_task(task_id)
+    assert m("ttsd_cache_requests_total", result="miss") - before["miss"] >= 2
+    assert m("ttsd_cache_requests_total", result="merged") - before["merged"] >= 1
+    assert m("ttsd_cache_requests_total", result="hit") - before["hit"] >= 1
+    assert m("ttsd_job_failures_total", code="cancelled") - before["cancelled"] == 1
+    assert m("ttsd_http_requests_total", route="/v1/synthesize", status="202") - before["202"] >= 2
+    assert m("ttsd_http_request_seconds_count", route="/v1/synthesize") - before["latency"] >= 3
+    assert m("ttsd_audio_seconds_total") > before["audio"]
+    text_metrics = httpx.get(f"{server.url}/metrics").text
+    for name in ("ttsd_queue_depth", "ttsd_busy_slots", "ttsd_slots", "ttsd_synthesis_seconds_total"):
+        assert name in text_metrics
+
+
+def test_logs_are_json_with_ids_and_never_the_text(server: Server) -> None:
+    marker = f"Zebra{time.time_ns()}quokka"
+    with server.client() as client:
+        response = client.post("/v1/synthesize", json={"text": f"Please say {marker} now."},
+                               headers={"X-Request-Id": "req-ops-1"})  # fmt: skip
+        assert response.headers["x-request-id"] == "req-ops-1"
+        task = response.json()
+        server.wait_task(task["task_id"])
+    time.sleep(0.5)  # let the workers' logs reach their files
+    logs = [p for p in server.log_path.parent.glob("*.log") if p.name != "redis.log"]
+    events = []
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            assert marker not in line, f"request text leaked into {path.name}"
+            start = line.find('{"ts"')
+            if start >= 0:
+                events.append(json.loads(line[start:]))
+    requests = [e for e in events if e.get("event") == "request" and e.get("request_id") == "req-ops-1"]
+    assert requests and requests[0]["task_id"] == task["task_id"] and requests[0]["key"] == task["key"]
+    assert requests[0]["text_length"] > 10 and requests[0]["status"] == 202 and "latency_ms" in requests[0]
+    stages = {
+        e["stage"] for e in events if e.get("event") == "job stage" and e.get("task_id") == task["task_id"]
+    }
+    assert {"synthesizing", "encoding", "storing"} <= stages
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_accepted_jobs_and_the_cache_survives(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, env={"TTSD_ENGINES": "piper"})
+    bodies = [{"text": unique(f"Shutdown test {i}. " + "It has a few sentences. " * 3)} for i in range(10)]
+    with srv.client() as client, ThreadPoolExecutor(10) as pool:
+        accepted = list(pool.map(lambda b: client.post("/v1/synthesize", json=b), bodies))
+    assert all(r.status_code == 202 for r in accepted)
+    srv.process.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal once its graceful shutdown is over, as servers conventionally do.
+    assert srv.process.wait(timeout=120) in (0, -signal.SIGTERM)
+    assert "draining accepted jobs" in srv.log()
+    restarted = start_server(tmp_path, env={"TTSD_ENGINES": "piper"})
+    try:
+        with restarted.client() as client:
+            for body in bodies:
+                assert client.post("/v1/synthesize", json=body).status_code == 200, body
+    finally:
+        stop_server(restarted)
+
+
+def ttsd(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **base_env(tmp),
+        "TTSD_ENGINES": "hibari,espeak",
+        "TTSD_DEFAULT_VOICE": "en-heart",
+        "TTSD_ENGINE_SLOTS": "1",
+    }
+    return subprocess.run([sys.executable, "-m", "ttsd.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_warm_batch_and_cache_commands(tmp_path: Path) -> None:
+    hot = tmp_path / "hot.txt"
+    hot.write_text("# greetings\nHello and welcome.\nThanks for calling.\n\nGoodbye for now.\n")
+    warmed = ttsd(tmp_path, "warm", str(hot), "-f", "mp3,ogg")
+    assert warmed.returncode == 0, warmed.stderr
+    assert "6/6" in warmed.stderr
+    stats = ttsd(tmp_path, "cache", "stats")
+    assert "9 files" in stats.stdout, stats.stdout  # 3 masters + 6 encodes
+    again = ttsd(tmp_path, "warm", str(hot), "-f", "mp3,ogg")
+    assert "(6 cached" in again.stderr
+
+    # The service finds what warm made.
+    srv = start_server(tmp_path, env={"TTSD_ENGINES": "hibari,espeak", "TTSD_DEFAULT_VOICE": "en-heart"})
+    try:
+        hit = httpx.post(f"{srv.url}/v1/synthesize", json={"text": "Thanks for calling.", "format": "ogg"})
+        assert hit.status_code == 200
+    finally:
+        stop_server(srv)
+
+    out = tmp_path / "out"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("First line to speak.\nSecond line to speak.\nThird line to speak.\n")
+    first = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["00001.wav", "00002.wav", "00003.wav"]
+    (out / "00002.wav").unlink()
+    resumed = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
+    assert resumed.returncode == 0 and "2 from an earlier run" in resumed.stderr and "1/1" in resumed.stderr
+    assert (out / "00002.wav").stat().st_size > 1000
+
+    purged = ttsd(tmp_path, "cache", "purge", "--all")
+    assert purged.returncode == 0 and "purged" in purged.stdout
+    assert "0 files" in ttsd(tmp_path, "cache", "stats").stdout
+    assert not [p for p in (tmp_path / "data" / "audio").rglob("*") if p.is_file()]
