@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from . import first_audio, overload
+from . import first_audio, overload, suite
 
-SCENARIOS = {"first_audio": first_audio.run, "overload": overload.run}
+SCENARIOS = {"all": suite.run, "first_audio": first_audio.run, "overload": overload.run}
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(SCENARIOS)
+    names = argv or ["all"]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)

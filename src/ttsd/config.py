@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     engine_slots: int = Field(default_factory=_default_slots, ge=1, le=256)
     # onnxruntime threads per engine process; slots x threads should not exceed the cores.
     engine_threads: int = Field(1, ge=1, le=64)
+    # Engine processes run this much "nicer" than the API, so on shared cores the event loop that
+    # answers cache hits and feeds streams wins the CPU over synthesis.
+    engine_nice: int = Field(5, ge=0, le=19)
     queue_limit: int = Field(256, ge=1)
     job_timeout: float = Field(300.0, gt=0)
     # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.

@@ -157,6 +157,7 @@ class WorkerRuntime:
 
     def load(self) -> None:
         configure_logging(self.settings)
+        os.nice(self.settings.engine_nice)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         # Backends first: they make no connection yet, and a process whose engines fail to load
         # must still be able to fail its jobs clearly (and never announce itself as ready).

@@ -53,6 +53,7 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM to the group must not cut jobs short
     configure_logging(settings)
+    os.nice(settings.engine_nice)
     try:
         engines = load_engines(settings)
         store = build_store(settings)
