@@ -68,5 +68,32 @@ class Metrics:
     def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
         gauge.set_function(read)
 
+    def snapshot(self) -> dict[str, float]:
+        """The figures the playground's live panel shows (cumulative counters, current gauges)."""
+        total_requests = 0.0
+        results = {"hit": 0.0, "miss": 0.0, "merged": 0.0}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "ttsd_http_requests_total":
+                    total_requests += sample.value
+                elif sample.name == "ttsd_cache_requests_total":
+                    results[sample.labels["result"]] = (
+                        results.get(sample.labels["result"], 0.0) + sample.value
+                    )
+
+        def gauge(name: str) -> float:
+            value = self.registry.get_sample_value(name)
+            return 0.0 if value is None or value != value else value  # NaN while Redis is away
+
+        return {
+            "requests_total": total_requests,
+            "hits_total": results["hit"],
+            "misses_total": results["miss"],
+            "merged_total": results["merged"],
+            "queue_depth": gauge("ttsd_queue_depth"),
+            "busy_slots": gauge("ttsd_busy_slots"),
+            "slots": gauge("ttsd_slots"),
+        }
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -65,6 +65,7 @@ class AudioStream:
     cached: bool
     task_id: str
     chunks: AsyncGenerator[bytes, None]
+    merged: bool = False
 
 
 _READ_CHUNK = 64 * 1024
@@ -170,6 +171,7 @@ class TtsService:
         native = self.catalogue.specs[job.spec.engine].sample_rate
         entry = self.index.get(job.key, job.fmt)
         cached = entry is not None
+        merged = False
         chunks: AsyncGenerator[bytes, None]
         if entry is not None:
             self.metrics.cache_requests.labels("hit").inc()
@@ -179,7 +181,8 @@ class TtsService:
             chunks = self._stored_when_done(request)
         else:
             submission = await self.queue.submit(job, stream=True)
-            self.metrics.cache_requests.labels("merged" if submission.merged else "miss").inc()
+            merged = submission.merged
+            self.metrics.cache_requests.labels("merged" if merged else "miss").inc()
             chunks = self._live(job, fmt)
         try:
             first = await anext(chunks, b"")
@@ -187,7 +190,7 @@ class TtsService:
             await chunks.aclose()
             raise
         rate = audio.encoded_rate(fmt, native)
-        return AudioStream(job.key, fmt, rate, cached, job.task_id, _prepend(first, chunks))
+        return AudioStream(job.key, fmt, rate, cached, job.task_id, _prepend(first, chunks), merged)
 
     async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
         data = await asyncio.to_thread(self.store.get, entry.object_name)

@@ -22,7 +22,7 @@ from . import errors
 from .limits import BodyLimitMiddleware
 from .models import ErrorResponse
 from .observability import Observability
-from .routes import audio, health, speech, stream, synthesize, tasks, voices
+from .routes import audio, health, playground, speech, stream, synthesize, tasks, voices
 from .security import AuthenticatedCaller, is_loopback
 
 log = logging.getLogger("ttsd.api")
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyed = [Depends(_require_key)]
     for module in (synthesize, tasks, speech, voices):
         app.include_router(module.router, dependencies=keyed)
-    for module in (audio, stream, health):  # the WebSocket checks its key itself
+    for module in (audio, stream, health, playground):  # the WebSocket checks its key itself
         app.include_router(module.router)
     app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]
     return app

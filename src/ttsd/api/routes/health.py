@@ -24,6 +24,12 @@ async def readyz(service: ServiceDep) -> dict[str, Any]:
     return {"status": "ready", "engines": list(service.catalogue.specs)}
 
 
+@router.get("/v1/stats")
+async def stats(service: ServiceDep) -> dict[str, float]:
+    """A JSON digest of the metrics (cumulative counters and current gauges), for dashboards."""
+    return service.metrics.snapshot()
+
+
 @router.get("/metrics", response_class=Response)
 async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

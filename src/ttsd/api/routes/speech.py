@@ -19,8 +19,9 @@ router = APIRouter(tags=["openai"])
 def stream_headers(stream: AudioStream) -> dict[str, str]:
     return {
         "X-Sample-Rate": str(stream.sample_rate),
-        "X-Cache": "hit" if stream.cached else "miss",
+        "X-Cache": "hit" if stream.cached else "merged" if stream.merged else "miss",
         "X-Task-Id": stream.task_id,
+        "Access-Control-Expose-Headers": "X-Cache, X-Task-Id, X-Sample-Rate",
     }
 
 
@@ -55,7 +56,7 @@ async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller
         request,
         key=stream.key,
         task_id=stream.task_id,
-        cache="hit" if stream.cached else "miss",
+        cache="hit" if stream.cached else "merged" if stream.merged else "miss",
         text_length=len(body.input),
     )
     if body.stream_format == "sse":
