@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..keys import audio_id
 from ..logs import configure_logging
-from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
+from ..state.base import Stage, TaskBoard, TaskError, TaskStatus
 from ..state.redis import (
     RedisCacheIndex,
     RedisJobStats,
@@ -256,7 +256,7 @@ class WorkerRuntime:
             delay = min(30.0, delay * 2)
 
     def _run(self, job: Job, deliveries: int) -> None:
-        status = self.board.get(job.task_id) or _queued(job)
+        status = self.board.get(job.task_id) or job.queued()
         reporter = RedisReporter(self.board, status, self.client, self.keys)
         with redis_errors():
             if self.client.exists(self.keys.cancel(job.task_id)):
@@ -324,7 +324,7 @@ class WorkerRuntime:
         log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
         if reporter is None:
             reporter = RedisReporter(
-                self.board, self.board.get(job.task_id) or _queued(job), self.client, self.keys
+                self.board, self.board.get(job.task_id) or job.queued(), self.client, self.keys
             )
         reporter.error(exc)
         reporter.stage(
@@ -363,19 +363,6 @@ def _deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _queued(job: Job) -> TaskStatus:
-    now = time.time()
-    return TaskStatus(
-        task_id=job.task_id,
-        status=Status.QUEUED,
-        stage=Stage.QUEUED,
-        key=job.key,
-        format=job.fmt,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def make_worker_app(settings: Settings) -> Celery:

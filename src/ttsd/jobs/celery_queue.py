@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError
 from ..config import Settings
 from ..errors import BackendUnavailable, Overloaded, job_error_from
 from ..metrics import Metrics
-from ..state.base import Stage, Status, TaskBoard, TaskStatus
+from ..state.base import TaskBoard, TaskStatus
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys
 from .base import JobQueue, Submission
@@ -92,16 +92,7 @@ class CeleryQueue(JobQueue):
         return status.updated_at < time.time() - self._mark_ttl
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
-        now = time.time()
-        status = TaskStatus(
-            task_id=job.task_id,
-            status=Status.QUEUED,
-            stage=Stage.QUEUED,
-            key=job.key,
-            format=job.fmt,
-            created_at=now,
-            updated_at=now,
-        )
+        status = job.queued()
         mark = self._keys.inflight(job.task_id)
         with redis_errors():
             fresh = bool(self._client.set(mark, b"1", nx=True, ex=self._mark_ttl))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from ..config import Settings
 from ..errors import JobCancelled, JobError, NotReady, Overloaded
 from ..keys import audio_id
 from ..metrics import JobStats, Metrics
-from ..state.base import Stage, Status, TaskBoard, TaskError, TaskStatus
+from ..state.base import Stage, TaskBoard, TaskError, TaskStatus
 from .base import JobQueue, Submission
 from .model import Job, Piece
 from .pool import EnginePool
@@ -121,17 +120,7 @@ class InProcessQueue(JobQueue):
         await self._pool.stop()
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
-        now = time.time()
-        status = TaskStatus(
-            task_id=job.task_id,
-            status=Status.QUEUED,
-            stage=Stage.QUEUED,
-            progress=0,
-            key=job.key,
-            format=job.fmt,
-            created_at=now,
-            updated_at=now,
-        )
+        status = job.queued()
         if self._draining:
             raise NotReady("the service is shutting down", retry_after=5)
         if job.task_id in self._inflight:

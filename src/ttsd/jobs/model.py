@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from ..audio import Pcm16
 from ..keys import SynthesisSpec
-from ..state.base import CacheEntry, Stage
+from ..state.base import CacheEntry, Stage, Status, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,19 @@ class Job:
     @property
     def key(self) -> str:
         return self.spec.key
+
+    def queued(self) -> TaskStatus:
+        """This job's status as it enters the queue."""
+        now = time.time()
+        return TaskStatus(
+            task_id=self.task_id,
+            status=Status.QUEUED,
+            stage=Stage.QUEUED,
+            key=self.key,
+            format=self.fmt,
+            created_at=now,
+            updated_at=now,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the Celery message."""
