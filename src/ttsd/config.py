@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Seconds a delivered job may stay unacknowledged before the broker hands it to another worker
     # (a worker that vanished without a trace). Must exceed the longest job.
     visibility_timeout: int = Field(900, ge=5)
+    # A job accepted but not picked up by any worker for this long is published again: Redis's
+    # broker can lose a message popped by a worker whose connection broke at that instant.
+    requeue_after: float = Field(120.0, gt=0)
 
     s3_endpoint_url: str | None = None
     s3_bucket: str = "ttsd"

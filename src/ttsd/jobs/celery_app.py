@@ -256,6 +256,8 @@ class WorkerRuntime:
             delay = min(30.0, delay * 2)
 
     def _run(self, job: Job, deliveries: int) -> None:
+        with redis_errors():
+            self.client.zrem(self.keys.pending, job.task_id)  # received: the sweeper can stop watching
         status = self.board.get(job.task_id) or job.queued()
         reporter = RedisReporter(self.board, status, self.client, self.keys)
         with redis_errors():
@@ -341,7 +343,9 @@ class WorkerRuntime:
                 self.keys.listeners(job.task_id),
                 self.keys.pinned(job.task_id),
                 self.keys.cancel(job.task_id),
+                self.keys.job(job.task_id),
             )
+            self.client.zrem(self.keys.pending, job.task_id)
 
 
 class _AttemptTimeout(Exception):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,14 +20,17 @@ from kombu.exceptions import OperationalError
 from ..config import Settings
 from ..errors import BackendUnavailable, Overloaded, job_error_from
 from ..metrics import Metrics
-from ..state.base import TaskBoard, TaskStatus
+from ..state.base import Stage, TaskBoard, TaskStatus
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys
 from .base import JobQueue, Submission
 from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery
 from .model import Job, Piece
 
+log = logging.getLogger("ttsd.queue")
+
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
+_SWEEP_SECONDS = 5.0
 _XREAD_BLOCK_MS = 500
 
 
@@ -82,9 +87,11 @@ class CeleryQueue(JobQueue):
         return max(1, math.ceil(depth * self._registry.job_seconds() / slots))
 
     async def start(self) -> None:
-        pass  # connections are made on first use, so the API starts (not ready) while Redis is away
+        # Connections are made on first use, so the API starts (not ready) while Redis is away.
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
+        self._sweeper.cancel()
         self._app.close()
         await self._async_client.aclose()
 
@@ -123,15 +130,58 @@ class CeleryQueue(JobQueue):
             pipe.execute()
         self._register(job.task_id, stream)
         self._board.put(status)
+        payload = json.dumps(job.to_dict())
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(self._keys.job(job.task_id), payload, ex=self._mark_ttl)
+            pipe.zadd(self._keys.pending, {job.task_id: time.time()})
+            pipe.execute()
         try:
-            self._app.send_task(
-                TASK_NAME, args=[job.to_dict()], task_id=job.task_id, queue=QUEUE, retry=False
-            )
-        except (OperationalError, redis.RedisError, OSError) as exc:
+            self._publish(job.task_id, payload)
+        except BackendUnavailable:
             with contextlib.suppress(BackendUnavailable), redis_errors():
                 self._client.delete(mark)
-            raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
+                self._client.zrem(self._keys.pending, job.task_id)
+            raise
         return Submission(status, merged=False)
+
+    def _publish(self, task_id: str, payload: str) -> None:
+        try:
+            self._app.send_task(
+                TASK_NAME, args=[json.loads(payload)], task_id=task_id, queue=QUEUE, retry=False
+            )
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            with contextlib.suppress(BackendUnavailable):
+                self.sweep()
+
+    def sweep(self) -> int:
+        """Publish again the jobs accepted long ago that no worker has started; returns how many."""
+        with redis_errors():
+            if not self._client.set(self._keys.sweeper, b"1", nx=True, ex=int(_SWEEP_SECONDS) + 1):
+                return 0  # another API process is sweeping
+            cutoff = time.time() - self._settings.requeue_after
+            found: Any = self._client.zrangebyscore(self._keys.pending, "-inf", cutoff)
+        lost = [t.decode() for t in found]
+        republished = 0
+        for task_id in lost:
+            with redis_errors():
+                payload: Any = self._client.get(self._keys.job(task_id))
+            status = self._board.get(task_id)
+            if payload is None or status is None or status.stage is not Stage.QUEUED:
+                with redis_errors():
+                    self._client.zrem(self._keys.pending, task_id)
+                continue
+            log.warning("republishing a job no worker picked up", extra={"task_id": task_id})
+            self._publish(task_id, payload.decode())
+            with redis_errors():
+                self._client.zadd(self._keys.pending, {task_id: time.time()})
+            republished += 1
+        return republished
 
     def _register(self, task_id: str, stream: bool) -> None:
         with redis_errors():

@@ -52,6 +52,20 @@ class RedisKeys:
         """Redis stream of a job's master pieces for the API holding its listeners; short TTL."""
         return f"{self.prefix}:pcm:{task_id}"
 
+    @property
+    def pending(self) -> str:
+        """Sorted set of accepted jobs no worker has started yet, by publication time."""
+        return f"{self.prefix}:pending"
+
+    def job(self, task_id: str) -> str:
+        """A pending job's message body, to publish again if the broker lost it."""
+        return f"{self.prefix}:job:{task_id}"
+
+    @property
+    def sweeper(self) -> str:
+        """Held by the one API process sweeping for lost jobs at a time."""
+        return f"{self.prefix}:sweeper"
+
     def listeners(self, task_id: str) -> str:
         """Streaming listeners of a job (a counter); when it drops to zero the job is cancelled..."""
         return f"{self.prefix}:listeners:{task_id}"
