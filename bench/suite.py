@@ -27,18 +27,12 @@ import httpx
 from . import first_audio, overload
 from .common import RESULTS, commit, free_port, machine, table, ttsd_server
 from .loadgen import Call, run_calls
+from .overload import percentile
 from .workload import phrases, repeat_share, zipf_sample
 
 SECONDS = 15.0
 HIT_LEVELS = (1, 8, 32, 128)
 BOT_USERS = 32
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -57,8 +51,8 @@ def summary(calls: list[Call], elapsed: float) -> dict[str, float]:
         "ok": len(ok),
         "errors": len(calls) - len(ok),
         "throughput": len(ok) / elapsed if elapsed else 0.0,
-        "p50_ms": pct(ok, 0.5) * 1000,
-        "p99_ms": pct(ok, 0.99) * 1000,
+        "p50_ms": percentile(ok, 0.5) * 1000,
+        "p99_ms": percentile(ok, 0.99) * 1000,
         "latencies": ok,  # type: ignore[dict-item]
     }
 

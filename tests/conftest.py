@@ -121,13 +121,18 @@ def start_server(
     raise AssertionError(f"server not ready in time:\n{server.log()}")
 
 
-def stop_server(server: Server) -> None:
-    server.process.terminate()
+def terminate(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
     try:
-        server.process.wait(timeout=30)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()
+
+
+def stop_server(server: Server) -> None:
+    terminate(server.process)
 
 
 class Redis:
@@ -169,8 +174,7 @@ class Redis:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+            terminate(self.process, timeout=20)
             self.process = None
 
 
@@ -208,12 +212,7 @@ class S3:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, timeout=20)
             self.process = None
 
 

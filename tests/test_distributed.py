@@ -103,16 +103,20 @@ def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Sta
         assert name.startswith("ttsd:"), name
 
 
+def start_long_job(client: httpx.Client, topic: str) -> dict[str, Any]:
+    """Submit a 30-sentence text and return its task once an engine is synthesizing it."""
+    text = unique(" ".join(f"This is sentence number {i} {topic}." for i in range(30)))
+    task: dict[str, Any] = client.post("/v1/synthesize", json={"text": text}).json()
+    wait_until(
+        lambda: client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] == "synthesizing", 30, "job start"
+    )
+    return task
+
+
 def test_killed_worker_loses_no_job(fragile: Stack, api: Server) -> None:
     [lone] = fragile.workers
-    text = " ".join(f"This is sentence number {i} of a long recorded announcement." for i in range(30))
     with api.client() as client:
-        task = client.post("/v1/synthesize", json={"text": unique(text)}).json()
-        wait_until(
-            lambda: client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] == "synthesizing",
-            30,
-            "job start",
-        )
+        task = start_long_job(client, "of a long recorded announcement")
         replacement = fragile.start_worker("w-replacement")
         fragile.kill_worker(lone)  # the worker and its engine processes, mid-synthesis
         result = api.wait_task(task["task_id"], timeout=90)
@@ -123,14 +127,8 @@ def test_killed_worker_loses_no_job(fragile: Stack, api: Server) -> None:
 
 def test_killed_engine_process_requeues_its_job_at_once(fragile: Stack, api: Server) -> None:
     [worker] = fragile.workers
-    text = " ".join(f"Sentence number {i} of another long announcement." for i in range(30))
     with api.client() as client:
-        task = client.post("/v1/synthesize", json={"text": unique(text)}).json()
-        wait_until(
-            lambda: client.get(f"/v1/tasks/{task['task_id']}").json()["stage"] == "synthesizing",
-            30,
-            "job start",
-        )
+        task = start_long_job(client, "of another long announcement")
         engine_processes = psutil.Process(worker.pid).children()
         assert engine_processes
         started = time.monotonic()

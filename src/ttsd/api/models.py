@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..service import SynthesisRequest
 from ..state.base import Stage, Status, TaskError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
@@ -23,6 +24,9 @@ class SynthesizeBody(BaseModel):
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")
 
+    def to_request(self) -> SynthesisRequest:
+        return SynthesisRequest(self.text, self.voice, self.language, self.format, self.speed, self.seed)
+
 
 class SpeechBody(BaseModel):
     """OpenAI's /v1/audio/speech request. Unknown fields are ignored, as OpenAI clients send extras."""
@@ -38,6 +42,11 @@ class SpeechBody(BaseModel):
         "audio", description="audio: the file's bytes, streamed as made; sse: base64 deltas as events"
     )
 
+    def to_request(self) -> SynthesisRequest:
+        return SynthesisRequest(
+            text=self.input, voice=self.voice, format=self.response_format, speed=self.speed
+        )
+
 
 class StreamRequest(BaseModel):
     """One request on the /v1/stream WebSocket."""
@@ -50,6 +59,9 @@ class StreamRequest(BaseModel):
     format: str = "pcm"
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    def to_request(self) -> SynthesisRequest:
+        return SynthesisRequest(self.text, self.voice, self.language, self.format, self.speed, self.seed)
 
 
 class Done(BaseModel):

@@ -42,11 +42,15 @@ def synthesize_master(
     return audio.finish(out, engine.sample_rate)
 
 
-def _entry(
-    key: str, fmt: str, name: str, data: bytes, content_type: str, rate: int, duration: float, ttl: float
-) -> CacheEntry:
+def _keep(
+    store: AudioStore, index: CacheIndex, key: str, fmt: str, data: bytes, content_type: str, rate: int,
+    duration: float, ttl: float,
+) -> CacheEntry:  # fmt: skip
+    """Store one file, then index it: a reader never finds an entry whose object is not whole."""
+    name = object_name(key, fmt)
+    store.put(name, data, content_type)
     now = time.time()
-    return CacheEntry(
+    entry = CacheEntry(
         key=key,
         fmt=fmt,
         object_name=name,
@@ -58,6 +62,8 @@ def _entry(
         created_at=now,
         expires_at=now + ttl,
     )
+    index.put(entry)
+    return entry
 
 
 def _cached_master(job: Job, store: AudioStore, index: CacheIndex) -> tuple[audio.Pcm16, int] | None:
@@ -97,9 +103,7 @@ def _master(
     reporter.audio_end()
     rate = engine.sample_rate
     data = audio.encode(pcm, rate, audio.MASTER)
-    name = object_name(job.key, MASTER)
-    store.put(name, data, audio.MASTER.media_type)
-    index.put(_entry(job.key, MASTER, name, data, audio.MASTER.media_type, rate, len(pcm) / rate, cache_ttl))
+    _keep(store, index, job.key, MASTER, data, audio.MASTER.media_type, rate, len(pcm) / rate, cache_ttl)
     return pcm, rate, True, seconds
 
 
@@ -122,19 +126,8 @@ def run_job(
     reporter.stage(Stage.ENCODING, 85)
     data = audio.encode(pcm, rate, fmt)
     reporter.stage(Stage.STORING, 95)
-    name = object_name(job.key, fmt.name)
-    store.put(name, data, fmt.media_type)
-    entry = _entry(
-        job.key,
-        fmt.name,
-        name,
-        data,
-        fmt.media_type,
-        audio.encoded_rate(fmt, rate),
-        len(pcm) / rate,
-        cache_ttl,
-    )
-    index.put(entry)
+    rate_out = audio.encoded_rate(fmt, rate)
+    entry = _keep(store, index, job.key, fmt.name, data, fmt.media_type, rate_out, len(pcm) / rate, cache_ttl)
     for dropped in index.evict(cache_max_bytes):
         store.delete(dropped)
     return JobOutcome(

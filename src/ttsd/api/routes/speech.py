@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ...errors import TtsdError
-from ...service import AudioStream, SynthesisRequest
+from ...service import AudioStream
 from ..deps import ServiceDep, annotate
 from ..models import ErrorResponse, SpeechBody
 from ..security import AdmittedCaller
@@ -48,9 +48,7 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
 async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
     hit streams from storage at once). ``model`` is accepted and ignored; the voice picks the engine."""
-    stream = await service.stream(
-        SynthesisRequest(text=body.input, voice=body.voice, format=body.response_format, speed=body.speed)
-    )
+    stream = await service.stream(body.to_request())
     headers = stream_headers(stream)
     annotate(
         request,

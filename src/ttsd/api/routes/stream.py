@@ -38,14 +38,7 @@ def _parse(message: Mapping[str, Any]) -> SynthesisRequest:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise MalformedRequest("the message is not valid JSON") from exc
         raise InvalidRequest(problems) from exc
-    return SynthesisRequest(
-        text=body.text,
-        voice=body.voice,
-        language=body.language,
-        format=body.format,
-        speed=body.speed,
-        seed=body.seed,
-    )
+    return body.to_request()
 
 
 @router.websocket("/v1/stream")

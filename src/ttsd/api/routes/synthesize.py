@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from ...service import Hit, SynthesisRequest
+from ...service import Hit
 from ..deps import ServiceDep, annotate, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 from ..security import AdmittedCaller
@@ -38,14 +38,7 @@ async def synthesize(
     """A cache hit answers 200 with the audio URL (or 302 to it with ``?redirect=true``); a miss
     answers 202 with the task to poll. Identical requests in flight share one task."""
     result = await service.synthesize(
-        SynthesisRequest(
-            text=body.text,
-            voice=body.voice,
-            language=body.language,
-            format=body.format,
-            speed=body.speed,
-            seed=body.seed,
-        ),
+        body.to_request(),
         idempotency_key,
     )
     if isinstance(result, Hit):
