@@ -59,18 +59,20 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
             RedisRateLimiter,
             RedisTaskBoard,
             connect,
+            connect_async,
         )
         from .state.redis_keys import RedisKeys
 
         client = connect(settings)
+        aclient = connect_async(settings)  # what requests wait on must not block the event loop
         keys = RedisKeys(settings.redis_prefix)
-        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl)
+        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl, aclient)
         metrics.registry.register(RedisJobStats(client, keys))  # job figures come from the workers
         return ApiBackends(
-            index=RedisCacheIndex(client, keys),
+            index=RedisCacheIndex(client, keys, aclient),
             board=board,
-            idempotency=RedisIdempotencyKeys(client, keys),
-            limiter=RedisRateLimiter(client, keys),
+            idempotency=RedisIdempotencyKeys(aclient, keys),
+            limiter=RedisRateLimiter(aclient, keys),
             queue=CeleryQueue(settings, client, board, metrics),
             store=store,
             metrics=metrics,

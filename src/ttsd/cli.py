@@ -24,15 +24,11 @@ def _settings(args: argparse.Namespace, *names: str) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .api.app import create_app
+    from .api.server import serve
 
-    settings = _settings(args, "host", "port", "data_dir", "engines", "engine_slots", "log_format")
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30
-    )
+    settings = _settings(args, "host", "port", "data_dir", "engines", "engine_slots", "log_format", "server")
+    serve(create_app(settings), settings)
     return EXIT_OK
 
 
@@ -239,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)"
     )
     serve.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
+    serve.add_argument(
+        "--server", choices=["granian", "uvicorn"], help="HTTP server (default granian, env TTSD_SERVER)"
+    )
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run a Celery engine worker (distributed mode; needs Redis)")

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
+    # The HTTP server under `ttsd serve` (see api/server.py for why granian is the default).
+    server: Literal["granian", "uvicorn"] = "granian"
+
     data_dir: Path = Path("ttsd-data")
     # inprocess: engine processes under the API (embedded). celery: Celery workers on a Redis broker,
     # with the cache index, task status and single-flight marks in Redis (distributed).
@@ -76,6 +79,10 @@ class Settings(BaseSettings):
     rate_burst: int | None = Field(None, ge=1)
     # A miss whose predicted wait (queue depth x job time / slots) exceeds this gets 503 at once.
     max_wait: float = Field(30.0, gt=0)
+
+    # Answer cache hits, task polls and audio files without FastAPI's routing machinery (the same
+    # models, checks and handlers; see api/hot.py). Off only to compare the two.
+    hot_paths: bool = True
 
     max_text_chars: int = Field(5000, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .jobs.model import Job
 from .keys import TASK_ID_RE, SynthesisSpec, audio_id, parse_audio_id, task_id
 from .metrics import Metrics
 from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, RateLimiter, Status, TaskBoard, TaskStatus
+from .state.recent import RecentEntries
 from .store.base import MASTER, AudioStore, Location, Redirect, object_name
 from .text import normalize
 from .voices import Catalogue
@@ -32,6 +34,10 @@ log = logging.getLogger("ttsd.service")
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MAX_IDEMPOTENCY_KEY = 255
+# Prepared jobs are remembered by request (repeats are most of the traffic, and normalising and
+# hashing a text costs more than the rest of a hit). Long texts are rare repeats: not remembered.
+_PREPARED_MAX = 4096
+_PREPARED_MAX_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class AudioStream:
     task_id: str
     chunks: AsyncGenerator[bytes, None]
     merged: bool = False
+    # On a hit, the stored file: the HTTP layer may send it whole (zero-copy) instead of ``chunks``,
+    # which are then never started.
+    entry: CacheEntry | None = None
 
 
 _READ_CHUNK = 64 * 1024
@@ -114,6 +123,11 @@ class TtsService:
         self.idempotency = idempotency
         self.limiter = limiter
         self.metrics = metrics
+        self.recent = RecentEntries()
+        self._prepared = functools.lru_cache(maxsize=_PREPARED_MAX)(self._prepare)
+        self._hits = metrics.cache_requests.labels("hit")
+        self._misses = metrics.cache_requests.labels("miss")
+        self._merges = metrics.cache_requests.labels("merged")
 
     def check_ready(self) -> None:
         """Raise NotReady unless engines are warmed and every backend answers."""
@@ -125,27 +139,44 @@ class TtsService:
         except Unavailable as exc:
             raise NotReady(exc.message, retry_after=exc.retry_after) from exc
 
-    def prepare(self, request: SynthesisRequest) -> Job:
+    def _prepare(self, request: SynthesisRequest) -> Job:
         return prepare_job(request, self.catalogue, max_text_chars=self.settings.max_text_chars)
+
+    def prepare(self, request: SynthesisRequest) -> Job:
+        if len(request.text) <= _PREPARED_MAX_CHARS:
+            return self._prepared(request)
+        return self._prepare(request)
+
+    async def lookup(self, key: str, fmt: str) -> CacheEntry | None:
+        """The index entry for (key, format): from memory when it was read a moment ago."""
+        entry = self.recent.get(key, fmt)
+        if entry is None:
+            entry = await self.index.aget(key, fmt)
+            if entry is not None:
+                self.recent.put(entry)
+        return entry
+
+    def _counted(self, merged: bool) -> None:
+        (self._merges if merged else self._misses).inc()
 
     async def synthesize(self, request: SynthesisRequest, idempotency_key: str | None = None) -> Hit | Queued:
         job = self.prepare(request)
         if idempotency_key is not None:
-            self._check_idempotency(idempotency_key, job)
-        entry = self.index.get(job.key, job.fmt)
+            await self._check_idempotency(idempotency_key, job)
+        entry = await self.lookup(job.key, job.fmt)
         if entry is not None:
-            self.metrics.cache_requests.labels("hit").inc()
+            self._hits.inc()
             return Hit(entry)
         submission = await self.queue.submit(job)
-        self.metrics.cache_requests.labels("merged" if submission.merged else "miss").inc()
+        self._counted(submission.merged)
         return Queued(submission.status, submission.merged)
 
-    def _check_idempotency(self, key: str, job: Job) -> None:
+    async def _check_idempotency(self, key: str, job: Job) -> None:
         """Task ids already follow from the normalised body, so a retried request lands on the same
         task by itself; the header adds the guarantee that a reused key with another body is refused."""
         if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
-        bound = self.idempotency.bind(key, job.task_id, self.settings.task_ttl)
+        bound = await self.idempotency.bind(key, job.task_id, self.settings.task_ttl)
         if bound != job.task_id:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
 
@@ -158,42 +189,45 @@ class TtsService:
             raise TaskNotFound(f"task {result.status.task_id} vanished")
         if status.status is Status.FAILED and status.error is not None:
             raise job_error_from(status.error.code, status.error.message)
-        entry = self.index.get(status.key, status.format)
+        entry = await self.lookup(status.key, status.format)
         if entry is None:
             raise AudioNotFound("the audio was evicted before it could be sent")
         return entry
 
     async def stream(self, request: SynthesisRequest) -> AudioStream:
-        """Open a stream. The first chunk is awaited here, so a job that fails before making any
-        audio is still an ordinary error response rather than a broken stream."""
+        """Open a stream. On a miss the first chunk is awaited here, so a job that fails before
+        making any audio is still an ordinary error response rather than a broken stream; on a hit
+        nothing is read yet, since the caller may send the stored file whole."""
         job = self.prepare(request)
         fmt = audio.get_format(job.fmt)
         native = self.catalogue.specs[job.spec.engine].sample_rate
-        entry = self.index.get(job.key, job.fmt)
-        cached = entry is not None
+        rate = audio.encoded_rate(fmt, native)
+        entry = await self.lookup(job.key, job.fmt)
+        if entry is not None:
+            self._hits.inc()
+            return AudioStream(job.key, fmt, rate, True, job.task_id, self._stored(entry), entry=entry)
         merged = False
         chunks: AsyncGenerator[bytes, None]
-        if entry is not None:
-            self.metrics.cache_requests.labels("hit").inc()
-            chunks = self._stored(entry)
-        elif fmt.name not in STREAMABLE or self.index.get(job.key, MASTER) is not None:
+        if fmt.name not in STREAMABLE or await self.lookup(job.key, MASTER) is not None:
             # Nothing to hear live: a format that cannot stream, or only an encode to wait for.
             chunks = self._stored_when_done(request)
         else:
             submission = await self.queue.submit(job, stream=True)
             merged = submission.merged
-            self.metrics.cache_requests.labels("merged" if merged else "miss").inc()
+            self._counted(merged)
             chunks = self._live(job, fmt)
         try:
             first = await anext(chunks, b"")
         except BaseException:
             await chunks.aclose()
             raise
-        rate = audio.encoded_rate(fmt, native)
-        return AudioStream(job.key, fmt, rate, cached, job.task_id, _prepend(first, chunks), merged)
+        return AudioStream(job.key, fmt, rate, False, job.task_id, _prepend(first, chunks), merged)
+
+    async def read(self, entry: CacheEntry) -> bytes:
+        return await asyncio.to_thread(self.store.get, entry.object_name)
 
     async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
-        data = await asyncio.to_thread(self.store.get, entry.object_name)
+        data = await self.read(entry)
         for start in range(0, len(data), _READ_CHUNK):
             yield data[start : start + _READ_CHUNK]
 
@@ -222,7 +256,7 @@ class TtsService:
             status = await self.queue.wait(job.task_id)
             if status is not None and status.error is not None:
                 raise job_error_from(status.error.code, status.error.message)
-            entry = self.index.get(job.key, job.fmt)
+            entry = await self.lookup(job.key, job.fmt)
             if entry is None:
                 raise AudioNotFound("the audio was evicted before it could be sent")
             async for chunk in self._stored(entry):
@@ -232,32 +266,33 @@ class TtsService:
         if tail:
             yield tail
 
-    def task(self, task_id_: str) -> TaskStatus:
-        status = self.board.get(task_id_) if TASK_ID_RE.match(task_id_) else None
+    async def task(self, task_id_: str) -> TaskStatus:
+        status = await self.board.aget(task_id_) if TASK_ID_RE.match(task_id_) else None
         if status is None:
             raise TaskNotFound(f"no task {task_id_!r} (unknown or expired)")
         return status
 
-    def audio(self, audio_id_: str) -> tuple[CacheEntry, Location]:
+    async def audio(self, audio_id_: str) -> tuple[CacheEntry, Location]:
         parsed = parse_audio_id(audio_id_)
-        entry = self.index.get(*parsed) if parsed is not None and parsed[1] in audio.FORMATS else None
+        entry = await self.lookup(*parsed) if parsed is not None and parsed[1] in audio.FORMATS else None
         if entry is None:
             raise AudioNotFound(f"no audio {audio_id_!r} (unknown or expired)")
         return entry, self.store.locate(entry.object_name)
 
     def audio_url(self, key: str, fmt: str, api_base: str) -> str:
         """Object storage behind a CDN or presigned URL is handed out directly, sparing a redirect."""
-        match self.store.locate(object_name(key, fmt)):
-            case Redirect(url=url):
-                return url
-            case _:
-                return f"{api_base}/v1/audio/{audio_id(key, fmt)}"
+        if self.store.direct_urls:
+            location = self.store.locate(object_name(key, fmt))
+            if isinstance(location, Redirect):
+                return location.url
+        return f"{api_base}/v1/audio/{audio_id(key, fmt)}"
 
     def forget(self, entry: CacheEntry) -> None:
         """The index pointed at an object that is gone: drop it so the next request re-synthesizes."""
         log.warning(
             "cached object missing; dropping index entry", extra={"key": entry.key, "format": entry.fmt}
         )
+        self.recent.drop(entry.key, entry.fmt)
         self.index.delete(entry.key, entry.fmt)
 
 

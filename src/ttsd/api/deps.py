@@ -1,32 +1,53 @@
-"""Route dependencies."""
+"""Route dependencies, and the request facts that routes and the hot paths (``hot.py``) share."""
 
 from __future__ import annotations
 
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from ..service import TtsService
 
+# Public base URLs by what they are computed from; bounded, since the Host header is the client's.
+_BASES: dict[tuple[object, ...], str] = {}
+_BASES_MAX = 256
 
-def get_service(request: Request) -> TtsService:
+
+async def get_service(request: Request) -> TtsService:  # async: no thread-pool hop
     return cast(TtsService, request.app.state.service)
 
 
 ServiceDep = Annotated[TtsService, Depends(get_service)]
 
 
-def api_base(request: Request) -> str:
-    # Behind a proxy, uvicorn's --proxy-headers makes this the public address.
-    return str(request.base_url).rstrip("/")
+def api_base(scope: Scope) -> str:
+    """The public base URL of this API as the client sees it (behind a proxy, uvicorn's
+    --proxy-headers makes it the public address). Starlette computes it; the result is remembered,
+    since it only depends on the scheme, the Host header, the socket and the root path."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    source = (
+        scope.get("scheme"),
+        host,
+        scope.get("server"),
+        scope.get("root_path"),
+        scope.get("app_root_path"),
+    )
+    base = _BASES.get(source)
+    if base is None:
+        base = str(Request(scope).base_url).rstrip("/")
+        if len(_BASES) >= _BASES_MAX:
+            _BASES.clear()
+        _BASES[source] = base
+    return base
 
 
-def status_url(request: Request, task_id: str) -> str:
-    return f"{api_base(request)}/v1/tasks/{task_id}"
+def status_url(base: str, task_id: str) -> str:
+    return f"{base}/v1/tasks/{task_id}"
 
 
-def annotate(request: Request, **fields: object) -> None:
+def annotate(scope: Scope, **fields: object) -> None:
     """Add fields to this request's access-log event (ids and sizes, never the text)."""
-    log_fields = request.scope.get("state", {}).get("log")
+    log_fields = scope.get("state", {}).get("log")
     if log_fields is not None:
         log_fields.update(fields)

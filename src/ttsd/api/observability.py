@@ -3,24 +3,27 @@
 
 from __future__ import annotations
 
-import logging
+import functools
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger("ttsd.access")
+from ..logs import log_request
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Observability:
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, *, api: FastAPI | None = None) -> None:
         self.app = app
+        self.api = api  # the FastAPI app inside, for whoever holds only the outermost layer
         self.requests = Counter(
             "ttsd_http_requests",
             "HTTP requests by route and status",
@@ -35,13 +38,26 @@ class Observability:
             registry=registry,
         )
 
+        # Request ids: unique per process start (random prefix) and within it (a counter); a uuid4
+        # per request costs more than a cache hit's lookup.
+        self._id_prefix = os.urandom(4).hex()
+        self._ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
+        self._series = functools.lru_cache(maxsize=4096)(self._requests_series)
+        self._latency = functools.lru_cache(maxsize=1024)(self._latency_series)
+
+    def _requests_series(self, method: str, route: str, status: int) -> Any:
+        return self.requests.labels(method, route, str(status))
+
+    def _latency_series(self, method: str, route: str) -> Any:
+        return self.latency.labels(method, route)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        offered = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex[:16]
+        offered = next((v for k, v in scope.get("headers") or () if k == b"x-request-id"), b"")
+        request_id = offered.decode("latin-1") if offered and _REQUEST_ID.match(offered) else None
+        request_id = request_id or f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFF:08x}"
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["log"] = {}  # routes add task_id, key, text_length here
@@ -66,17 +82,16 @@ class Observability:
             route_obj = scope.get("route")
             route = getattr(route_obj, "path", None) or "unmatched"
             method = scope.get("method", "WS")
-            self.requests.labels(method, route, str(status or 101)).inc()
-            self.latency.labels(method, route).observe(elapsed)
+            self._series(method, route, status or 101).inc()
+            self._latency(method, route).observe(elapsed)
             if route not in ("/healthz", "/metrics", "/readyz"):
-                log.info(
-                    "request",
-                    extra={
+                log_request(
+                    {
                         "request_id": request_id,
                         "method": method,
                         "route": route,
                         "status": status or 101,
                         "latency_ms": round(elapsed * 1000, 2),
                         **state["log"],
-                    },
+                    }
                 )

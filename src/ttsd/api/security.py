@@ -7,6 +7,7 @@ content-addressed and unguessable, so players and CDNs can fetch them as plain l
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -49,15 +50,21 @@ def identify(
         valid |= hmac.compare_digest(candidate, key.encode())
     if not valid:
         raise Unauthorized("the API key is not valid")
-    return Caller("key:" + hashlib.sha256(candidate).hexdigest()[:16])
+    return Caller("key:" + _fingerprint(candidate))
 
 
-def admit(service: TtsService, caller: Caller) -> None:
+@functools.lru_cache(maxsize=64)
+def _fingerprint(key: bytes) -> str:
+    # Only valid keys get here, so the cache holds at most the configured keys.
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+async def admit(service: TtsService, caller: Caller) -> None:
     """Take one token from the caller's bucket, or raise RateLimited."""
     settings = service.settings
     if settings.rate_limit <= 0:
         return
-    decision = service.limiter.take(caller.identity, settings.rate_limit, settings.burst)
+    decision = await service.limiter.take(caller.identity, settings.rate_limit, settings.burst)
     if not decision.allowed:
         raise RateLimited(
             f"rate limit of {settings.rate_limit:g} requests per second exceeded",
@@ -67,14 +74,15 @@ def admit(service: TtsService, caller: Caller) -> None:
         )
 
 
-def authenticated(request: Request, service: ServiceDep) -> Caller:
+# Dependencies are ``async def`` so that FastAPI runs them in the event loop, not its thread pool.
+async def authenticated(request: Request, service: ServiceDep) -> Caller:
     address = request.client.host if request.client else None
     return identify(service.settings, request.headers, request.query_params, address)
 
 
-def admitted(request: Request, service: ServiceDep) -> Caller:
-    caller = authenticated(request, service)
-    admit(service, caller)
+async def admitted(request: Request, service: ServiceDep) -> Caller:
+    caller = await authenticated(request, service)
+    await admit(service, caller)
     return caller
 
 

@@ -12,6 +12,7 @@ and none needs to know about formats.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -58,7 +59,10 @@ class EngineSpec(ABC):
         """Load weights (never from the network). Raises EngineUnavailable when they are missing."""
 
 
+@functools.cache
 def package_version(dist: str) -> str:
+    """Read once per process: the version is part of every cache key, and reading package
+    metadata costs more than the rest of a cache hit."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ class Job:
     spec: SynthesisSpec
     fmt: str
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return self.spec.key
 

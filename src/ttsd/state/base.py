@@ -40,6 +40,10 @@ class CacheIndex(ABC):
     def get(self, key: str, fmt: str) -> CacheEntry | None:
         """A live (unexpired) entry, marking it recently used."""
 
+    async def aget(self, key: str, fmt: str) -> CacheEntry | None:
+        """``get`` for the API's event loop; an index behind a network round trip overrides it."""
+        return self.get(key, fmt)
+
     @abstractmethod
     def put(self, entry: CacheEntry) -> None: ...
 
@@ -122,7 +126,7 @@ class IdempotencyKeys(ABC):
     """Client-chosen ``Idempotency-Key`` header values, each bound to the request it first came with."""
 
     @abstractmethod
-    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+    async def bind(self, key: str, fingerprint: str, ttl: float) -> str:
         """Bind ``key`` to ``fingerprint`` unless already bound; returns the fingerprint it is bound to."""
 
 
@@ -137,7 +141,7 @@ class RateLimiter(ABC):
     """Token buckets by caller: ``rate`` tokens a second, at most ``burst`` saved up."""
 
     @abstractmethod
-    def take(self, caller: str, rate: float, burst: int) -> RateDecision: ...
+    async def take(self, caller: str, rate: float, burst: int) -> RateDecision: ...
 
 
 class TaskBoard(ABC):
@@ -145,6 +149,10 @@ class TaskBoard(ABC):
 
     @abstractmethod
     def get(self, task_id: str) -> TaskStatus | None: ...
+
+    async def aget(self, task_id: str) -> TaskStatus | None:
+        """``get`` for the API's event loop; a board behind a network round trip overrides it."""
+        return self.get(task_id)
 
     @abstractmethod
     def put(self, status: TaskStatus) -> None: ...

@@ -39,7 +39,7 @@ class MemoryIdempotencyKeys(IdempotencyKeys):
     def __init__(self) -> None:
         self._keys: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
-    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+    async def bind(self, key: str, fingerprint: str, ttl: float) -> str:
         now = time.time()
         while self._keys and next(iter(self._keys.values()))[0] <= now:
             self._keys.popitem(last=False)
@@ -58,7 +58,7 @@ class MemoryRateLimiter(RateLimiter):
     def __init__(self) -> None:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, caller: str, rate: float, burst: int) -> RateDecision:
+    async def take(self, caller: str, rate: float, burst: int) -> RateDecision:
         now = time.monotonic()
         tokens, stamp = self._buckets.pop(caller, (float(burst), now))
         tokens = min(float(burst), tokens + (now - stamp) * rate)

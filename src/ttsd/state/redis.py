@@ -1,8 +1,10 @@
 """Redis-backed state for distributed mode: cache index, task board, idempotency keys, counters.
 
-Synchronous clients with short timeouts: they are called from the job body in Celery workers and,
-briefly, from the API. Connection failures become ``BackendUnavailable`` (503 + Retry-After), so
-the API degrades to clear errors while Redis is away and recovers without a restart.
+Workers call the job body synchronously, so the index and the board take a synchronous client; the
+API answers from its event loop, so what it calls per request (index and board lookups, rate
+limits, idempotency keys) goes through an asyncio client and never blocks the loop. Short
+timeouts throughout; connection failures become ``BackendUnavailable`` (503 + Retry-After), so the
+API degrades to clear errors while Redis is away and recovers without a restart.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict
 from typing import Any, ParamSpec, TypeVar
 
 import redis
+import redis.asyncio
 from prometheus_client.core import CounterMetricFamily, Metric
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -41,14 +44,23 @@ R = TypeVar("R")
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)
 
 
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+    "health_check_interval": 15,
+    "decode_responses": False,
+}
+
+
 def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=15,
-        retry=Retry(NoBackoff(), 1),
-        decode_responses=False,
+    return redis.Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1), **_CLIENT_OPTIONS)
+
+
+def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url, retry=AsyncRetry(NoBackoff(), 1), **_CLIENT_OPTIONS
     )
 
 
@@ -125,12 +137,15 @@ def _member_object(value: bytes | str) -> str:
 
 
 class RedisCacheIndex(CacheIndex):
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: RedisKeys, aclient: redis.asyncio.Redis | None = None
+    ) -> None:
         self._r = client
         self._k = keys
         self._put = client.register_script(_PUT)
         self._get = client.register_script(_GET)
         self._evict = client.register_script(_EVICT)
+        self._aget = aclient.register_script(_GET) if aclient is not None else None
 
     def _budget_keys(self) -> list[str]:
         return [self._k.lru, self._k.expiry, self._k.sizes, self._k.total_bytes]
@@ -139,6 +154,14 @@ class RedisCacheIndex(CacheIndex):
     def get(self, key: str, fmt: str) -> CacheEntry | None:
         m = member(key, fmt)
         raw = self._get(keys=[self._k.entry(m), self._k.lru], args=[m, time.time()])
+        return None if raw is None else CacheEntry(**json.loads(raw))
+
+    async def aget(self, key: str, fmt: str) -> CacheEntry | None:
+        if self._aget is None:
+            return self.get(key, fmt)
+        m = member(key, fmt)
+        with redis_errors():
+            raw = await self._aget(keys=[self._k.entry(m), self._k.lru], args=[m, time.time()])
         return None if raw is None else CacheEntry(**json.loads(raw))
 
     @guarded
@@ -173,8 +196,11 @@ class RedisCacheIndex(CacheIndex):
 
 
 class RedisTaskBoard(TaskBoard):
-    def __init__(self, client: redis.Redis, keys: RedisKeys, ttl: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: RedisKeys, ttl: int, aclient: redis.asyncio.Redis | None = None
+    ) -> None:
         self._r = client
+        self._a = aclient
         self._k = keys
         self._ttl = ttl
 
@@ -183,23 +209,31 @@ class RedisTaskBoard(TaskBoard):
         raw = self._r.get(self._k.task(task_id))
         return None if raw is None else TaskStatus.model_validate_json(raw)
 
+    async def aget(self, task_id: str) -> TaskStatus | None:
+        if self._a is None:
+            return self.get(task_id)
+        with redis_errors():
+            raw = await self._a.get(self._k.task(task_id))
+        return None if raw is None else TaskStatus.model_validate_json(raw)
+
     @guarded
     def put(self, status: TaskStatus) -> None:
         self._r.set(self._k.task(status.task_id), status.model_dump_json(), ex=self._ttl)
 
 
 class RedisIdempotencyKeys(IdempotencyKeys):
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, client: redis.asyncio.Redis, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
 
-    @guarded
-    def bind(self, key: str, fingerprint: str, ttl: float) -> str:
+    async def bind(self, key: str, fingerprint: str, ttl: float) -> str:
         name = self._k.idempotency(key)
-        if self._r.set(name, fingerprint, nx=True, ex=max(1, int(ttl))):
-            return fingerprint
-        bound: Any = self._r.get(name)
-        return fingerprint if bound is None else bound.decode()
+        pipe = self._r.pipeline(transaction=False)  # one round trip: bind if free, then read
+        pipe.set(name, fingerprint, nx=True, ex=max(1, int(ttl)))
+        pipe.get(name)
+        with redis_errors():
+            _, bound = await pipe.execute()
+        return fingerprint if bound is None else str(bound.decode())
 
 
 # KEYS: bucket ARGV: rate, burst. Redis's own clock, so every API process shares one timeline.
@@ -227,13 +261,13 @@ return {allowed, tostring(tokens), tostring(wait)}
 
 
 class RedisRateLimiter(RateLimiter):
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, client: redis.asyncio.Redis, keys: RedisKeys) -> None:
         self._k = keys
         self._take = client.register_script(_TAKE)
 
-    @guarded
-    def take(self, caller: str, rate: float, burst: int) -> RateDecision:
-        allowed, tokens, wait = self._take(keys=[self._k.rate(caller)], args=[rate, burst])
+    async def take(self, caller: str, rate: float, burst: int) -> RateDecision:
+        with redis_errors():
+            allowed, tokens, wait = await self._take(keys=[self._k.rate(caller)], args=[rate, burst])
         return RateDecision(allowed=bool(allowed), remaining=int(float(tokens)), retry_after=float(wait))
 
 

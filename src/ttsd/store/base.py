@@ -37,6 +37,9 @@ def object_name(key: str, fmt: str) -> str:
 
 
 class AudioStore(ABC):
+    # True when ``locate`` hands out URLs clients fetch directly; else the API serves the files.
+    direct_urls: bool = False
+
     @abstractmethod
     def put(self, name: str, data: bytes, content_type: str) -> None:
         """Write atomically: a reader sees the whole object or none of it."""

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from ..errors import AudioNotFound, StorageError
 from .base import AudioStore, LocalFile, Location
+
+# What ``object_name`` makes: hex fan-out, hex key, a plain leaf name.
+_OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}/[a-z0-9]+\.[a-z0-9]+")
 
 
 class LocalStore(AudioStore):
@@ -17,6 +21,8 @@ class LocalStore(AudioStore):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
+        if _OBJECT_NAME.fullmatch(name):
+            return self.root / name  # cannot leave the root: resolving (a syscall per part) is moot
         path = (self.root / name).resolve()
         # Names are built from validated hex keys, but a store must not trust its callers.
         if not path.is_relative_to(self.root):

@@ -7,6 +7,8 @@ and can sit behind a CDN (``TTSD_PUBLIC_BASE_URL``); without one, clients get pr
 from __future__ import annotations
 
 import io
+import time
+from collections import OrderedDict
 from typing import Any
 
 from ..config import Settings
@@ -14,10 +16,15 @@ from ..errors import AudioNotFound, StorageError
 from .base import AudioStore, Location, Redirect
 
 _MULTIPART_THRESHOLD = 5 * 1024 * 1024
+# Presigned URLs remembered per object, so that a hot object is handed out under one URL that
+# browsers and CDNs can cache (and signing, the costliest part of a hit, happens once a window).
+_PRESIGNED_MAX = 10_000
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
 class S3Store(AudioStore):
+    direct_urls = True
+
     def __init__(self, settings: Settings) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -29,6 +36,10 @@ class S3Store(AudioStore):
         self.bucket = settings.s3_bucket
         self._public_base = settings.public_base_url.rstrip("/") if settings.public_base_url else None
         self._presign_ttl = settings.s3_presign_ttl
+        # A URL is handed out for the first half of its life, so a client always gets at least
+        # half the TTL to use it.
+        self._presign_reuse = settings.s3_presign_ttl / 2
+        self._presigned: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._cache_control = f"public, max-age={settings.cache_ttl}, immutable"
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_THRESHOLD, multipart_chunksize=_MULTIPART_THRESHOLD
@@ -114,7 +125,15 @@ class S3Store(AudioStore):
     def locate(self, name: str) -> Location:
         if self._public_base:
             return Redirect(f"{self._public_base}/{name}")
+        now = time.monotonic()
+        known = self._presigned.get(name)
+        if known is not None and now - known[0] < self._presign_reuse:
+            return Redirect(known[1])
         url: str = self._s3.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=self._presign_ttl
         )
+        self._presigned[name] = (now, url)
+        self._presigned.move_to_end(name)
+        while len(self._presigned) > _PRESIGNED_MAX:
+            self._presigned.popitem(last=False)
         return Redirect(url)

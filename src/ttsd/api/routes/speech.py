@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Scope
 
 from ...errors import TtsdError
-from ...service import AudioStream
+from ...service import AudioStream, TtsService
+from ...store.base import LocalFile
 from ..deps import ServiceDep, annotate
 from ..models import ErrorResponse, SpeechBody
 from ..security import AdmittedCaller
+from .audio import local_file
 
 router = APIRouter(tags=["openai"])
 
@@ -37,6 +40,29 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
     yield f"data: {json.dumps({'type': 'speech.audio.done', 'key': stream.key})}\n\n"
 
 
+async def answer(scope: Scope, service: TtsService, body: SpeechBody) -> Response:
+    """The route's work once the request is parsed and admitted: shared with the hot path."""
+    stream = await service.stream(body.to_request())
+    headers = stream_headers(stream)
+    annotate(
+        scope,
+        key=stream.key,
+        task_id=stream.task_id,
+        cache="hit" if stream.cached else "merged" if stream.merged else "miss",
+        text_length=len(body.input),
+    )
+    if body.stream_format == "sse":
+        return StreamingResponse(sse_events(stream), media_type="text/event-stream", headers=headers)
+    if stream.entry is not None:
+        # A hit is a whole file: sent with its length, from disk where it is local.
+        location = service.store.locate(stream.entry.object_name)
+        if isinstance(location, LocalFile):
+            return local_file(service, stream.entry, location.path, headers, attachment_name=False)
+        data = await service.read(stream.entry)
+        return Response(data, media_type=stream.format.media_type, headers=headers)
+    return StreamingResponse(stream.chunks, media_type=stream.format.media_type, headers=headers)
+
+
 @router.post(
     "/v1/audio/speech",
     response_class=Response,
@@ -47,16 +73,5 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
 )
 async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
-    hit streams from storage at once). ``model`` is accepted and ignored; the voice picks the engine."""
-    stream = await service.stream(body.to_request())
-    headers = stream_headers(stream)
-    annotate(
-        request,
-        key=stream.key,
-        task_id=stream.task_id,
-        cache="hit" if stream.cached else "merged" if stream.merged else "miss",
-        text_length=len(body.input),
-    )
-    if body.stream_format == "sse":
-        return StreamingResponse(sse_events(stream), media_type="text/event-stream", headers=headers)
-    return StreamingResponse(stream.chunks, media_type=stream.format.media_type, headers=headers)
+    hit is sent whole at once). ``model`` is accepted and ignored; the voice picks the engine."""
+    return await answer(request.scope, service, body)

@@ -64,7 +64,7 @@ async def stream(ws: WebSocket) -> None:
             return
         try:
             request = _parse(message)
-            admit(service, caller)
+            await admit(service, caller)
             opened = await service.stream(request)
         except TtsdError as exc:
             await _error(ws, exc)

@@ -4,8 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import Scope
 
-from ...service import Hit
+from ...service import Hit, TtsService
 from ..deps import ServiceDep, annotate, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 from ..security import AdmittedCaller
@@ -15,6 +16,40 @@ router = APIRouter(tags=["synthesis"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
 }
+
+
+async def answer(
+    scope: Scope, service: TtsService, body: SynthesizeBody, *, redirect: bool, idempotency_key: str | None
+) -> Response:
+    """The route's work once the request is parsed and admitted: shared with the hot path."""
+    result = await service.synthesize(body.to_request(), idempotency_key)
+    base = api_base(scope)
+    if isinstance(result, Hit):
+        entry = result.entry
+        annotate(scope, key=entry.key, cache="hit", text_length=len(body.text))
+        url = service.audio_url(entry.key, entry.fmt, base)
+        if redirect:
+            return RedirectResponse(url, status_code=302)
+        done = Done(key=entry.key, format=entry.fmt, url=url, duration=round(entry.duration, 3))
+        return Response(done.model_dump_json(), media_type="application/json")
+    status = result.status
+    annotate(
+        scope,
+        key=status.key,
+        task_id=status.task_id,
+        cache="merged" if result.merged else "miss",
+        text_length=len(body.text),
+    )
+    queued = QueuedResponse(
+        status=status.status,
+        task_id=status.task_id,
+        status_url=status_url(base, status.task_id),
+        key=status.key,
+        merged=result.merged,
+    )
+    return JSONResponse(
+        queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url}
+    )
 
 
 @router.post(
@@ -37,33 +72,4 @@ async def synthesize(
 ) -> Response:
     """A cache hit answers 200 with the audio URL (or 302 to it with ``?redirect=true``); a miss
     answers 202 with the task to poll. Identical requests in flight share one task."""
-    result = await service.synthesize(
-        body.to_request(),
-        idempotency_key,
-    )
-    if isinstance(result, Hit):
-        entry = result.entry
-        annotate(request, key=entry.key, cache="hit", text_length=len(body.text))
-        url = service.audio_url(entry.key, entry.fmt, api_base(request))
-        if redirect:
-            return RedirectResponse(url, status_code=302)
-        done = Done(key=entry.key, format=entry.fmt, url=url, duration=round(entry.duration, 3))
-        return JSONResponse(done.model_dump(), status_code=200)
-    status = result.status
-    annotate(
-        request,
-        key=status.key,
-        task_id=status.task_id,
-        cache="merged" if result.merged else "miss",
-        text_length=len(body.text),
-    )
-    queued = QueuedResponse(
-        status=status.status,
-        task_id=status.task_id,
-        status_url=status_url(request, status.task_id),
-        key=status.key,
-        merged=result.merged,
-    )
-    return JSONResponse(
-        queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url}
-    )
+    return await answer(request.scope, service, body, redirect=redirect, idempotency_key=idempotency_key)

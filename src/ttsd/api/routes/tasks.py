@@ -5,7 +5,8 @@ import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Scope
 
 from ...errors import TaskNotFound
 from ...service import TtsService
@@ -19,16 +20,22 @@ _POLL_SECONDS = 0.05
 _KEEPALIVE_SECONDS = 15.0
 
 
-def _response(status: TaskStatus, request: Request, service: TtsService) -> TaskResponse:
+def _response(status: TaskStatus, base: str, service: TtsService) -> TaskResponse:
     return TaskResponse(
         **status.model_dump(exclude={"audio_id"}),
-        url=service.audio_url(status.key, status.format, api_base(request)) if status.audio_id else None,
+        url=service.audio_url(status.key, status.format, base) if status.audio_id else None,
     )
 
 
+async def answer(scope: Scope, service: TtsService, task_id: str) -> JSONResponse:
+    """The route's work: shared with the hot path."""
+    status = await service.task(task_id)
+    return JSONResponse(_response(status, api_base(scope), service).model_dump(mode="json"))
+
+
 @router.get("/v1/tasks/{task_id}", response_model=TaskResponse, responses={404: {"model": ErrorResponse}})
-async def get_task(task_id: str, request: Request, service: ServiceDep) -> TaskResponse:
-    return _response(service.task(task_id), request, service)
+async def get_task(task_id: str, request: Request, service: ServiceDep) -> JSONResponse:
+    return await answer(request.scope, service, task_id)
 
 
 @router.get(
@@ -39,7 +46,8 @@ async def get_task(task_id: str, request: Request, service: ServiceDep) -> TaskR
 async def task_events(task_id: str, request: Request, service: ServiceDep) -> StreamingResponse:
     """Server-Sent Events: a ``status`` event (the task as JSON) at every change of stage or
     progress, until it is done or failed."""
-    first = service.task(task_id)
+    first = await service.task(task_id)
+    base = api_base(request.scope)
 
     async def events() -> AsyncIterator[str]:
         status: TaskStatus | None = first
@@ -49,7 +57,7 @@ async def task_events(task_id: str, request: Request, service: ServiceDep) -> St
             marker = (status.status, status.stage, status.progress)
             if marker != last:
                 last, quiet = marker, 0.0
-                yield f"event: status\ndata: {_response(status, request, service).model_dump_json()}\n\n"
+                yield f"event: status\ndata: {_response(status, base, service).model_dump_json()}\n\n"
                 if status.finished:
                     return
             elif quiet >= _KEEPALIVE_SECONDS:
@@ -58,7 +66,7 @@ async def task_events(task_id: str, request: Request, service: ServiceDep) -> St
             await asyncio.sleep(_POLL_SECONDS)
             quiet += _POLL_SECONDS
             try:
-                status = service.task(task_id)
+                status = await service.task(task_id)
             except TaskNotFound:
                 status = None
         expired = json.dumps({"code": "task_not_found", "message": "the task expired"})

@@ -1,0 +1,63 @@
+"""Serving the app: ``ttsd serve`` runs granian by default, or uvicorn (``TTSD_SERVER``).
+
+granian parses HTTP in Rust threads beside the event loop and sends files zero-copy (the ASGI
+``pathsend`` extension, which Starlette's FileResponse uses when offered); on this project's 2-core
+benchmark it answers cache hits about 1.7x faster than uvicorn with httptools, and files about 5x
+(``python -m bench hits``). It runs embedded, in this process's own event loop, so the app is
+built from the settings object like any other, and SIGTERM drains accepted jobs as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from starlette.types import ASGIApp
+
+from ..config import Settings
+
+log = logging.getLogger("ttsd.api")
+
+# Connections still open this long after the drain may be cut (uvicorn's graceful timeout was 30 s).
+_CONNECTION_GRACE = 30
+
+
+def serve(app: ASGIApp, settings: Settings) -> None:
+    if settings.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=_CONNECTION_GRACE,
+        )
+        return
+    import uvloop
+
+    uvloop.run(_granian(app, settings))
+
+
+async def _granian(app: ASGIApp, settings: Settings) -> None:
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        websockets=True,
+        backlog=2048,
+        log_level=LogLevels.warning,
+    )
+    # Lifespan shutdown (the drain of accepted jobs, up to TTSD_SHUTDOWN_GRACE) runs inside the
+    # worker; it is only cut after that and the connection grace.
+    server.workers_kill_timeout = int(settings.shutdown_grace) + _CONNECTION_GRACE
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop)
+    await server.serve()
