@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from . import first_audio, overload, suite
+from . import first_audio, hits, overload, suite
 
-SCENARIOS = {"all": suite.run, "first_audio": first_audio.run, "overload": overload.run}
+SCENARIOS = {
+    "all": suite.run,
+    "first_audio": first_audio.run,
+    "overload": overload.run,
+    "hits": hits.run,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -62,11 +62,21 @@ def free_port() -> int:
 @contextmanager
 def ttsd_server(data_dir: Path, **env: str) -> Iterator[str]:
     """``ttsd serve`` in embedded mode, in its own process; yields its base URL once ready."""
+    with ttsd_process(data_dir, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def ttsd_process(data_dir: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``ttsd serve [args]`` in its own process; yields its base URL once ready, and the process."""
     port = free_port()
     full_env = {**os.environ, "TTSD_DATA_DIR": str(data_dir), "TTSD_LOG_LEVEL": "WARNING", **env}
     log = (data_dir.parent / f"ttsd-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ttsd.cli", "serve", "--port", str(port)], env=full_env, stdout=log, stderr=log
+        [sys.executable, "-m", "ttsd.cli", "serve", "--port", str(port), *args],
+        env=full_env,
+        stdout=log,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -82,7 +92,7 @@ def ttsd_server(data_dir: Path, **env: str) -> Iterator[str]:
             time.sleep(0.2)
         else:
             raise RuntimeError("ttsd did not become ready")
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=60)

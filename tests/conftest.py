@@ -4,6 +4,7 @@ server (SeaweedFS) and real Celery workers, each started on free ports in a temp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -55,6 +56,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines (TTSD_LOG_FORMAT=json), parsed."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith('{"ts"')]
+
+    def failures_logged(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("status") == 500 or e.get("level") == "error"]
 
     def wait_task(self, task_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -44,4 +44,4 @@ def test_openapi_contract(tmp_path: Path) -> None:
     report = result.stdout[-6000:] + result.stderr[-2000:]
     (tmp_path / "schemathesis.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, report
-    assert "500" not in srv.log() or '"status": 500' not in srv.log()
+    assert srv.events() and not srv.failures_logged()

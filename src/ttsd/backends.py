@@ -10,6 +10,7 @@ from .engines import Engine, Voice, select
 from .jobs.base import JobQueue
 from .metrics import Metrics, PrometheusJobStats
 from .state.base import CacheIndex, IdempotencyKeys, RateLimiter, TaskBoard
+from .state.recent import RecentEntries
 from .store.base import AudioStore
 
 WARM_TEXT = "Ready."
@@ -46,10 +47,12 @@ class ApiBackends:
     queue: JobQueue
     store: AudioStore
     metrics: Metrics
+    recent: RecentEntries
 
 
 def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     store = build_store(settings)
+    recent = RecentEntries()
     if settings.queue == "celery":
         from .jobs.celery_queue import CeleryQueue
         from .state.redis import (
@@ -73,9 +76,10 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
             board=board,
             idempotency=RedisIdempotencyKeys(aclient, keys),
             limiter=RedisRateLimiter(aclient, keys),
-            queue=CeleryQueue(settings, client, board, metrics),
+            queue=CeleryQueue(settings, client, board, metrics, recent),
             store=store,
             metrics=metrics,
+            recent=recent,
         )
     from .jobs.inprocess import InProcessQueue
     from .state.memory import MemoryIdempotencyKeys, MemoryRateLimiter, MemoryTaskBoard
@@ -86,9 +90,10 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
         board=board,
         idempotency=MemoryIdempotencyKeys(),
         limiter=MemoryRateLimiter(),
-        queue=InProcessQueue(settings, board, metrics, PrometheusJobStats(metrics.registry)),
+        queue=InProcessQueue(settings, board, metrics, PrometheusJobStats(metrics.registry), recent),
         store=store,
         metrics=metrics,
+        recent=recent,
     )
 
 

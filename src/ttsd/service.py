@@ -113,6 +113,7 @@ class TtsService:
         idempotency: IdempotencyKeys,
         limiter: RateLimiter,
         metrics: Metrics,
+        recent: RecentEntries,
     ) -> None:
         self.settings = settings
         self.catalogue = catalogue
@@ -123,7 +124,7 @@ class TtsService:
         self.idempotency = idempotency
         self.limiter = limiter
         self.metrics = metrics
-        self.recent = RecentEntries()
+        self.recent = recent
         self._prepared = functools.lru_cache(maxsize=_PREPARED_MAX)(self._prepare)
         self._hits = metrics.cache_requests.labels("hit")
         self._misses = metrics.cache_requests.labels("miss")

@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             backends.idempotency,
             backends.limiter,
             backends.metrics,
+            backends.recent,
         )
         await backends.queue.start()
         # What exists now lives as long as the process: leave it out of the collector's scans, or

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import BackendUnavailable, Overloaded, job_error_from
 from ..metrics import Metrics
 from ..state.base import Stage, TaskBoard, TaskStatus
+from ..state.recent import RecentEntries
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys
 from .base import JobQueue, Submission
@@ -35,8 +36,16 @@ _XREAD_BLOCK_MS = 500
 
 
 class CeleryQueue(JobQueue):
-    def __init__(self, settings: Settings, client: redis.Redis, board: TaskBoard, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        board: TaskBoard,
+        metrics: Metrics,
+        recent: RecentEntries,
+    ) -> None:
         self._settings = settings
+        self._recent = recent
         self._client = client
         self._keys = RedisKeys(settings.redis_prefix)
         self._board = board
@@ -89,9 +98,11 @@ class CeleryQueue(JobQueue):
     async def start(self) -> None:
         # Connections are made on first use, so the API starts (not ready) while Redis is away.
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._eviction_watcher = asyncio.create_task(self._watch_evictions())
 
     async def stop(self) -> None:
         self._sweeper.cancel()
+        self._eviction_watcher.cancel()
         self._app.close()
         await self._async_client.aclose()
 
@@ -152,6 +163,22 @@ class CeleryQueue(JobQueue):
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
+
+    async def _watch_evictions(self) -> None:
+        """Forget what any worker evicts, as it happens. While not subscribed (Redis away, or
+        reconnecting) evictions go unheard, so the memory is cleared at every (re)subscription."""
+        while True:
+            try:
+                async with self._async_client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._keys.evicted)
+                    self._recent.clear()
+                    async for message in pubsub.listen():
+                        for dropped in message["data"].split():
+                            key, _, fmt = dropped.decode().rpartition(":")
+                            self._recent.drop(key, fmt)
+            except (redis.RedisError, OSError):
+                self._recent.clear()
+                await asyncio.sleep(1.0)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -18,6 +18,8 @@ from ..errors import JobCancelled, JobError, NotReady, Overloaded
 from ..keys import audio_id
 from ..metrics import JobStats, Metrics
 from ..state.base import Stage, TaskBoard, TaskError, TaskStatus
+from ..state.recent import RecentEntries
+from ..store.base import parse_object_name
 from .base import JobQueue, Submission
 from .model import Job, Piece
 from .pool import EnginePool
@@ -61,7 +63,10 @@ class _Interest:
 
 
 class InProcessQueue(JobQueue):
-    def __init__(self, settings: Settings, board: TaskBoard, metrics: Metrics, stats: JobStats) -> None:
+    def __init__(
+        self, settings: Settings, board: TaskBoard, metrics: Metrics, stats: JobStats, recent: RecentEntries
+    ) -> None:
+        self._recent = recent
         self._settings = settings
         self._board = board
         self._stats = stats
@@ -178,6 +183,9 @@ class InProcessQueue(JobQueue):
                 Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message)
             )
         else:
+            for name in outcome.evicted:
+                if (dropped := parse_object_name(name)) is not None:
+                    self._recent.drop(*dropped)
             seconds = outcome.service_seconds
             if self._measured:
                 self._job_seconds += _EWMA * (seconds - self._job_seconds)

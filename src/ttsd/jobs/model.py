@@ -60,6 +60,8 @@ class JobOutcome:
     synthesis_seconds: float
     # Wall time on the engine slot, queueing excluded (set by the runner): what a slot costs.
     service_seconds: float = 0.0
+    # Objects the job evicted to keep the byte budget: the API forgets them at once.
+    evicted: tuple[str, ...] = ()
 
 
 class Reporter(Protocol):

@@ -128,11 +128,13 @@ def run_job(
     reporter.stage(Stage.STORING, 95)
     rate_out = audio.encoded_rate(fmt, rate)
     entry = _keep(store, index, job.key, fmt.name, data, fmt.media_type, rate_out, len(pcm) / rate, cache_ttl)
-    for dropped in index.evict(cache_max_bytes):
+    evicted = tuple(index.evict(cache_max_bytes))
+    for dropped in evicted:
         store.delete(dropped)
     return JobOutcome(
         entry=entry,
         synthesized=synthesized,
         audio_seconds=len(pcm) / rate,
         synthesis_seconds=synthesis_seconds,
+        evicted=evicted,
     )

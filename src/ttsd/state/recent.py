@@ -3,10 +3,14 @@
 Repeats are most of the traffic, and the same few texts are asked for thousands of times a second:
 asking SQLite or Redis each time costs more than the rest of a hit. An entry read from the index is
 remembered and served from memory for ``revalidate`` seconds, then read again (which also renews
-its place in the index's LRU order). So an entry that another process evicted or deleted is handed
-out for at most ``revalidate`` more seconds: no longer than a client that got its URL just before
-the eviction keeps it. Expiry is exact (entries carry their ``expires_at``). Misses are never
-remembered, so a file a worker has just made is found at once.
+its place in the index's LRU order). Expiry is exact (entries carry their ``expires_at``). Misses
+are never remembered, so a file a worker has just made is found at once.
+
+Evictions are told: in embedded mode the engine process returns what its job evicted with the
+job's outcome; in distributed mode the eviction script publishes what it dropped and every API
+process listens (and forgets everything when it was not listening). Only a deletion nobody
+announces (``ttsd cache purge`` run beside a live API) is noticed late, within ``revalidate``
+seconds: no longer than a client that got its URL just before it keeps it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class RecentEntries:
 
     def drop(self, key: str, fmt: str) -> None:
         self._entries.pop((key, fmt), None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -100,8 +100,9 @@ if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
 return value
 """
 
-# KEYS: lru, expiry, sizes, total ARGV: entry prefix, now_ms, max_bytes, member-or-empty
-# Drops expired members, then least recently used ones until the total fits; returns the members.
+# KEYS: lru, expiry, sizes, total ARGV: entry prefix, now_ms, max_bytes, member-or-empty, channel
+# Drops expired members, then least recently used ones until the total fits; returns the members
+# and publishes them, so API processes stop handing out what is gone.
 _EVICT = """
 local dropped = {}
 local function drop(m)
@@ -117,15 +118,16 @@ local function drop(m)
 end
 if ARGV[4] ~= '' then
   drop(ARGV[4])
-  return dropped
+else
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 500)) do drop(m) end
+  local max = tonumber(ARGV[3])
+  while tonumber(redis.call('GET', KEYS[4]) or '0') > max do
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+    if not oldest then break end
+    drop(oldest)
+  end
 end
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 500)) do drop(m) end
-local max = tonumber(ARGV[3])
-while tonumber(redis.call('GET', KEYS[4]) or '0') > max do
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  if not oldest then break end
-  drop(oldest)
-end
+if #dropped > 0 then redis.call('PUBLISH', ARGV[5], table.concat(dropped, ' ')) end
 return dropped
 """
 
@@ -174,12 +176,15 @@ class RedisCacheIndex(CacheIndex):
 
     @guarded
     def delete(self, key: str, fmt: str) -> None:
-        self._evict(keys=self._budget_keys(), args=[self._k.entry_prefix, 0, 0, member(key, fmt)])
+        self._evict(
+            keys=self._budget_keys(), args=[self._k.entry_prefix, 0, 0, member(key, fmt), self._k.evicted]
+        )
 
     @guarded
     def evict(self, max_bytes: int) -> list[str]:
         dropped = self._evict(
-            keys=self._budget_keys(), args=[self._k.entry_prefix, int(time.time() * 1000), max_bytes, ""]
+            keys=self._budget_keys(),
+            args=[self._k.entry_prefix, int(time.time() * 1000), max_bytes, "", self._k.evicted],
         )
         return [_member_object(m) for m in dropped]
 

@@ -36,6 +36,11 @@ class RedisKeys:
     def total_bytes(self) -> str:
         return f"{self.prefix}:bytes"
 
+    @property
+    def evicted(self) -> str:
+        """Pub/sub channel: members the index dropped (space-separated), for API processes to forget."""
+        return f"{self.prefix}:evicted"
+
     def task(self, task_id: str) -> str:
         """Task status JSON, TTL = task TTL."""
         return f"{self.prefix}:task:{task_id}"

@@ -36,6 +36,17 @@ def object_name(key: str, fmt: str) -> str:
     return f"{key[:2]}/{key}/{leaf}"
 
 
+def parse_object_name(name: str) -> tuple[str, str] | None:
+    """The (key, format) an ``object_name`` was made from."""
+    parts = name.split("/")
+    if len(parts) != 3:
+        return None
+    if parts[2] == "master.flac":
+        return parts[1], MASTER
+    stem, _, fmt = parts[2].partition(".")
+    return (parts[1], fmt) if stem == "audio" and fmt else None
+
+
 class AudioStore(ABC):
     # True when ``locate`` hands out URLs clients fetch directly; else the API serves the files.
     direct_urls: bool = False

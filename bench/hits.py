@@ -1,0 +1,339 @@
+"""``python -m bench hits``: what a cache hit costs, side by side in one run.
+
+wrk (Debian's, installed when missing) drives 64 connections from 2 threads on the same cores as
+the server, against:
+
+- ttsd embedded, under granian (the default) and under uvicorn: ``POST /v1/synthesize`` hits,
+  ``POST /v1/audio/speech`` hits and ``GET /v1/audio/{id}`` for a file of about 60 KB, and
+  ``GET /v1/tasks/{id}`` polls; with API keys, a per-key rate limit, metrics and the JSON access
+  log all on;
+- ttsd distributed (index and task board in Redis, audio in S3 behind presigned URLs, one Celery
+  worker), under granian: the same synthesis hits and task polls;
+- the references, under both servers: a raw ASGI app answering a constant, a minimal FastAPI app
+  (pydantic body, dict lookup, JSON answer), Starlette's FileResponse of the same file;
+- memory: the API process's RSS over a million hits (at the half and at the end).
+
+Results go to ``bench/results/hits.{md,json}`` and the README's table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from .common import RESULTS, ROOT, commit, free_port, machine, table, ttsd_process
+
+SECONDS = 10
+WARMUP_SECONDS = 2
+CONNECTIONS = 64
+THREADS = 2
+MILLION = 1_000_000
+KEY = "bench-key"
+HOT = {"text": "Thank you for calling. Please hold.", "voice": "en-joe", "format": "mp3"}
+# About 60 KB of mp3: the size of a typical support-bot answer's file.
+LONG = {
+    "text": (
+        "Thank you for calling the support line. Your order has shipped and should arrive within "
+        "three to five business days. You can follow it with the tracking link we sent by email. "
+        "If anything is missing or damaged, reply to that email and we will replace it at no cost. "
+        "Is there anything else I can help you with today?"
+    ),
+    "voice": "en-joe",
+    "format": "mp3",
+}
+TTSD_ENV = {
+    "TTSD_API_KEYS": KEY,
+    "TTSD_RATE_LIMIT": "1000000",  # on, and never the bottleneck: its cost is what is measured
+    "TTSD_LOG_FORMAT": "json",
+    "TTSD_LOG_LEVEL": "INFO",
+    "TTSD_ENGINES": "piper",
+    "TTSD_ENGINE_SLOTS": "1",
+}
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+_DONE_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\nWRK_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"status_errors":%d,'
+    .. '"socket_errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    rss_mb: float | None = None
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (Debian package) ...", file=sys.stderr)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env={**os.environ,
+                   "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+    found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("wrk could not be installed")
+    return found
+
+
+def _lua(method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> str:
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    return "\n".join(lines) + "\n" + _DONE_LUA
+
+
+def wrk(
+    url: str,
+    *,
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    seconds: float = SECONDS,
+    pid: int | None = None,
+) -> Load:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_lua(method, body, headers or {}))
+    try:
+        base = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-s", script.name, url]
+        subprocess.run([*base[:3], f"-d{WARMUP_SECONDS}s", *base[3:]], capture_output=True, check=True)
+        out = subprocess.run(
+            [*base[:3], f"-d{seconds}s", *base[3:]], capture_output=True, text=True, check=True
+        )
+    finally:
+        os.unlink(script.name)
+    match = re.search(r"WRK_JSON (\{.*\})", out.stdout)
+    if not match:
+        raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
+    r = json.loads(match.group(1))
+    rss = psutil.Process(pid).memory_info().rss / 2**20 if pid else None
+    return Load(
+        rps=r["requests"] / (r["duration_us"] / 1e6),
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        requests=r["requests"],
+        errors=r["status_errors"] + r["socket_errors"],
+        rss_mb=rss,
+    )
+
+
+def _wait_ready(url: str, path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}")
+        try:
+            httpx.get(url + path, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+@contextmanager
+def peer(server: str, target: str, tmp: Path, **env: str) -> Iterator[str]:
+    """A reference app (bench/peers.py) under uvicorn (httptools, uvloop) or granian."""
+    port = free_port()
+    if server == "uvicorn":
+        args = ["-m", "uvicorn", target, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    else:
+        args = ["-m", "granian", "--interface", "asgi", "--port", str(port), "--log-level", "warning", target]
+    log = (tmp / f"peer-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, "/", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _done(client: httpx.Client, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Synthesize ``body`` and wait until it is a cache hit: the hit's answer, and the task that
+    made it (finished, still pollable)."""
+    first: dict[str, Any] = client.post("/v1/synthesize", json=body).json()
+    task_id = first.get("task_id")
+    if task_id is None:
+        raise RuntimeError(f"{body['text'][:30]!r} was cached before the bench: {first}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if client.get(f"/v1/tasks/{task_id}").json()["status"] == "done":
+            return client.post("/v1/synthesize", json=body).json(), task_id
+        time.sleep(0.1)
+    raise RuntimeError(f"no cache hit for {body['text'][:30]!r}")
+
+
+def _ttsd_loads(url: str, pid: int, *, files: bool) -> dict[str, Load]:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+        _, task_id = _done(client, HOT)
+        long, _ = _done(client, LONG)
+    loads = {
+        "synthesize hit": wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH, pid=pid),
+        "task poll": wrk(f"{url}/v1/tasks/{task_id}", headers=AUTH, pid=pid),
+    }
+    if files:
+        speech = {"input": LONG["text"], "voice": "en-joe", "response_format": "mp3"}
+        audio_path = httpx.URL(long["url"]).path
+        loads["speech hit (file)"] = wrk(
+            f"{url}/v1/audio/speech", method="POST", body=speech, headers=AUTH, pid=pid
+        )
+        loads["audio file GET"] = wrk(f"{url}{audio_path}", pid=pid)
+    return loads
+
+
+def _file_of(url: str, data_dir: Path) -> Path:
+    key = httpx.post(f"{url}/v1/synthesize", json=LONG, headers=AUTH, timeout=60).json()["key"]
+    return data_dir / "audio" / key[:2] / key / "audio.mp3"
+
+
+def run() -> dict[str, Any]:
+    ensure_wrk()
+    rows: dict[str, dict[str, Load]] = {}
+    notes: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for server in ("granian", "uvicorn"):
+            data = tmp / f"embedded-{server}" / "data"
+            data.mkdir(parents=True)
+            with ttsd_process(data, "--server", server, **TTSD_ENV) as (url, process):
+                for name, load in _ttsd_loads(url, process.pid, files=True).items():
+                    rows.setdefault(f"ttsd embedded: {name}", {})[server] = load
+                audio_file = _file_of(url, data)
+                notes["file_bytes"] = audio_file.stat().st_size
+                if server == "granian":
+                    half = wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH,
+                               seconds=_seconds_for(MILLION // 2, rows, server), pid=process.pid)  # fmt: skip
+                    full = wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH,
+                               seconds=_seconds_for(MILLION // 2, rows, server), pid=process.pid)  # fmt: skip
+                    notes["memory"] = {"hits": half.requests + full.requests, "rss_half_mb": half.rss_mb,
+                                       "rss_end_mb": full.rss_mb}  # fmt: skip
+            kept = tmp / "bench.mp3"
+            shutil.copy(audio_file, kept)
+        for server in ("granian", "uvicorn"):
+            with peer(server, "bench.peers:raw", tmp) as url:
+                rows.setdefault("raw ASGI app (constant)", {})[server] = wrk(
+                    f"{url}/v1/synthesize", method="POST", body=HOT
+                )
+            with peer(server, "bench.peers:minimal", tmp) as url:
+                rows.setdefault("minimal FastAPI app (pydantic body, dict lookup)", {})[server] = wrk(
+                    f"{url}/v1/synthesize", method="POST", body=HOT
+                )
+            with peer(server, "bench.peers:files", tmp, BENCH_FILE=str(kept)) as url:
+                rows.setdefault("minimal Starlette FileResponse (same file)", {})[server] = wrk(f"{url}/file")
+        for name, load in _distributed(tmp).items():
+            rows.setdefault(f"ttsd distributed: {name}", {})["granian"] = load
+    result = {
+        "scenario": "hits",
+        "commit": commit(),
+        "machine": machine(),
+        "wrk": f"-t{THREADS} -c{CONNECTIONS} -d{SECONDS}s (after {WARMUP_SECONDS} s of warm-up), same cores",
+        "notes": notes,
+        "rows": {name: {server: asdict(load) for server, load in by.items()} for name, by in rows.items()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hits.json").write_text(json.dumps(result, indent=2))
+    text = render(result)
+    (RESULTS / "hits.md").write_text(text)
+    _update_readme(text)
+    print(text)
+    return result
+
+
+def _seconds_for(requests: int, rows: dict[str, dict[str, Load]], server: str) -> int:
+    rate = rows["ttsd embedded: synthesize hit"][server].rps
+    return max(5, int(requests / max(rate, 1.0)) + 1)
+
+
+def _distributed(tmp: Path) -> dict[str, Load]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import start_server, start_stack, stop_server  # the tests' real Redis, S3, workers
+
+    stack_dir = tmp / "stack"
+    stack_dir.mkdir()
+    stack = start_stack(stack_dir, workers=1, env=TTSD_ENV)
+    try:
+        server = start_server(stack_dir, env=stack.env, name="api")
+        try:
+            return _ttsd_loads(server.url, server.process.pid, files=False)
+        finally:
+            stop_server(server)
+    finally:
+        stack.stop()
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    header = ("what answers", "server", "req/s", "P50", "P99", "errors", "API RSS")
+    table_rows = [header]
+    for name, by in rows.items():
+        for server, load in by.items():
+            rss = f"{load['rss_mb']:.0f} MB" if load.get("rss_mb") else ""
+            table_rows.append((name, server, f"{load['rps']:,.0f}", f"{load['p50_ms']:.2f} ms",
+                               f"{load['p99_ms']:.2f} ms", str(load["errors"]), rss))  # fmt: skip
+    hit = rows["ttsd embedded: synthesize hit"]
+    minimal = rows["minimal FastAPI app (pydantic body, dict lookup)"]
+    dist = rows["ttsd distributed: synthesize hit"]["granian"]
+    memory = result["notes"].get("memory", {})
+    ratios = [
+        f"- ttsd hit (granian) / minimal FastAPI: {hit['granian']['rps'] / minimal['uvicorn']['rps']:.1f}x "
+        f"its uvicorn figure, {hit['granian']['rps'] / minimal['granian']['rps']:.1f}x its granian figure",
+        f"- distributed / embedded (both granian): {dist['rps'] / hit['granian']['rps']:.2f}x",
+        f"- granian / uvicorn for ttsd hits: {hit['granian']['rps'] / hit['uvicorn']['rps']:.2f}x",
+    ]
+    if memory:
+        growth = (memory["rss_end_mb"] / memory["rss_half_mb"] - 1) * 100
+        ratios.append(
+            f"- API RSS after {memory['hits']:,} hits: {memory['rss_end_mb']:.0f} MB "
+            f"({memory['rss_half_mb']:.0f} MB at the half: {growth:+.1f} % over the second half)"
+        )
+    m = result["machine"]
+    return (
+        f"## Cache hits (`python -m bench hits`)\n\n"
+        f"commit {result['commit']}, {m['cpu']} x {m['cores']} cores, "
+        f"wrk {result['wrk']}; ttsd with API keys, a per-key rate limit, metrics and the JSON access log "
+        f"on; file {result['notes'].get('file_bytes', 0) / 1024:.0f} KB (mp3).\n\n"
+        f"{table(table_rows)}\n\n" + "\n".join(ratios) + "\n"
+    )
+
+
+def _update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = "<!-- bench:hits -->", "<!-- /bench:hits -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        _, after = rest.split(end, 1)
+        body = text.split("\n", 2)[2]  # the results without their heading
+        readme.write_text(f"{before}{start}\n{body}{end}{after}")
