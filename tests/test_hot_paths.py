@@ -287,3 +287,42 @@ def test_recent_entries_revalidate_expire_and_stay_bounded() -> None:
     assert len(recent) == 3 and recent.get("c", "mp3") is None and recent.get("f", "mp3") is not None
     recent.drop("f", "mp3")
     assert recent.get("f", "mp3") is None
+
+
+def test_leased_rate_limit_tokens_never_exceed_the_shared_bucket(stack: Any) -> None:
+    """Two API processes' limiters (two clients) hammer one key: together they admit no more than
+    the bucket allows, and leases cost little of it."""
+    import asyncio
+
+    import redis.asyncio
+
+    from ttsd.state.autopipeline import AutoPipeline
+    from ttsd.state.redis import RedisRateLimiter
+    from ttsd.state.redis_keys import RedisKeys
+
+    rate, burst, seconds = 200.0, 80, 1.5
+
+    async def hammer() -> tuple[int, float]:
+        clients = [redis.asyncio.Redis.from_url(stack.redis.url) for _ in range(2)]
+        keys = RedisKeys(f"lease{time.time_ns()}")
+        limiters = [RedisRateLimiter(AutoPipeline(c), keys) for c in clients]
+        allowed = 0
+        started = time.monotonic()
+
+        async def caller(limiter: RedisRateLimiter) -> None:
+            nonlocal allowed
+            while time.monotonic() - started < seconds:
+                decision = await limiter.take("key:busy", rate, burst)
+                allowed += decision.allowed
+                await asyncio.sleep(0 if decision.allowed else 0.001)
+
+        await asyncio.gather(*(caller(limiters[i % 2]) for i in range(16)))
+        elapsed = time.monotonic() - started
+        for c in clients:
+            await c.aclose()
+        return allowed, elapsed
+
+    allowed, elapsed = asyncio.run(hammer())
+    ceiling = burst + rate * elapsed
+    assert allowed <= ceiling + 1
+    assert allowed >= 0.8 * ceiling  # lapsed leases waste little

@@ -55,6 +55,7 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     recent = RecentEntries()
     if settings.queue == "celery":
         from .jobs.celery_queue import CeleryQueue
+        from .state.autopipeline import AutoPipeline
         from .state.redis import (
             RedisCacheIndex,
             RedisIdempotencyKeys,
@@ -68,14 +69,15 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
 
         client = connect(settings)
         aclient = connect_async(settings)  # what requests wait on must not block the event loop
+        batch = AutoPipeline(aclient)
         keys = RedisKeys(settings.redis_prefix)
-        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl, aclient)
+        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl, batch)
         metrics.registry.register(RedisJobStats(client, keys))  # job figures come from the workers
         return ApiBackends(
-            index=RedisCacheIndex(client, keys, aclient),
+            index=RedisCacheIndex(client, keys, batch),
             board=board,
             idempotency=RedisIdempotencyKeys(aclient, keys),
-            limiter=RedisRateLimiter(aclient, keys),
+            limiter=RedisRateLimiter(batch, keys),
             queue=CeleryQueue(settings, client, board, metrics, recent),
             store=store,
             metrics=metrics,

@@ -44,9 +44,13 @@ async def _granian(app: ASGIApp, settings: Settings) -> None:
     from granian.constants import Interfaces
     from granian.log import LogLevels
     from granian.server.embed import Server
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+    # As uvicorn does by default: a proxy on this host may say the scheme and the client address
+    # (X-Forwarded-Proto/-For), so URLs handed out behind TLS termination say https.
+    proxied = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")  # type: ignore[arg-type]
     server = Server(
-        app,
+        proxied,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
