@@ -20,9 +20,10 @@ FastAPI's own: error bodies come from one place.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 from fastapi import FastAPI
@@ -141,6 +142,12 @@ def _parse(scope: Scope, body: bytes, model: type[M]) -> M:
     content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
     if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
         raise _Declined
+    if len(body) <= _PARSED_MAX_BYTES:
+        return cast(M, _parsed(body, model))
+    return _validated(body, model)
+
+
+def _validated(body: bytes, model: type[M]) -> M:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -151,6 +158,12 @@ def _parse(scope: Scope, body: bytes, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError:
         raise _Declined from None
+
+
+# Bodies repeat as texts do: a body already validated is not validated again (only successes are
+# remembered; the models are never modified after parsing).
+_PARSED_MAX_BYTES = 2048
+_parsed = functools.lru_cache(maxsize=2048)(_validated)
 
 
 def _caller(scope: Scope, service: TtsService) -> Caller:
@@ -170,9 +183,12 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         message = await receive()
         if message["type"] == "http.disconnect":
             return b"", True
-        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
+            if not chunks:
+                return message.get("body", b""), False
+            chunks.append(message.get("body", b""))
             return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
