@@ -174,7 +174,11 @@ def peer(server: str, target: str, tmp: Path, **env: str) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # granian's supervisor sometimes waits on its worker
+            process.kill()
+            process.wait()
         log.close()
 
 

@@ -10,7 +10,6 @@ import re
 import time
 from typing import Any
 
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,9 +20,8 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class Observability:
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry, *, api: FastAPI | None = None) -> None:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
-        self.api = api  # the FastAPI app inside, for whoever holds only the outermost layer
         self.requests = Counter(
             "ttsd_http_requests",
             "HTTP requests by route and status",
