@@ -128,6 +128,4 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # These wrap FastAPI rather than sit in its middleware stack, so that a hot request pays for
     # nothing it does not use (FastAPI's own layers cost more than answering a cache hit).
     inner: ASGIApp = HotPaths(app, api=app) if settings.hot_paths else app
-    return Observability(
-        BodyLimitMiddleware(inner, max_bytes=settings.max_body_bytes), metrics.registry, api=app
-    )
+    return Observability(BodyLimitMiddleware(inner, max_bytes=settings.max_body_bytes), metrics.registry)
