@@ -18,10 +18,12 @@ Results go to ``bench/results/hits.{md,json}`` and the README's table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,19 +168,24 @@ def peer(server: str, target: str, tmp: Path, **env: str) -> Iterator[str]:
         args = ["-m", "granian", "--interface", "asgi", "--port", str(port), "--log-level", "warning", target]
     log = (tmp / f"peer-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=log,
+        start_new_session=True,  # granian forks a worker: stop the whole group
     )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, "/", process)
         yield url
     finally:
-        process.terminate()
-        try:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # granian's sometimes hangs on its worker
             process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # granian's supervisor sometimes waits on its worker
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         log.close()
 
 
