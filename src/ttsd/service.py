@@ -7,6 +7,7 @@ import functools
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import audio
 from .audio_stream import STREAMABLE, StreamEncoder
@@ -40,8 +41,9 @@ _PREPARED_MAX = 4096
 _PREPARED_MAX_CHARS = 512
 
 
-@dataclass(frozen=True)
-class SynthesisRequest:
+# Value types made for every request are NamedTuples: a frozen dataclass costs several times more
+# to build, and a cache hit builds one of each.
+class SynthesisRequest(NamedTuple):
     text: str
     voice: str | None = None
     language: str | None = None
@@ -50,13 +52,11 @@ class SynthesisRequest:
     seed: int | None = None
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     entry: CacheEntry
 
 
-@dataclass(frozen=True)
-class Queued:
+class Queued(NamedTuple):
     status: TaskStatus
     merged: bool
 

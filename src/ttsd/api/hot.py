@@ -28,7 +28,6 @@ from typing import TypeVar, cast
 import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import BaseRoute
@@ -115,17 +114,18 @@ class HotPaths:
 
     async def _synthesize(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
         parsed = _parse(scope, body, SynthesizeBody)
-        await _admit(scope, service)
-        key = Headers(scope=scope).get("idempotency-key")
+        headers = _headers(scope)
+        await admit(service, _caller(scope, service, headers))
+        key = headers.get("idempotency-key")
         return await synthesize.answer(scope, service, parsed, redirect=False, idempotency_key=key)
 
     async def _speech(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
         parsed = _parse(scope, body, SpeechBody)
-        await _admit(scope, service)
+        await admit(service, _caller(scope, service, _headers(scope)))
         return await speech.answer(scope, service, parsed)
 
     async def _task(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
-        _caller(scope, service)  # the key check, as for every /v1 route
+        _caller(scope, service, _headers(scope))  # the key check, as for every /v1 route
         return await tasks.answer(scope, service, scope["path"][len(_TASKS) :])
 
     async def _audio(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
@@ -166,13 +166,15 @@ _PARSED_MAX_BYTES = 2048
 _parsed = functools.lru_cache(maxsize=2048)(_validated)
 
 
-def _caller(scope: Scope, service: TtsService) -> Caller:
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by (lower-case) name; for a repeated header the first one counts, as
+    with Starlette's ``Headers.get``."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+def _caller(scope: Scope, service: TtsService, headers: dict[str, str]) -> Caller:
     client = scope.get("client")
-    return identify(service.settings, Headers(scope=scope), {}, client[0] if client else None)
-
-
-async def _admit(scope: Scope, service: TtsService) -> None:
-    await admit(service, _caller(scope, service))
+    return identify(service.settings, headers, {}, client[0] if client else None)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

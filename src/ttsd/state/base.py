@@ -10,7 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -130,8 +130,7 @@ class IdempotencyKeys(ABC):
         """Bind ``key`` to ``fingerprint`` unless already bound; returns the fingerprint it is bound to."""
 
 
-@dataclass(frozen=True)
-class RateDecision:
+class RateDecision(NamedTuple):
     allowed: bool
     remaining: int
     retry_after: float  # seconds until the next request would be allowed (0 when allowed)

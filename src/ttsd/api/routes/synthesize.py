@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -18,6 +19,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _done(key: str, fmt: str, url: str, duration: float) -> str:
+    """A hit's body, the same for every repeat of it: made once."""
+    return Done(key=key, format=fmt, url=url, duration=round(duration, 3)).model_dump_json()
+
+
 async def answer(
     scope: Scope, service: TtsService, body: SynthesizeBody, *, redirect: bool, idempotency_key: str | None
 ) -> Response:
@@ -30,8 +37,7 @@ async def answer(
         url = service.audio_url(entry.key, entry.fmt, base)
         if redirect:
             return RedirectResponse(url, status_code=302)
-        done = Done(key=entry.key, format=entry.fmt, url=url, duration=round(entry.duration, 3))
-        return Response(done.model_dump_json(), media_type="application/json")
+        return Response(_done(entry.key, entry.fmt, url, entry.duration), media_type="application/json")
     status = result.status
     annotate(
         scope,
