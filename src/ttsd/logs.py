@@ -30,37 +30,35 @@ class EventFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-        line = self.event(record.created, record.levelname, record.name, record.getMessage(), fields)
-        if record.exc_info:
-            line = self.with_exception(line, self.formatException(record.exc_info))
-        return line
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self.event(record.created, record.levelname, record.name, record.getMessage(), fields, exc)
 
-    def event(self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    def event(
+        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any], exc: str | None
+    ) -> str:
         raise NotImplementedError
-
-    def with_exception(self, line: str, exc: str) -> str:
-        return f"{line}\n{exc}"
 
 
 class JsonFormatter(EventFormatter):
-    def event(self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    def event(
+        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any], exc: str | None
+    ) -> str:
         event = {"ts": round(created, 3), "level": level.lower(), "logger": logger, "event": message}
         event.update(fields)
+        if exc is not None:
+            event["exc"] = exc
         return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-
-    def with_exception(self, line: str, exc: str) -> str:
-        event = orjson.loads(line)
-        event["exc"] = exc
-        return orjson.dumps(event).decode()
 
 
 class ConsoleFormatter(EventFormatter):
-    def event(self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    def event(
+        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any], exc: str | None
+    ) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(created))
         line = f"{stamp} {level:<7} {logger}: {message}"
         if fields:
             line = f"{line}  " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return line
+        return line if exc is None else f"{line}\n{exc}"
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -146,4 +144,4 @@ def log_request(fields: dict[str, Any]) -> None:
         if not (isinstance(handler, BatchingStreamHandler) and isinstance(formatter, EventFormatter)):
             _ACCESS.info("request", extra=fields)
             return
-        handler.add(formatter.event(time.time(), "INFO", _ACCESS.name, "request", fields))
+        handler.add(formatter.event(time.time(), "INFO", _ACCESS.name, "request", fields, None))

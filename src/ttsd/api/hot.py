@@ -185,12 +185,9 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         message = await receive()
         if message["type"] == "http.disconnect":
             return b"", True
-        if not message.get("more_body", False):
-            if not chunks:
-                return message.get("body", b""), False
-            chunks.append(message.get("body", b""))
-            return b"".join(chunks), False
         chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

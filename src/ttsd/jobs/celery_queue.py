@@ -23,7 +23,7 @@ from ..metrics import Metrics
 from ..state.base import Stage, TaskBoard, TaskStatus
 from ..state.recent import RecentEntries
 from ..state.redis import WorkerRegistry, redis_errors
-from ..state.redis_keys import RedisKeys
+from ..state.redis_keys import RedisKeys, parse_member
 from .base import JobQueue, Submission
 from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery
 from .model import Job, Piece
@@ -174,8 +174,7 @@ class CeleryQueue(JobQueue):
                     self._recent.clear()
                     async for message in pubsub.listen():
                         for dropped in message["data"].split():
-                            key, _, fmt = dropped.decode().rpartition(":")
-                            self._recent.drop(key, fmt)
+                            self._recent.drop(*parse_member(dropped))
             except (redis.RedisError, OSError):
                 self._recent.clear()
                 await asyncio.sleep(1.0)

@@ -39,7 +39,7 @@ from .base import (
     TaskBoard,
     TaskStatus,
 )
-from .redis_keys import RedisKeys, member
+from .redis_keys import RedisKeys, member, parse_member
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -136,9 +136,7 @@ return dropped
 
 
 def _member_object(value: bytes | str) -> str:
-    text = value.decode() if isinstance(value, bytes) else value
-    key, _, fmt = text.rpartition(":")
-    return object_name(key, fmt)
+    return object_name(*parse_member(value))
 
 
 class RedisCacheIndex(CacheIndex):

@@ -117,3 +117,10 @@ class RedisKeys:
 
 def member(key: str, fmt: str) -> str:
     return f"{key}:{fmt}"
+
+
+def parse_member(value: bytes | str) -> tuple[str, str]:
+    """The (key, format) a ``member`` was made from."""
+    text = value.decode() if isinstance(value, bytes) else value
+    key, _, fmt = text.rpartition(":")
+    return key, fmt
