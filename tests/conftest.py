@@ -327,3 +327,13 @@ def artifacts() -> Path:
 def unique(text: str) -> str:
     """A text no other test (or earlier run against the same data dir) has synthesized."""
     return f"{text} Reference {time.time_ns() % 10**9}."
+
+
+def finished(server: Server, response: httpx.Response, timeout: float = 60) -> dict[str, Any]:
+    """The finished task behind a ``POST /v1/synthesize`` answer. A 200 (a hit, or a text assembled
+    from cached sentences without an engine) is finished already; a 202 is waited for."""
+    body: dict[str, Any] = response.json()
+    if response.status_code == 200:
+        return body
+    assert response.status_code == 202, body
+    return server.wait_task(body["task_id"], timeout=timeout)

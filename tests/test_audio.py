@@ -45,8 +45,11 @@ def test_opus_is_resampled_to_a_rate_it_accepts() -> None:
 
 def test_pieces_join_with_fades_and_pauses() -> None:
     loud = np.ones(1000, np.float32) * 0.5
-    first = audio.assemble_piece(loud, 22050, first=True, speed=1.0)
-    second = audio.assemble_piece(loud, 22050, first=False, speed=1.0)
-    assert first[0] == 0 and first[-1] == 0  # faded: no step at the seams
-    assert len(second) > len(first) and not second[: len(second) - len(first)].any()
+    piece = audio.fade(loud, 22050)
+    assert piece[0] == 0 and piece[-1] == 0  # faded: no step at the seams
+    silent = np.zeros(0, np.int16)
+    first, second = audio.joined([silent, piece, silent, piece], 22050, 1.0)  # silent ones skipped
+    assert np.array_equal(first, piece)
+    assert len(second) > len(piece) and not second[: len(second) - len(piece)].any()
+    assert np.array_equal(second[-len(piece) :], piece)
     assert len(audio.finish([], 22050)) > 0  # silence, never an empty file

@@ -60,20 +60,31 @@ def to_pcm16(samples: npt.NDArray[Any]) -> Pcm16:
     return np.round(clipped * 32767.0).astype(np.int16)
 
 
-def assemble_piece(samples: npt.NDArray[np.float32], sample_rate: int, *, first: bool, speed: float) -> Pcm16:
-    """One sentence as it goes on the wire: short fades against clicks, a pause before all but the
-    first. Joining is the concatenation of these, so a stream and the stored file agree exactly."""
+def fade(samples: npt.NDArray[np.float32], sample_rate: int) -> Pcm16:
+    """One sentence as it is cached and joined: short fades at both ends against clicks."""
     audio = np.asarray(samples, dtype=np.float32).copy()
-    fade = min(int(sample_rate * _FADE_SECONDS), len(audio) // 2)
-    if fade > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, fade, dtype=np.float32))).astype(np.float32)
-        audio[:fade] *= ramp
-        audio[-fade:] *= ramp[::-1]
-    pcm = to_pcm16(audio)
-    if first:
-        return pcm
-    pause = np.zeros(int(sample_rate * _PAUSE_SECONDS / speed), np.int16)
-    return np.concatenate([pause, pcm])
+    n = min(int(sample_rate * _FADE_SECONDS), len(audio) // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return to_pcm16(audio)
+
+
+def pause(sample_rate: int, speed: float) -> Pcm16:
+    """The silence between two sentences (slower speech, longer pause)."""
+    return np.zeros(int(sample_rate * _PAUSE_SECONDS / speed), np.int16)
+
+
+def joined(pieces: list[Pcm16], sample_rate: int, speed: float) -> list[Pcm16]:
+    """The sentences as they go on the wire: a pause before each but the first that has sound.
+    The master is the concatenation of exactly these, so a stream and the stored file agree."""
+    out: list[Pcm16] = []
+    gap = pause(sample_rate, speed)
+    for pcm in pieces:
+        if pcm.size:
+            out.append(np.concatenate([gap, pcm]) if out else pcm)
+    return out
 
 
 def finish(pieces: list[Pcm16], sample_rate: int) -> Pcm16:

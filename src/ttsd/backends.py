@@ -87,12 +87,15 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     from .state.memory import MemoryIdempotencyKeys, MemoryRateLimiter, MemoryTaskBoard
 
     board = MemoryTaskBoard(ttl=settings.task_ttl)
+    index = build_index(settings)
     return ApiBackends(
-        index=build_index(settings),
+        index=index,
         board=board,
         idempotency=MemoryIdempotencyKeys(),
         limiter=MemoryRateLimiter(),
-        queue=InProcessQueue(settings, board, metrics, PrometheusJobStats(metrics.registry), recent),
+        queue=InProcessQueue(
+            settings, board, metrics, PrometheusJobStats(metrics.registry), recent, store, index
+        ),
         store=store,
         metrics=metrics,
         recent=recent,

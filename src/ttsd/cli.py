@@ -211,6 +211,9 @@ def _cache(args: argparse.Namespace) -> int:
         budget = settings.cache_max_bytes / 1e6
         size = f"{stats.bytes / 1e6:.1f} MB ({share:.1f} % of {budget:.0f} MB)"
         print(f"cache at {where}: {stats.entries} files, {size}")
+        texts, text_bytes = stats.entries - stats.pieces, stats.bytes - stats.piece_bytes
+        print(f"  texts (masters and formats): {texts} files, {text_bytes / 1e6:.1f} MB")
+        print(f"  sentences (pieces):          {stats.pieces} files, {stats.piece_bytes / 1e6:.1f} MB")
         return EXIT_OK
     count = purge(settings, everything=args.all)
     print(f"purged {count} files ({'everything' if args.all else 'expired and over budget'})")

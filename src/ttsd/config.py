@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     # Engine processes run this much "nicer" than the API, so on shared cores the event loop that
     # answers cache hits and feeds streams wins the CPU over synthesis.
     engine_nice: int = Field(5, ge=0, le=19)
+    # Post-processing threads per process that runs jobs: reading cached sentences, joining,
+    # encoding, storing and indexing happen there, beside the engine slots, never on them.
+    post_workers: int = Field(default_factory=_default_slots, ge=1, le=256)
+    # Cache each sentence's audio and assemble texts from cached sentences. Off for an engine whose
+    # prosody spans sentences: name it in TTSD_SENTENCE_REUSE_EXCEPT (or turn it off everywhere).
+    sentence_reuse: bool = True
+    sentence_reuse_except: Annotated[tuple[str, ...], NoDecode] = ()
     queue_limit: int = Field(256, ge=1)
     job_timeout: float = Field(300.0, gt=0)
     # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.
@@ -91,7 +98,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 
-    @field_validator("engines", "api_keys", mode="before")
+    @field_validator("engines", "api_keys", "sentence_reuse_except", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -105,6 +112,9 @@ class Settings(BaseSettings):
                 "TTSD_VISIBILITY_TIMEOUT must exceed TTSD_JOB_TIMEOUT, or running jobs get redelivered"
             )
         return self
+
+    def reuses_sentences(self, engine: str, *, engine_default: bool = True) -> bool:
+        return self.sentence_reuse and engine_default and engine not in self.sentence_reuse_except
 
     @property
     def burst(self) -> int:

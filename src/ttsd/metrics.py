@@ -13,14 +13,28 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 SYNTHESES = ("ttsd_syntheses", "Texts synthesized by an engine")
-SYNTHESIS_SECONDS = ("ttsd_synthesis_seconds", "Wall time spent synthesizing")
-AUDIO_SECONDS = ("ttsd_audio_seconds", "Audio produced")
+SYNTHESIS_SECONDS = ("ttsd_synthesis_seconds", "Engine time spent speaking, inside the slots")
+SLOT_BUSY_SECONDS = (
+    "ttsd_slot_busy_seconds",
+    "Wall time engine slots were held (synthesis plus the slot's own overhead)",
+)
+AUDIO_SECONDS = ("ttsd_audio_seconds", "Audio produced by engines")
+SENTENCES = (
+    "ttsd_sentence_requests",
+    "Sentences of synthesized texts by outcome: hit (cached piece), miss (engine), merged (another job's)",
+)
 ENCODES = ("ttsd_encodes", "Files encoded from a master")
 FAILURES = ("ttsd_job_failures", "Failed jobs by error code")
 
 
 class JobStats(Protocol):
-    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None: ...
+    def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
+        """A text for which an engine spoke at least one sentence."""
+
+    def engine_time(self, engine: str, voice: str, busy_seconds: float, synthesis_seconds: float) -> None:
+        """One batch on a slot, finished or not."""
+
+    def sentences(self, *, reused: int, made: int, merged: int) -> None: ...
 
     def encoded(self, fmt: str) -> None: ...
 
@@ -32,14 +46,24 @@ class PrometheusJobStats:
         voice = ["engine", "voice"]
         self._syntheses = Counter(*SYNTHESES, voice, registry=registry)
         self._seconds = Counter(*SYNTHESIS_SECONDS, voice, registry=registry)
+        self._busy = Counter(*SLOT_BUSY_SECONDS, voice, registry=registry)
         self._audio = Counter(*AUDIO_SECONDS, voice, registry=registry)
+        self._sentences = Counter(*SENTENCES, ["result"], registry=registry)
         self._encodes = Counter(*ENCODES, ["format"], registry=registry)
         self._failures = Counter(*FAILURES, ["code"], registry=registry)
 
-    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None:
+    def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
         self._syntheses.labels(engine, voice).inc()
-        self._seconds.labels(engine, voice).inc(seconds)
         self._audio.labels(engine, voice).inc(audio_seconds)
+
+    def engine_time(self, engine: str, voice: str, busy_seconds: float, synthesis_seconds: float) -> None:
+        self._busy.labels(engine, voice).inc(busy_seconds)
+        self._seconds.labels(engine, voice).inc(synthesis_seconds)
+
+    def sentences(self, *, reused: int, made: int, merged: int) -> None:
+        for result, count in (("hit", reused), ("miss", made), ("merged", merged)):
+            if count:
+                self._sentences.labels(result).inc(count)
 
     def encoded(self, fmt: str) -> None:
         self._encodes.labels(fmt).inc()

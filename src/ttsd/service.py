@@ -23,17 +23,21 @@ from .errors import (
 )
 from .jobs.base import JobQueue
 from .jobs.model import Job
+from .jobs.synth import piece_keys
 from .keys import TASK_ID_RE, SynthesisSpec, audio_id, parse_audio_id, task_id
 from .metrics import Metrics
 from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, RateLimiter, Status, TaskBoard, TaskStatus
 from .state.recent import RecentEntries
-from .store.base import MASTER, AudioStore, Location, Redirect, object_name
-from .text import normalize
+from .store.base import MASTER, PIECE, AudioStore, Location, Redirect, object_name
+from .text import normalize, split_sentences
 from .voices import Catalogue
 
 log = logging.getLogger("ttsd.service")
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
+# A text whose sentences are all cached needs no engine: the request waits this long for it to be
+# assembled and answers 200 like a hit, instead of a 202 to poll.
+NEAR_HIT_WAIT = 2.0
 MAX_IDEMPOTENCY_KEY = 255
 # Prepared jobs are remembered by request (repeats are most of the traffic, and normalising and
 # hashing a text costs more than the rest of a hit). Long texts are rare repeats: not remembered.
@@ -54,11 +58,15 @@ class SynthesisRequest(NamedTuple):
 
 class Hit(NamedTuple):
     entry: CacheEntry
+    # Set when the text was not cached whole but assembled just now from cached sentences.
+    sentences: int | None = None
 
 
 class Queued(NamedTuple):
     status: TaskStatus
     merged: bool
+    sentences: int | None = None
+    sentences_reused: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,11 @@ class TtsService:
         self.metrics = metrics
         self.recent = recent
         self._prepared = functools.lru_cache(maxsize=_PREPARED_MAX)(self._prepare)
+        self._reuse_engines = frozenset(
+            name
+            for name, spec in catalogue.specs.items()
+            if settings.reuses_sentences(name, engine_default=spec.sentence_reuse)
+        )
         self._hits = metrics.cache_requests.labels("hit")
         self._misses = metrics.cache_requests.labels("miss")
         self._merges = metrics.cache_requests.labels("merged")
@@ -168,9 +181,32 @@ class TtsService:
         if entry is not None:
             self._hits.inc()
             return Hit(entry)
+        sentences, reused = await self.plan(job)
         submission = await self.queue.submit(job)
         self._counted(submission.merged)
-        return Queued(submission.status, submission.merged)
+        if reused == sentences and not submission.merged:
+            entry = await self._assembled(job)
+            if entry is not None:
+                return Hit(entry, sentences)
+        return Queued(submission.status, submission.merged, sentences, reused)
+
+    async def plan(self, job: Job) -> tuple[int, int]:
+        """The text's sentences, and how many of them the piece cache holds now."""
+        sentences = split_sentences(job.spec.text)
+        if job.spec.engine not in self._reuse_engines:
+            return len(sentences), 0
+        found = await asyncio.gather(*(self.index.aget(k, PIECE) for k in piece_keys(job.spec, sentences)))
+        return len(sentences), sum(entry is not None for entry in found)
+
+    async def _assembled(self, job: Job) -> CacheEntry | None:
+        """The entry of a job that needs no engine, once it is done (None if it takes longer)."""
+        try:
+            status = await asyncio.wait_for(self.queue.wait(job.task_id), NEAR_HIT_WAIT)
+        except TimeoutError:
+            return None
+        if status is None or status.status is not Status.DONE:
+            return None
+        return await self.lookup(job.key, job.fmt)
 
     async def _check_idempotency(self, key: str, job: Job) -> None:
         """Task ids already follow from the normalised body, so a retried request lands on the same

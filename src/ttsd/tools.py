@@ -1,6 +1,7 @@
 """Offline cache tools behind ``ttsd warm``, ``ttsd batch`` and ``ttsd cache``: they run the same job
 body on a local engine pool, against the configured cache (SQLite and files, or Redis and S3), so what
-they make is what the service serves."""
+they make is what the service serves (each text's sentences included: warming a text warms the
+sentences it shares with others)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ import asyncio
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from .audio import Pcm16
 from .backends import build_index, build_store
 from .config import Settings
 from .engines import select
 from .errors import TtsdError
 from .jobs.pool import EnginePool
+from .jobs.synth import build_host, run_job
+from .metrics import PrometheusJobStats
 from .service import SynthesisRequest, prepare_job
-from .state.base import CacheEntry, CacheStats
+from .state.base import CacheEntry, CacheStats, Stage
 from .voices import Catalogue
 
 
@@ -46,8 +54,13 @@ async def synthesize_all(
     catalogue = Catalogue(select(settings.engines), settings.default_voice)
     index = build_index(settings)
     pool = EnginePool(settings)
+    post = ThreadPoolExecutor(settings.post_workers, thread_name_prefix="ttsd-post")
+    host = build_host(
+        settings, pool, build_store(settings), index, PrometheusJobStats(CollectorRegistry()), post
+    )
     await pool.start()
-    slots = asyncio.Semaphore(settings.engine_slots * 2)
+    # Enough jobs at once to keep every slot busy while others are in post-processing.
+    slots = asyncio.Semaphore(settings.engine_slots * 2 + settings.post_workers)
 
     async def one(i: int, request: SynthesisRequest) -> None:
         if skip(i):
@@ -59,7 +72,7 @@ async def synthesize_all(
                 on_result(Result(i, entry, cached=True))
                 return
             async with slots:
-                outcome = await pool.run(job, lambda stage, progress: None, lambda piece: None)
+                outcome = await run_job(job, host, _Quiet())
             on_result(Result(i, outcome.entry, cached=False))
         except TtsdError as exc:
             on_result(Result(i, None, cached=False, error=exc))
@@ -68,7 +81,21 @@ async def synthesize_all(
         await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
     finally:
         await pool.stop()
+        post.shutdown()
         index.close()
+
+
+class _Quiet:
+    """Nobody polls or listens to an offline job."""
+
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        pass
+
+    async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        pass
+
+    async def audio_end(self) -> None:
+        pass
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -89,7 +116,7 @@ def fetch(settings: Settings, entry: CacheEntry) -> bytes:
 def cache_stats(settings: Settings) -> CacheStats:
     index = build_index(settings)
     try:
-        return index.stats()
+        return index.stats(levels=True)
     finally:
         index.close()
 

@@ -71,6 +71,9 @@ class Done(BaseModel):
     url: str
     cached: bool = True
     duration: float
+    # Set when the text was assembled just now from cached sentences, without an engine.
+    sentences: int | None = None
+    sentences_reused: int | None = None
 
 
 class QueuedResponse(BaseModel):
@@ -79,6 +82,9 @@ class QueuedResponse(BaseModel):
     status_url: str
     key: str
     merged: bool
+    # The text's sentences, and how many of them the piece cache already holds.
+    sentences: int | None = None
+    sentences_reused: int | None = None
 
 
 class TaskResponse(BaseModel):
@@ -90,6 +96,8 @@ class TaskResponse(BaseModel):
     format: str
     url: str | None = None
     error: TaskError | None = None
+    sentences: int | None = None
+    sentences_reused: int | None = None
     created_at: float
     updated_at: float
 

@@ -48,6 +48,9 @@ class EngineSpec(ABC):
     name: str
     sample_rate: int
     voices: tuple[Voice, ...]
+    # Whether a sentence sounds the same spoken alone as inside its text, so its audio may be
+    # cached and reused across texts. True for engines that speak each sentence independently.
+    sentence_reuse: bool = True
 
     @property
     @abstractmethod

@@ -4,29 +4,35 @@ Late acknowledgement plus ``reject_on_worker_lost`` put a job back on the queue 
 running it dies; a whole worker that vanishes has its unacknowledged jobs redelivered after
 ``TTSD_VISIBILITY_TIMEOUT``. Transient faults (object storage, Redis) are retried with back-off; a
 bad request is not. Each engine process loads its engines once, after the fork.
+
+(Celery's thread pool would let one process keep engine slots apart from post-processing as the
+embedded mode does, but its Redis consumer does not survive a broker restart: kombu closes a
+channel another thread already tore down and the worker exits. Prefork stays.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
-from redis.exceptions import LockError
 
 from ..audio import Pcm16
 from ..backends import build_store, load_engines
 from ..config import Settings
-from ..engines import Engine
+from ..engines import Engine, Voice
 from ..errors import (
     BackendUnavailable,
     EngineCrashed,
@@ -40,17 +46,20 @@ from ..errors import (
 from ..keys import audio_id
 from ..logs import configure_logging
 from ..state.base import Stage, TaskBoard, TaskError, TaskStatus
+from ..state.claims import RedisClaims
 from ..state.redis import (
     RedisCacheIndex,
     RedisJobStats,
     RedisTaskBoard,
     WorkerRegistry,
     connect,
+    connect_async,
     redis_errors,
 )
 from ..state.redis_keys import RedisKeys
-from .model import Job, JobOutcome
-from .synth import run_job
+from .model import Job, JobOutcome, SentenceBatch
+from .pool import BatchHook, BatchResult
+from .synth import build_host, run_job
 
 log = logging.getLogger("ttsd.worker")
 
@@ -59,7 +68,6 @@ TASK_NAME = "ttsd.synthesize"
 # Deliveries of one job (the first, then redeliveries after its worker died) before it is failed for
 # good, so a text that kills its engine cannot crash workers forever.
 MAX_DELIVERIES = 4
-MASTER_LEASE_SECONDS = 5.0
 
 
 def broker_queue_key(settings: Settings) -> str:
@@ -94,9 +102,6 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_concurrency=settings.engine_slots,
         worker_send_task_events=False,
-        # Each attempt has its own deadline (``_deadline``); this hard limit is the backstop that
-        # kills a process stuck where no signal reaches, after waits for Redis are allowed for.
-        task_time_limit=settings.job_timeout + settings.visibility_timeout // 2 + 60,
     )
     return app
 
@@ -105,7 +110,10 @@ PCM_STREAM_TTL = 300
 
 
 class RedisReporter:
-    """Progress to the task board; master pieces to a Redis stream the listening API reads."""
+    """Progress to the task board; master pieces to a Redis stream the listening API reads.
+
+    Its calls are synchronous Redis round trips; the job body awaits them off the worker's event
+    loop (``to_thread``), which other jobs share."""
 
     def __init__(self, board: TaskBoard, status: TaskStatus, client: redis.Redis, keys: RedisKeys) -> None:
         self._board = board
@@ -113,7 +121,7 @@ class RedisReporter:
         self._client = client
         self._keys = keys
 
-    def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+    def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         if stage is not self.status.stage:
             log.info(
                 "job stage",
@@ -121,6 +129,9 @@ class RedisReporter:
             )
         self.status = self.status.advance(stage, progress, **changes)
         self._board.put(self.status)
+
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        await asyncio.to_thread(self.put_stage, stage, progress, **changes)
 
     def _publish(self, fields: dict[str, bytes | str | int]) -> None:
         stream = self._keys.pcm(self.status.task_id)
@@ -133,25 +144,66 @@ class RedisReporter:
         if cancelled:
             raise JobCancelled("every listener of this stream left")
 
-    def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        self._publish({"rate": sample_rate, "pcm": pcm.tobytes()})
+    async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        await asyncio.to_thread(self._publish, {"rate": sample_rate, "pcm": pcm.tobytes()})
 
-    def audio_end(self) -> None:
-        self._publish({"end": 1})
+    async def audio_end(self) -> None:
+        await asyncio.to_thread(self._publish, {"end": 1})
 
     def error(self, exc: TtsdError) -> None:
         with contextlib.suppress(JobCancelled):
             self._publish({"error": exc.code, "message": exc.message})
 
 
+class LocalSynthesizer:
+    """The engine slot of one Celery worker process: its own engines, spoken on one thread so the
+    event loop running the job body stores earlier sentences while the engine speaks the next."""
+
+    def __init__(self, engines: dict[str, Engine], on_batch: BatchHook) -> None:
+        self._engines = engines
+        self._on_batch = on_batch
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ttsd-engine")
+
+    async def synthesize(
+        self,
+        batch: SentenceBatch,
+        on_sentence: Callable[[int, Any, int], None],
+        on_start: Callable[[], None] | None = None,
+    ) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        engine = self._engines[batch.engine]
+        voice = Voice(batch.voice, batch.engine, batch.speaker, batch.language, "", "")
+        if on_start is not None:
+            on_start()
+        started = time.monotonic()
+        spoken = 0.0
+        try:
+            for i, sentence in zip(batch.indices, batch.sentences, strict=True):
+                began = time.monotonic()
+                samples = await loop.run_in_executor(
+                    self._thread,
+                    functools.partial(engine.synthesize, sentence, voice, speed=batch.speed, seed=batch.seed),
+                )
+                spoken += time.monotonic() - began
+                on_sentence(i, np.asarray(samples, dtype=np.float32), engine.sample_rate)
+        finally:
+            held = time.monotonic() - started
+            self._on_batch(batch, held, spoken)
+        return BatchResult(held, spoken)
+
+
 class WorkerRuntime:
-    """What one engine process holds: engines, backends and its heartbeat. Built after the fork."""
+    """What one Celery worker process holds: its engines (its slot), an event loop on which the job
+    body runs, post-processing threads, backends and heartbeat. Built after the fork.
+
+    The job body stores each sentence while the engine speaks the next; the process takes its next
+    job once the text is encoded and stored (a Celery process is one slot). Embedded mode goes
+    further: its slots are processes that only speak (``jobs.pool``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = RedisKeys(settings.redis_prefix)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._engines: dict[str, Engine] = {}
         self._stop = threading.Event()
         self.broken: TtsdError | None = None
 
@@ -167,14 +219,29 @@ class WorkerRuntime:
         self.board = RedisTaskBoard(self.client, self.keys, self.settings.task_ttl)
         self.stats = RedisJobStats(self.client, self.keys)
         self.registry = WorkerRegistry(self.client, self.keys)
+        self.post = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="ttsd-post")
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="ttsd-jobs", daemon=True).start()
         try:
-            self._engines = load_engines(self.settings)
+            engines = load_engines(self.settings)
         except TtsdError as exc:
             self.broken = exc
             log.error("engines failed to load", extra={"worker": self.name, "error": exc.message})
             return
+        claims = RedisClaims(connect_async(self.settings), self.keys, self.name)
+        synthesizer = LocalSynthesizer(engines, self._on_batch)
+        self.host = build_host(
+            self.settings, synthesizer, self.store, self.index, self.stats, self.post, claims
+        )
         threading.Thread(target=self._heartbeat, name="ttsd-heartbeat", daemon=True).start()
-        log.info("engine process ready", extra={"worker": self.name, "engines": list(self._engines)})
+        log.info("engine process ready", extra={"worker": self.name, "engines": list(engines)})
+
+    def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
+        self.post.submit(self._record, batch, busy_seconds, synthesis_seconds)
+
+    def _record(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            self.stats.engine_time(batch.engine, batch.voice, busy_seconds, synthesis_seconds)
 
     def _heartbeat(self) -> None:
         while not self._stop.is_set():
@@ -186,37 +253,6 @@ class WorkerRuntime:
         self._stop.set()
         with contextlib.suppress(BackendUnavailable, AttributeError):
             self.registry.leave(self.name)
-
-    @contextlib.contextmanager
-    def master_lock(self, key: str) -> Iterator[None]:
-        """A short lease, renewed while held: if its holder dies, the lease (not the job timeout)
-        bounds how long the job's redelivery waits for it."""
-        lock = self.client.lock(
-            self.keys.master_lock(key),
-            timeout=MASTER_LEASE_SECONDS,
-            blocking_timeout=self.settings.job_timeout,
-            thread_local=False,  # renewed from another thread
-        )
-        with redis_errors():
-            acquired = lock.acquire()
-        if not acquired:
-            raise BackendUnavailable("timed out waiting for another worker to make this text's master")
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(MASTER_LEASE_SECONDS / 3):
-                try:
-                    lock.extend(MASTER_LEASE_SECONDS, replace_ttl=True)
-                except (LockError, redis.RedisError):
-                    return  # lost or Redis away: the lease lapses and another worker may proceed
-
-        threading.Thread(target=renew, name="ttsd-lease", daemon=True).start()
-        try:
-            yield
-        finally:
-            done.set()
-            with contextlib.suppress(LockError, redis.RedisError):
-                lock.release()
 
     def run(self, payload: dict[str, Any]) -> None:
         """Run a job, retrying transient faults in place with back-off.
@@ -285,41 +321,31 @@ class WorkerRuntime:
                 self.registry.busy(self.name, False)
         if outcome is None:
             return
-        if outcome.synthesized:
-            self.stats.synthesized(
-                job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
-            )
-        self.stats.encoded(job.fmt)
         self.registry.record_job_seconds(time.monotonic() - started)
-        reporter.stage(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
+        reporter.put_stage(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
         self._release(job)
 
     def _attempt(self, job: Job, reporter: RedisReporter) -> JobOutcome | None:
         """One run of the job body; a failure is recorded and gives None, transient faults raise."""
         try:
-            with _deadline(self.settings.job_timeout):
-                return run_job(
-                    job,
-                    self._engines,
-                    self.store,
-                    self.index,
-                    reporter,
-                    cache_ttl=self.settings.cache_ttl,
-                    cache_max_bytes=self.settings.cache_max_bytes,
-                    master_lock=self.master_lock,
-                )
+            return asyncio.run_coroutine_threadsafe(self._job(job, reporter), self.loop).result()
         except (StorageError, BackendUnavailable):
             raise
-        except _AttemptTimeout:
-            self._fail(
-                job, reporter, JobTimeout(f"synthesis took longer than {self.settings.job_timeout:g} s")
-            )
         except TtsdError as exc:
             self._fail(job, reporter, exc)
         except Exception:  # a fault boundary: one bad text must not take the worker down
             log.exception("job failed", extra={"task_id": job.task_id, "key": job.key})
             self._fail(job, reporter, JobError("the engine failed on this text"))
         return None
+
+    async def _job(self, job: Job, reporter: RedisReporter) -> JobOutcome:
+        try:
+            return await asyncio.wait_for(run_job(job, self.host, reporter), self.settings.job_timeout)
+        except TimeoutError as exc:
+            # The engine thread may be hung inside native code, where nothing interrupts it: this
+            # process is replaced once the failure is recorded, so the slot does not stay stuck.
+            threading.Timer(1.0, os._exit, args=(1,)).start()
+            raise JobTimeout(f"the job took longer than {self.settings.job_timeout:g} s") from exc
 
     def _fail(self, job: Job, reporter: RedisReporter | None, exc: TtsdError) -> None:
         """Never cached; the error stays on the task for polling clients."""
@@ -329,7 +355,7 @@ class WorkerRuntime:
                 self.board, self.board.get(job.task_id) or job.queued(), self.client, self.keys
             )
         reporter.error(exc)
-        reporter.stage(
+        reporter.put_stage(
             Stage.FAILED, reporter.status.progress, error=TaskError(code=exc.code, message=exc.message)
         )
         self.stats.failed(exc.code)
@@ -346,27 +372,6 @@ class WorkerRuntime:
                 self.keys.job(job.task_id),
             )
             self.client.zrem(self.keys.pending, job.task_id)
-
-
-class _AttemptTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Interrupt the engine after ``seconds``: the job fails with job_timeout, the slot is free.
-    (Celery's own time limits count the whole task, retries and waits for Redis included.)"""
-
-    def on_alarm(signum: int, frame: object) -> None:
-        raise _AttemptTimeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def make_worker_app(settings: Settings) -> Celery:

@@ -1,8 +1,10 @@
-"""Embedded mode's queue: a bounded asyncio queue in front of the engine process pool.
+"""Embedded mode's queue: job bodies on the API's event loop, in front of the engine process pool.
 
 Single flight: the task id is derived from the key and format, so an identical request joins the
-job in flight. Jobs for the same key in other formats wait for that job, then find its master in
-the cache and only encode.
+job in flight; below that, jobs share sentences in flight (``jobs.synth.Flights``), so a job for
+the same text in another format, or for another text with a sentence in common, waits for the
+sentence instead of synthesizing it again. The queue's depth is the jobs that still wait for an
+engine slot; post-processing runs on its own bounded thread pool and never holds a slot.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..audio import Pcm16
 from ..config import Settings
-from ..errors import JobCancelled, JobError, NotReady, Overloaded
+from ..errors import JobCancelled, JobError, JobTimeout, NotReady, Overloaded
 from ..keys import audio_id
 from ..metrics import JobStats, Metrics
-from ..state.base import Stage, TaskBoard, TaskError, TaskStatus
+from ..state.base import CacheIndex, Stage, TaskBoard, TaskError, TaskStatus
 from ..state.recent import RecentEntries
-from ..store.base import parse_object_name
+from ..store.base import AudioStore, parse_object_name
 from .base import JobQueue, Submission
-from .model import Job, Piece
+from .model import Job, Piece, SentenceBatch
 from .pool import EnginePool
+from .synth import build_host, run_job
 
 log = logging.getLogger("ttsd.queue")
 
@@ -62,17 +68,55 @@ class _Interest:
     cancelled: bool = False
 
 
+class _Reporter:
+    """A job's progress to the board, its audio to the feed its listeners read."""
+
+    def __init__(self, queue: InProcessQueue, job: Job, status: TaskStatus) -> None:
+        self._queue = queue
+        self._job = job
+        self.status = status
+        self._feed = queue._feeds[job.task_id]
+        self._interest = queue._interest[job.task_id]
+
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        if stage is not self.status.stage:
+            log.info(
+                "job stage", extra={"task_id": self._job.task_id, "key": self._job.key, "stage": stage.value}
+            )
+            if self.status.stage is Stage.QUEUED:
+                self._queue._waiting.discard(self._job.task_id)
+        self.status = self.status.advance(stage, progress, **changes)
+        self._queue._board.put(self.status)
+
+    async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        if self._interest.cancelled:
+            raise JobCancelled("every listener of this stream left")
+        self._feed.push(Piece(pcm, sample_rate))
+
+    async def audio_end(self) -> None:
+        self._feed.push(None)
+
+
 class InProcessQueue(JobQueue):
     def __init__(
-        self, settings: Settings, board: TaskBoard, metrics: Metrics, stats: JobStats, recent: RecentEntries
+        self,
+        settings: Settings,
+        board: TaskBoard,
+        metrics: Metrics,
+        stats: JobStats,
+        recent: RecentEntries,
+        store: AudioStore,
+        index: CacheIndex,
     ) -> None:
         self._recent = recent
         self._settings = settings
         self._board = board
         self._stats = stats
-        self._pool = EnginePool(settings)
+        self._pool = EnginePool(settings, on_batch=self._on_batch)
+        self._post = ThreadPoolExecutor(settings.post_workers, thread_name_prefix="ttsd-post")
+        self._host = build_host(settings, self._pool, store, index, stats, self._post)
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
-        self._last_of_key: dict[str, asyncio.Future[TaskStatus]] = {}
+        self._waiting: set[str] = set()  # accepted jobs that have not yet had an engine slot
         self._tasks: set[asyncio.Task[None]] = set()
         self._feeds: dict[str, _Feed] = {}
         self._interest: dict[str, _Interest] = {}
@@ -84,14 +128,22 @@ class InProcessQueue(JobQueue):
         metrics.watch(metrics.slots, lambda: self._pool.size)
         metrics.watch(metrics.engine_restarts, lambda: self._pool.restarts)
 
+    def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
+        self._stats.engine_time(batch.engine, batch.voice, busy_seconds, synthesis_seconds)
+        # Retry-After and shedding divide the work ahead by what a slot takes per job.
+        if self._measured:
+            self._job_seconds += _EWMA * (busy_seconds - self._job_seconds)
+        else:
+            self._job_seconds, self._measured = busy_seconds, True
+
     @property
     def pool(self) -> EnginePool:
         return self._pool
 
     @property
     def depth(self) -> int:
-        """Jobs accepted and not yet running."""
-        return len(self._inflight) - self._pool.busy
+        """Jobs accepted that have not yet had an engine slot."""
+        return len(self._waiting)
 
     @property
     def ready(self) -> bool:
@@ -123,6 +175,7 @@ class InProcessQueue(JobQueue):
             for task in unfinished:
                 task.cancel()
         await self._pool.stop()
+        self._post.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
         status = job.queued()
@@ -144,78 +197,66 @@ class InProcessQueue(JobQueue):
         self._register(job.task_id, stream)
         done: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._inflight[job.task_id] = done
-        before = self._last_of_key.get(job.key)
-        self._last_of_key[job.key] = done
-        task = asyncio.create_task(self._run(job, status, before, done))
+        self._waiting.add(job.task_id)
+        task = asyncio.create_task(self._run(job, status, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return Submission(status, merged=False)
 
-    async def _run(
-        self,
-        job: Job,
-        status: TaskStatus,
-        before: asyncio.Future[TaskStatus] | None,
-        done: asyncio.Future[TaskStatus],
-    ) -> None:
-        current = status
-
-        def on_stage(stage: Stage, progress: int) -> None:
-            nonlocal current
-            if stage is not current.stage:
-                log.info("job stage", extra={"task_id": job.task_id, "key": job.key, "stage": stage.value})
-            current = current.advance(stage, progress)
-            self._board.put(current)
-
+    async def _run(self, job: Job, status: TaskStatus, done: asyncio.Future[TaskStatus]) -> None:
+        reporter = _Reporter(self, job, status)
         feed = self._feeds[job.task_id]
+        error: JobError
         try:
-            if before is not None:
-                # Same text, other format: let that job make the master, then only encode.
-                await asyncio.wait([before])
             if self._interest[job.task_id].cancelled:
                 raise JobCancelled("every listener of this stream left before it started")
-            outcome = await self._pool.run(job, on_stage, feed.push)
+            outcome = await asyncio.wait_for(run_job(job, self._host, reporter), self._settings.job_timeout)
+        except TimeoutError:
+            outcome, error = None, JobTimeout(f"the job took longer than {self._settings.job_timeout:g} s")
         except JobError as exc:
-            feed.close(exc)
-            self._stats.failed(exc.code)
-            log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": exc.code})
-            current = current.advance(
-                Stage.FAILED, current.progress, error=TaskError(code=exc.code, message=exc.message)
+            outcome, error = None, exc
+        except Exception:  # a fault boundary: one bad text must not take the queue down
+            log.exception("job failed", extra={"task_id": job.task_id, "key": job.key})
+            outcome, error = None, JobError("the job failed on this text")
+        except asyncio.CancelledError:  # shutdown grace over
+            self._forget(job.task_id)
+            raise
+        if outcome is None:
+            feed.close(error)
+            self._stats.failed(error.code)
+            log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": error.code})
+            final = reporter.status.advance(
+                Stage.FAILED,
+                reporter.status.progress,
+                error=TaskError(code=error.code, message=error.message),
             )
         else:
             for name in outcome.evicted:
                 if (dropped := parse_object_name(name)) is not None:
                     self._recent.drop(*dropped)
-            seconds = outcome.service_seconds
-            if self._measured:
-                self._job_seconds += _EWMA * (seconds - self._job_seconds)
-            else:
-                self._job_seconds, self._measured = seconds, True
-            if outcome.synthesized:
-                self._stats.synthesized(
-                    job.spec.engine, job.spec.voice, outcome.synthesis_seconds, outcome.audio_seconds
-                )
-            self._stats.encoded(job.fmt)
             log.info(
                 "job done",
                 extra={
                     "task_id": job.task_id,
                     "key": job.key,
                     "synthesized": outcome.synthesized,
+                    "sentences": outcome.sentences,
+                    "sentences_reused": outcome.sentences_reused,
                     "audio_seconds": round(outcome.audio_seconds, 3),
-                    "service_seconds": round(outcome.service_seconds, 3),
+                    "slot_seconds": round(outcome.slot_seconds, 3),
                 },
             )
-            current = current.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
-        finally:
-            feed.close(None)
-            self._board.put(current)
-            del self._inflight[job.task_id]
-            del self._feeds[job.task_id]
-            del self._interest[job.task_id]
-            if self._last_of_key.get(job.key) is done:
-                del self._last_of_key[job.key]
-            done.set_result(current)
+            final = reporter.status.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
+        feed.close(None)
+        self._board.put(final)
+        self._forget(job.task_id)
+        done.set_result(final)
+
+    def _forget(self, task_id: str) -> None:
+        self._feeds.pop(task_id).close(None)
+        del self._inflight[task_id]
+        del self._interest[task_id]
+        self._waiting.discard(task_id)
 
     def _register(self, task_id: str, stream: bool) -> None:
         interest = self._interest[task_id]
@@ -247,7 +288,7 @@ class InProcessQueue(JobQueue):
         interest.listeners -= 1
         if interest.listeners <= 0 and not interest.pinned and not interest.cancelled:
             interest.cancelled = True
-            self._pool.cancel(task_id)  # running: stops after its sentence; queued: never starts
+            self._pool.cancel(task_id)  # speaking: stops after its sentence; queued: never starts
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         running = self._inflight.get(task_id)

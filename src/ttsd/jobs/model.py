@@ -45,6 +45,22 @@ class Job:
 
 
 @dataclass(frozen=True)
+class SentenceBatch:
+    """What an engine slot is asked to do: speak these sentences of one voice, in order.
+    ``indices`` are the sentences' places in their text, echoed back with each result."""
+
+    request_id: str
+    engine: str
+    voice: str
+    speaker: str
+    language: str
+    speed: float
+    seed: int | None
+    indices: tuple[int, ...]
+    sentences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Piece:
     """A sentence of a master as it is made: int16 mono samples at the engine's rate."""
 
@@ -55,23 +71,28 @@ class Piece:
 @dataclass(frozen=True)
 class JobOutcome:
     entry: CacheEntry
-    synthesized: bool  # False when the master came from the cache and only an encode ran
+    synthesized: bool  # True when an engine spoke at least one of the text's sentences
     audio_seconds: float
-    synthesis_seconds: float
-    # Wall time on the engine slot, queueing excluded (set by the runner): what a slot costs.
-    service_seconds: float = 0.0
+    synthesis_seconds: float  # engine time inside the slots, summed over this job's sentences
+    # Wall time this job held engine slots (queueing excluded): what it cost the scarce device.
+    slot_seconds: float = 0.0
+    sentences: int = 0
+    # Sentences taken from the piece cache, and those another job was already making (merged).
+    sentences_reused: int = 0
+    sentences_merged: int = 0
     # Objects the job evicted to keep the byte budget: the API forgets them at once.
     evicted: tuple[str, ...] = ()
 
 
 class Reporter(Protocol):
-    """Where the job body reports progress; the pool forwards it to the task board."""
+    """Where the job body reports progress: the task board, and the audio to live listeners."""
 
-    def stage(self, stage: Stage, progress: int) -> None: ...
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None: ...
 
-    def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        """One assembled piece, in order, as soon as it is made. Raises JobCancelled when every
-        listener of a streamed job has gone, so the engine stops between sentences."""
+    async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        """The next sentence of the master as it will be stored (pause included), in order, as
+        soon as it is known: cached ones at once, the rest as the engine speaks them. Raises
+        JobCancelled when every listener of a streamed job has gone, so the engine stops."""
 
-    def audio_end(self) -> None:
-        """The master is complete (called only when this job synthesized it)."""
+    async def audio_end(self) -> None:
+        """The master is complete (not called when it came from the cache whole)."""

@@ -1,8 +1,11 @@
-"""A pool of engine worker processes: the bounded set of engine slots.
+"""A pool of engine processes: the bounded set of engine slots.
 
-Each process loads the engines once and runs one job at a time, so synthesis never touches the
-event loop and a crash takes down one job, not the service. A dead process is replaced; its job is
-retried once on another process and fails cleanly if that one dies too.
+Each process loads the engines once and speaks one batch of sentences at a time, so synthesis never
+touches the event loop and a crash takes down one batch, not the service. A slot is held only while
+its engine speaks: results stream back sentence by sentence, and everything else a job does happens
+in the post-processing stage (``jobs.synth``). A dead process is replaced; its batch is retried
+once, from the first sentence not yet returned, on another process, and fails cleanly if that one
+dies too.
 """
 
 from __future__ import annotations
@@ -24,21 +27,25 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_from
-from ..state.base import Stage
-from .model import Job, JobOutcome, Piece
+from .model import SentenceBatch
 from .worker import worker_main
 
 log = logging.getLogger("ttsd.pool")
 
-StageCallback = Callable[[Stage, int], None]
-# A piece of the master as it is made, or None once the master is complete.
-AudioCallback = Callable[[Piece | None], None]
+# (index in the text, float32 samples, sample rate): one sentence as the engine spoke it.
+SentenceCallback = Callable[[int, "np.ndarray[Any, np.dtype[np.float32]]", int], None]
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
 
 
 class _WorkerDied(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    slot_seconds: float  # wall time the batch held its slot
+    synthesis_seconds: float  # of which the engine was speaking
 
 
 @dataclass(eq=False)
@@ -48,16 +55,24 @@ class _Worker:
     conn: Connection
     ready: bool = False
     alive: bool = True
-    task_id: str | None = None
-    future: asyncio.Future[JobOutcome] | None = None
-    on_stage: StageCallback | None = None
-    on_audio: AudioCallback | None = None
+    request_id: str | None = None
+    future: asyncio.Future[None] | None = None
+    on_sentence: Callable[[int, Any, int, float], None] | None = None
     started_at: float = field(default_factory=time.monotonic)
 
 
+# Told of every batch's slot time when it ends, finished or not: (batch, held seconds, engine seconds).
+BatchHook = Callable[[SentenceBatch, float, float], None]
+
+
 class EnginePool:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_batch: BatchHook | None = None,
+    ) -> None:
         self._settings = settings
+        self._on_batch = on_batch
         self._ctx = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: set[_Worker] = set()
@@ -67,6 +82,7 @@ class EnginePool:
         self.fatal: str | None = None
         self.restarts = 0
         self.busy = 0
+        self.waiting = 0  # batches waiting for a free slot
 
     @property
     def size(self) -> int:
@@ -128,23 +144,16 @@ class EnginePool:
             _, code, text = message
             self.fatal = f"{code}: {text}"
             log.error("engine worker cannot start", extra={"worker": worker.no, "error": self.fatal})
-        elif kind == "stage":
-            _, task_id, stage, progress = message
-            if worker.on_stage is not None and task_id == worker.task_id:
-                worker.on_stage(Stage(stage), int(progress))
-        elif kind == "audio":
-            _, task_id, rate, data = message
-            if worker.on_audio is not None and task_id == worker.task_id:
-                worker.on_audio(Piece(np.frombuffer(data, dtype=np.int16), int(rate)))
-        elif kind == "audio_end":
-            if worker.on_audio is not None and message[1] == worker.task_id:
-                worker.on_audio(None)
+        elif kind == "sentence":
+            _, request_id, index, rate, data, seconds = message
+            if request_id == worker.request_id and worker.on_sentence is not None:
+                worker.on_sentence(int(index), np.frombuffer(data, dtype=np.float32), int(rate), seconds)
         elif kind in ("done", "failed"):
             future = worker.future
-            worker.future = worker.on_stage = worker.on_audio = worker.task_id = None
+            worker.future = worker.on_sentence = worker.request_id = None
             if future is not None and not future.done():
                 if kind == "done":
-                    future.set_result(message[2])
+                    future.set_result(None)
                 else:
                     future.set_exception(job_error_from(message[2], message[3]))
             self._idle.put_nowait(worker)
@@ -160,7 +169,7 @@ class EnginePool:
             return
         log.warning(
             "engine worker exited",
-            extra={"worker": worker.no, "exitcode": worker.process.exitcode, "task_id": worker.task_id},
+            extra={"worker": worker.no, "exitcode": worker.process.exitcode, "request_id": worker.request_id},
         )
         if not worker.ready and self.fatal is not None:
             # It could not load its engines; respawning would fail the same way. Its corpse wakes
@@ -180,56 +189,78 @@ class EnginePool:
             if self.fatal is not None:
                 self._idle.put_nowait(worker)  # pass the news on to the next waiter
 
-    def cancel(self, task_id: str) -> bool:
-        """Ask the process running ``task_id`` to stop after its current sentence."""
+    def cancel(self, request_id: str) -> bool:
+        """Ask the process speaking ``request_id`` to stop after its current sentence."""
         for worker in self._workers:
-            if worker.task_id == task_id and worker.alive:
+            if worker.request_id == request_id and worker.alive:
                 with contextlib.suppress(OSError):
-                    worker.conn.send(("cancel", task_id))
+                    worker.conn.send(("cancel", request_id))
                 return True
         return False
 
-    async def run(self, job: Job, on_stage: StageCallback, on_audio: AudioCallback) -> JobOutcome:
-        """Run a job on the next free engine process (FIFO among waiters)."""
-        delivered = 0  # pieces already passed on; a retry after a crash resumes after them
-        seen = 0
+    async def synthesize(
+        self,
+        batch: SentenceBatch,
+        on_sentence: SentenceCallback,
+        on_start: Callable[[], None] | None = None,
+    ) -> BatchResult:
+        """Speak a batch on the next free slot (FIFO among waiters); ``on_sentence`` sees each
+        sentence as it is made, ``on_start`` the moment a slot is taken."""
+        returned: set[int] = set()
+        spoken = 0.0  # engine seconds of the current attempt
 
-        def forward(piece: Piece | None) -> None:
-            nonlocal delivered, seen
-            if piece is None:
-                on_audio(None)
-                return
-            seen += 1
-            if seen > delivered:
-                delivered = seen
-                on_audio(piece)
+        def forward(index: int, samples: Any, rate: int, seconds: float) -> None:
+            nonlocal spoken
+            spoken += seconds
+            if index not in returned:  # a retry after a crash repeats nothing already passed on
+                returned.add(index)
+                on_sentence(index, samples, rate)
 
+        slot_seconds = synthesis_seconds = 0.0
         for attempt in range(1, _MAX_ATTEMPTS + 1):
-            seen = 0
-            worker = await self._acquire()
-            future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
-            worker.future, worker.on_stage, worker.on_audio, worker.task_id = (
-                future,
-                on_stage,
-                forward,
-                job.task_id,
+            todo = [(i, t) for i, t in zip(batch.indices, batch.sentences, strict=True) if i not in returned]
+            request = dataclasses.replace(
+                batch, indices=tuple(i for i, _ in todo), sentences=tuple(t for _, t in todo)
             )
-            self.busy += 1
+            self.waiting += 1
             try:
-                started = time.monotonic()
-                worker.conn.send(job)
-                outcome = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
-                return dataclasses.replace(outcome, service_seconds=time.monotonic() - started)
+                worker = await self._acquire()
+            finally:
+                self.waiting -= 1
+            if on_start is not None and attempt == 1:
+                on_start()
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            worker.future, worker.on_sentence, worker.request_id = future, forward, batch.request_id
+            spoken = 0.0
+            self.busy += 1
+            started = time.monotonic()
+            finished = False
+            try:
+                worker.conn.send(request)
+                await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
+                finished = True
             except (_WorkerDied, BrokenPipeError, OSError) as exc:
-                log.warning("job lost its engine process", extra={"task_id": job.task_id, "attempt": attempt})
+                log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
                 if attempt == _MAX_ATTEMPTS:
                     raise EngineCrashed("the engine process crashed twice on this request") from exc
             except TimeoutError as exc:
                 future.add_done_callback(lambda f: f.exception())  # the death that follows is expected
                 worker.process.kill()  # a hung engine holds a slot forever otherwise
                 raise JobTimeout(f"synthesis took longer than {self._settings.job_timeout:g} s") from exc
+            except asyncio.CancelledError:
+                # The job was abandoned: stop the engine after its sentence; the slot comes back
+                # when the process answers.
+                self.cancel(batch.request_id)
+                raise
             finally:
                 self.busy -= 1
+                held = time.monotonic() - started
+                slot_seconds += held
+                synthesis_seconds += spoken
+                if self._on_batch is not None:
+                    self._on_batch(batch, held, spoken)
+            if finished:
+                return BatchResult(slot_seconds, synthesis_seconds)
         raise AssertionError("unreachable")
 
     async def stop(self) -> None:

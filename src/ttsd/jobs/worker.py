@@ -1,9 +1,13 @@
-"""The engine worker process: loads the engines once, then runs jobs sent over its pipe.
+"""The engine process: loads its engines once, then only synthesizes.
 
-Messages to the parent: ("ready", pid) | ("fatal", code, message) | ("stage", task_id, stage,
-progress) | ("audio", task_id, sample_rate, pcm bytes) | ("audio_end", task_id) | ("done", task_id,
-outcome) | ("failed", task_id, code, message). From the parent: a Job, ("cancel", task_id), or None
-to stop.
+It is an engine slot and nothing else: a batch of sentences comes in, raw samples go back one
+sentence at a time, and the slot is free for the next batch the moment the last one is sent.
+Joining, encoding, storing and indexing happen elsewhere (``jobs.synth`` in the post-processing
+stage), so the scarce device never waits for CPU work.
+
+Messages to the parent: ("ready", pid) | ("fatal", code, message) | ("sentence", request_id, index,
+sample_rate, float32 bytes, seconds) | ("done", request_id) | ("failed", request_id, code, message).
+From the parent: a SentenceBatch, ("cancel", request_id), or None to stop.
 """
 
 from __future__ import annotations
@@ -11,40 +15,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from multiprocessing.connection import Connection
 
 import numpy as np
 
-from ..audio import Pcm16
-from ..backends import build_index, build_store, load_engines
+from ..backends import load_engines
 from ..config import Settings
+from ..engines import Voice
 from ..errors import JobCancelled, TtsdError
 from ..logs import configure_logging
-from ..state.base import Stage
-from .model import Job
-from .synth import run_job
+from .model import SentenceBatch
 
 log = logging.getLogger("ttsd.worker")
 
 
-class PipeReporter:
-    def __init__(self, conn: Connection, task_id: str) -> None:
-        self._conn = conn
-        self._task_id = task_id
-
-    def stage(self, stage: Stage, progress: int) -> None:
-        self._conn.send(("stage", self._task_id, stage.value, progress))
-
-    def audio(self, pcm: Pcm16, sample_rate: int) -> None:
-        self._conn.send(("audio", self._task_id, sample_rate, pcm.tobytes()))
-        # Cancellations arrive on the same pipe while a job runs; look between sentences.
-        while self._conn.poll():
-            message = self._conn.recv()
-            if message == ("cancel", self._task_id):
-                raise JobCancelled("every listener of this stream left")
-
-    def audio_end(self) -> None:
-        self._conn.send(("audio_end", self._task_id))
+def _cancelled(conn: Connection, request_id: str) -> bool:
+    """Cancellations arrive on the same pipe while a batch runs; they are read between sentences."""
+    cancelled = False
+    while conn.poll():
+        message = conn.recv()
+        if message == ("cancel", request_id):
+            cancelled = True
+    return cancelled
 
 
 def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
@@ -56,8 +49,6 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     os.nice(settings.engine_nice)
     try:
         engines = load_engines(settings)
-        store = build_store(settings)
-        index = build_index(settings)
     except TtsdError as exc:
         conn.send(("fatal", exc.code, exc.message))
         return
@@ -66,28 +57,28 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            job: Job | tuple[str, str] | None = conn.recv()
+            batch: SentenceBatch | tuple[str, str] | None = conn.recv()
         except (EOFError, OSError):
             break  # the parent is gone
-        if job is None:
+        if batch is None:
             break
-        if not isinstance(job, Job):
-            continue  # a cancellation that arrived after its job had finished
+        if not isinstance(batch, SentenceBatch):
+            continue  # a cancellation that arrived after its batch had finished
         try:
-            outcome = run_job(
-                job,
-                engines,
-                store,
-                index,
-                PipeReporter(conn, job.task_id),
-                cache_ttl=settings.cache_ttl,
-                cache_max_bytes=settings.cache_max_bytes,
-            )
+            engine = engines[batch.engine]
+            voice = Voice(batch.voice, batch.engine, batch.speaker, batch.language, "", "")
+            for i, sentence in zip(batch.indices, batch.sentences, strict=True):
+                if _cancelled(conn, batch.request_id):
+                    raise JobCancelled("every listener of this stream left")
+                started = time.perf_counter()
+                raw = engine.synthesize(sentence, voice, speed=batch.speed, seed=batch.seed)
+                seconds = time.perf_counter() - started
+                samples = np.asarray(raw, dtype=np.float32)
+                conn.send(("sentence", batch.request_id, i, engine.sample_rate, samples.tobytes(), seconds))
         except TtsdError as exc:
-            conn.send(("failed", job.task_id, exc.code, exc.message))
+            conn.send(("failed", batch.request_id, exc.code, exc.message))
         except Exception:  # a fault boundary: one bad text must not take the worker down
-            log.exception("job failed", extra={"task_id": job.task_id, "key": job.key})
-            conn.send(("failed", job.task_id, "synthesis_failed", "the engine failed on this text"))
+            log.exception("synthesis failed", extra={"request_id": batch.request_id})
+            conn.send(("failed", batch.request_id, "synthesis_failed", "the engine failed on this text"))
         else:
-            conn.send(("done", job.task_id, outcome))
-    index.close()
+            conn.send(("done", batch.request_id))

@@ -33,6 +33,9 @@ class CacheEntry:
 class CacheStats:
     entries: int
     bytes: int
+    # Of which sentence pieces (the second cache level).
+    pieces: int = 0
+    piece_bytes: int = 0
 
 
 class CacheIndex(ABC):
@@ -56,7 +59,9 @@ class CacheIndex(ABC):
         returns the object names dropped, for the caller to delete."""
 
     @abstractmethod
-    def stats(self) -> CacheStats: ...
+    def stats(self, *, levels: bool = False) -> CacheStats:
+        """Entries and bytes; with ``levels``, also how many of them are sentence pieces (may
+        scan the whole index)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -103,6 +108,10 @@ class TaskStatus(BaseModel):
     format: str
     audio_id: str | None = None
     error: TaskError | None = None
+    # Once the job has looked for its sentences in the piece cache: how many the text has, and
+    # how many were found there.
+    sentences: int | None = None
+    sentences_reused: int | None = None
     created_at: float
     updated_at: float
 

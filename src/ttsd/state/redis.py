@@ -26,8 +26,16 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import BackendUnavailable
-from ..metrics import AUDIO_SECONDS, ENCODES, FAILURES, SYNTHESES, SYNTHESIS_SECONDS
-from ..store.base import object_name
+from ..metrics import (
+    AUDIO_SECONDS,
+    ENCODES,
+    FAILURES,
+    SENTENCES,
+    SLOT_BUSY_SECONDS,
+    SYNTHESES,
+    SYNTHESIS_SECONDS,
+)
+from ..store.base import PIECE, object_name
 from .autopipeline import AutoPipeline
 from .base import (
     CacheEntry,
@@ -189,12 +197,19 @@ class RedisCacheIndex(CacheIndex):
         return [_member_object(m) for m in dropped]
 
     @guarded
-    def stats(self) -> CacheStats:
+    def stats(self, *, levels: bool = False) -> CacheStats:
         pipe = self._r.pipeline(transaction=False)
         pipe.zcard(self._k.lru)
         pipe.get(self._k.total_bytes)
         count, total = pipe.execute()
-        return CacheStats(entries=int(count), bytes=int(total or 0))
+        pieces = piece_bytes = 0
+        if levels:  # a scan of every entry's size: for `ttsd cache stats`, not for readiness
+            suffix = f":{PIECE}".encode()
+            for m, size in self._r.hscan_iter(self._k.sizes, count=1000):
+                if m.endswith(suffix):
+                    pieces += 1
+                    piece_bytes += int(size)
+        return CacheStats(int(count), int(total or 0), pieces, piece_bytes)
 
     def close(self) -> None:
         self._r.close()
@@ -338,14 +353,29 @@ class RedisJobStats:
         self._r = client
         self._k = keys
 
-    @guarded
-    def synthesized(self, engine: str, voice: str, seconds: float, audio_seconds: float) -> None:
-        labels = f"{engine}|{voice}"
+    def _add(self, *fields: tuple[str, float]) -> None:
         pipe = self._r.pipeline(transaction=False)
-        pipe.hincrbyfloat(self._k.stats, f"{SYNTHESES[0]}|{labels}", 1)
-        pipe.hincrbyfloat(self._k.stats, f"{SYNTHESIS_SECONDS[0]}|{labels}", seconds)
-        pipe.hincrbyfloat(self._k.stats, f"{AUDIO_SECONDS[0]}|{labels}", audio_seconds)
+        for field, amount in fields:
+            pipe.hincrbyfloat(self._k.stats, field, amount)
         pipe.execute()
+
+    @guarded
+    def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
+        labels = f"{engine}|{voice}"
+        self._add((f"{SYNTHESES[0]}|{labels}", 1), (f"{AUDIO_SECONDS[0]}|{labels}", audio_seconds))
+
+    @guarded
+    def engine_time(self, engine: str, voice: str, busy_seconds: float, synthesis_seconds: float) -> None:
+        labels = f"{engine}|{voice}"
+        self._add(
+            (f"{SLOT_BUSY_SECONDS[0]}|{labels}", busy_seconds),
+            (f"{SYNTHESIS_SECONDS[0]}|{labels}", synthesis_seconds),
+        )
+
+    @guarded
+    def sentences(self, *, reused: int, made: int, merged: int) -> None:
+        counts = (("hit", reused), ("miss", made), ("merged", merged))
+        self._add(*((f"{SENTENCES[0]}|{result}", count) for result, count in counts if count))
 
     @guarded
     def encoded(self, fmt: str) -> None:
@@ -359,6 +389,8 @@ class RedisJobStats:
         families = {
             SYNTHESES[0]: CounterMetricFamily(*SYNTHESES, labels=["engine", "voice"]),
             SYNTHESIS_SECONDS[0]: CounterMetricFamily(*SYNTHESIS_SECONDS, labels=["engine", "voice"]),
+            SLOT_BUSY_SECONDS[0]: CounterMetricFamily(*SLOT_BUSY_SECONDS, labels=["engine", "voice"]),
+            SENTENCES[0]: CounterMetricFamily(*SENTENCES, labels=["result"]),
             AUDIO_SECONDS[0]: CounterMetricFamily(*AUDIO_SECONDS, labels=["engine", "voice"]),
             ENCODES[0]: CounterMetricFamily(*ENCODES, labels=["format"]),
             FAILURES[0]: CounterMetricFamily(*FAILURES, labels=["code"]),

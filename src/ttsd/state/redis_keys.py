@@ -83,9 +83,10 @@ class RedisKeys:
         """Set when a job should stop; the worker looks between sentences."""
         return f"{self.prefix}:cancel:{task_id}"
 
-    def master_lock(self, key: str) -> str:
-        """Held while one worker synthesizes a text's master, so other formats wait and reuse it."""
-        return f"{self.prefix}:lock:master:{key}"
+    def piece_claim(self, key: str) -> str:
+        """Held (a lease its worker renews) while one worker makes a sentence's piece, so other
+        workers that need the same sentence wait and reuse it."""
+        return f"{self.prefix}:claim:piece:{key}"
 
     def rate(self, caller: str) -> str:
         """A caller's token bucket (a hash id, never the API key); expires once full again."""

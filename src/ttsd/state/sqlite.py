@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..store.base import PIECE
 from .base import CacheEntry, CacheIndex, CacheStats
 
 _SCHEMA = """
@@ -112,10 +113,20 @@ class SqliteCacheIndex(CacheIndex):
                 raise
         return [entry.object_name for entry in dropped]
 
-    def stats(self) -> CacheStats:
+    def stats(self, *, levels: bool = False) -> CacheStats:
+        if not levels:
+            with self._lock:
+                count, size = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries"
+                ).fetchone()
+            return CacheStats(int(count), int(size))
         with self._lock:
-            count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
-        return CacheStats(entries=int(count), bytes=int(size))
+            count, size, pieces, piece_bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(fmt = ?), 0),"
+                " COALESCE(SUM(CASE WHEN fmt = ? THEN size ELSE 0 END), 0) FROM entries",
+                (PIECE, PIECE),
+            ).fetchone()
+        return CacheStats(int(count), int(size), int(pieces), int(piece_bytes))
 
     def close(self) -> None:
         with self._lock:

@@ -26,13 +26,18 @@ Location = LocalFile | Redirect
 
 
 MASTER = "master"
+# One sentence's audio, for reuse across texts: raw int16 samples, checked against the index's
+# size and digest when read (see jobs/synth.py).
+PIECE = "piece"
+_LEAVES = {MASTER: "master.flac", PIECE: "piece.pcm"}
+_KINDS = {leaf: kind for kind, leaf in _LEAVES.items()}
 
 
 def object_name(key: str, fmt: str) -> str:
-    """Where the file for (key, format) lives; ``fmt`` is a format name or ``MASTER``.
+    """Where the file for (key, format) lives; ``fmt`` is a format name, ``MASTER`` or ``PIECE``.
 
     Two hex characters of fan-out keep directories (and S3 listing prefixes) small."""
-    leaf = "master.flac" if fmt == MASTER else f"audio.{fmt}"
+    leaf = _LEAVES.get(fmt) or f"audio.{fmt}"
     return f"{key[:2]}/{key}/{leaf}"
 
 
@@ -41,8 +46,8 @@ def parse_object_name(name: str) -> tuple[str, str] | None:
     parts = name.split("/")
     if len(parts) != 3:
         return None
-    if parts[2] == "master.flac":
-        return parts[1], MASTER
+    if parts[2] in _KINDS:
+        return parts[1], _KINDS[parts[2]]
     stem, _, fmt = parts[2].partition(".")
     return (parts[1], fmt) if stem == "audio" and fmt else None
 

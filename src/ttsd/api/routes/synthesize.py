@@ -22,7 +22,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @functools.lru_cache(maxsize=4096)
 def _done(key: str, fmt: str, url: str, duration: float) -> str:
     """A hit's body, the same for every repeat of it: made once."""
-    return Done(key=key, format=fmt, url=url, duration=round(duration, 3)).model_dump_json()
+    done = Done(key=key, format=fmt, url=url, duration=round(duration, 3))
+    return done.model_dump_json(exclude={"sentences", "sentences_reused"})
 
 
 async def answer(
@@ -37,6 +38,17 @@ async def answer(
         url = service.audio_url(entry.key, entry.fmt, base)
         if redirect:
             return RedirectResponse(url, status_code=302)
+        if result.sentences is not None:  # assembled from cached sentences just now
+            annotate(scope, cache="assembled")
+            done = Done(
+                key=entry.key,
+                format=entry.fmt,
+                url=url,
+                duration=round(entry.duration, 3),
+                sentences=result.sentences,
+                sentences_reused=result.sentences,
+            )
+            return Response(done.model_dump_json(), media_type="application/json")
         return Response(_done(entry.key, entry.fmt, url, entry.duration), media_type="application/json")
     status = result.status
     annotate(
@@ -52,6 +64,8 @@ async def answer(
         status_url=status_url(base, status.task_id),
         key=status.key,
         merged=result.merged,
+        sentences=result.sentences,
+        sentences_reused=result.sentences_reused,
     )
     return JSONResponse(
         queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url}
