@@ -114,16 +114,13 @@ def test_streaming_sends_cached_leading_sentences_before_the_engine_speaks(serve
     body = {"input": text, "voice": "en-joe", "response_format": "pcm"}
     with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60) as response:
         assert response.status_code == 200
-        first = b""
-        for chunk in response.iter_raw():
-            first += chunk
-            if first:
-                break
+        chunks = response.iter_raw()
+        first = next(chunk for chunk in chunks if chunk)
         status = httpx.get(f"{server.url}/v1/tasks/{response.headers['x-task-id']}").json()
         # The opening arrived while the engine had most of the text still to speak.
-        assert status["status"] == "running" and status["progress"] < 50, status
+        assert status["status"] in ("queued", "running") and status["progress"] < 50, status
         assert status["sentences"] == 21 and status["sentences_reused"] == 1
-        rest = b"".join(response.iter_raw())
+        rest = b"".join(chunks)
     whole = np.frombuffer(first + rest, dtype="<i2")
     with server.client() as client:
         stored, _ = pcm(server, client, text, "en-joe")

@@ -60,6 +60,7 @@ class Hit(NamedTuple):
     entry: CacheEntry
     # Set when the text was not cached whole but assembled just now from cached sentences.
     sentences: int | None = None
+    task_id: str | None = None
 
 
 class Queued(NamedTuple):
@@ -187,7 +188,7 @@ class TtsService:
         if reused == sentences and not submission.merged:
             entry = await self._assembled(job)
             if entry is not None:
-                return Hit(entry, sentences)
+                return Hit(entry, sentences, job.task_id)
         return Queued(submission.status, submission.merged, sentences, reused)
 
     async def plan(self, job: Job) -> tuple[int, int]:

@@ -71,7 +71,9 @@ class Done(BaseModel):
     url: str
     cached: bool = True
     duration: float
-    # Set when the text was assembled just now from cached sentences, without an engine.
+    # Set when the text was assembled just now from cached sentences, without an engine (its task
+    # stays pollable like any other).
+    task_id: str | None = None
     sentences: int | None = None
     sentences_reused: int | None = None
 

@@ -46,6 +46,13 @@ log = logging.getLogger("ttsd.jobs")
 T = TypeVar("T")
 # A piece that another job failed to make is tried again, by this job, this many times in all.
 _ROUNDS = 3
+# Markers on a round's arrival queue, beside sentence indices.
+_STARTED, _ENDED = -2, -1
+
+
+def _progress(pieces: list[Any]) -> int:
+    """Synthesis is the first 80 % of a job's progress."""
+    return int(80 * sum(p is not None for p in pieces) / len(pieces))
 
 
 class Synthesizer(Protocol):
@@ -293,7 +300,9 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
     )
     made = _Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
     out = _InOrder(reporter, pieces, rate, spec.speed)
-    await reporter.stage(Stage.SYNTHESIZING, 0, sentences=n, sentences_reused=made.reused)
+    # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
+    # once if it needs none), which is what the queue's depth and Retry-After count.
+    await reporter.stage(Stage.QUEUED, 0, sentences=n, sentences_reused=made.reused)
     await out.flush()  # cached leading sentences go out before any engine is asked
     for _ in range(_ROUNDS):
         missing = [i for i in range(n) if pieces[i] is None]
@@ -366,15 +375,22 @@ async def _round(
             indices=tuple(own),
             sentences=tuple(sentences[i] for i in own),
         )
-        batch = asyncio.create_task(host.synthesizer.synthesize(request, on_sentence))
-        batch.add_done_callback(lambda _: arrivals.put_nowait((-1, None)))
+        batch = asyncio.create_task(
+            host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
+        )
+        batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
+    else:
+        await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
     stores: list[asyncio.Future[Any]] = []
     expected = len(own) + len(waits)
     batch_open = batch is not None
     try:
         while expected or batch_open:
             i, pcm = await arrivals.get()
-            if i < 0:  # the batch ended: a failure ends the job, success leaves nothing to wait for
+            if i == _STARTED:
+                await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
+                continue
+            if i == _ENDED:  # a failure ends the job; success leaves nothing to wait for
                 assert batch is not None
                 batch_open = False
                 result = batch.result()
@@ -394,8 +410,7 @@ async def _round(
                     host.flights.resolve(keys[i], pcm)
                     claimed.remove(keys[i])
                     stores.append(asyncio.ensure_future(_store_piece(host, keys[i], pcm, rate, remote)))
-            done = sum(p is not None for p in pieces)
-            await reporter.stage(Stage.SYNTHESIZING, int(80 * done / len(pieces)))
+            await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
             await out.flush()
     finally:
         for task in tasks:

@@ -23,7 +23,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _done(key: str, fmt: str, url: str, duration: float) -> str:
     """A hit's body, the same for every repeat of it: made once."""
     done = Done(key=key, format=fmt, url=url, duration=round(duration, 3))
-    return done.model_dump_json(exclude={"sentences", "sentences_reused"})
+    return done.model_dump_json(exclude={"task_id", "sentences", "sentences_reused"})
 
 
 async def answer(
@@ -45,6 +45,7 @@ async def answer(
                 format=entry.fmt,
                 url=url,
                 duration=round(entry.duration, 3),
+                task_id=result.task_id,
                 sentences=result.sentences,
                 sentences_reused=result.sentences,
             )
