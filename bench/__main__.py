@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from . import first_audio, hits, overload, suite
+from . import first_audio, hits, overload, reuse, suite
 
 SCENARIOS = {
     "all": suite.run,
     "first_audio": first_audio.run,
     "overload": overload.run,
     "hits": hits.run,
+    "reuse": reuse.run,
 }
 
 

@@ -7,6 +7,7 @@ and mp3; opus only takes 8/12/16/24/48 kHz, so it is resampled first (soxr).
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -56,19 +57,30 @@ def get_format(name: str) -> AudioFormat:
 
 
 def to_pcm16(samples: npt.NDArray[Any]) -> Pcm16:
-    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    return np.round(clipped * 32767.0).astype(np.int16)
+    scaled = np.multiply(samples, 32767.0, dtype=np.float32)  # one temporary, then in place
+    np.clip(scaled, -32767.0, 32767.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    pcm: Pcm16 = scaled.astype(np.int16)
+    return pcm
+
+
+@functools.lru_cache(maxsize=16)
+def _ramp(n: int) -> npt.NDArray[np.float32]:
+    return (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
 
 
 def fade(samples: npt.NDArray[np.float32], sample_rate: int) -> Pcm16:
-    """One sentence as it is cached and joined: short fades at both ends against clicks."""
-    audio = np.asarray(samples, dtype=np.float32).copy()
+    """One sentence as it is cached and joined: short fades at both ends against clicks. Only the
+    ends are touched: this runs on the engine slot once per sentence, where a whole-array copy cost
+    more than a fast engine's sentence."""
+    audio = np.asarray(samples, dtype=np.float32)
+    pcm = to_pcm16(audio)
     n = min(int(sample_rate * _FADE_SECONDS), len(audio) // 2)
     if n > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
-        audio[:n] *= ramp
-        audio[-n:] *= ramp[::-1]
-    return to_pcm16(audio)
+        ramp = _ramp(n)
+        pcm[:n] = to_pcm16(audio[:n] * ramp)
+        pcm[-n:] = to_pcm16(audio[-n:] * ramp[::-1])
+    return pcm
 
 
 def pause(sample_rate: int, speed: float) -> Pcm16:

@@ -9,7 +9,6 @@ import asyncio
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .config import Settings
 from .engines import select
 from .errors import TtsdError
 from .jobs.pool import EnginePool
-from .jobs.synth import build_host, run_job
+from .jobs.synth import build_host, post_executor, run_job
 from .metrics import PrometheusJobStats
 from .service import SynthesisRequest, prepare_job
 from .state.base import CacheEntry, CacheStats, Stage
@@ -54,7 +53,7 @@ async def synthesize_all(
     catalogue = Catalogue(select(settings.engines), settings.default_voice)
     index = build_index(settings)
     pool = EnginePool(settings)
-    post = ThreadPoolExecutor(settings.post_workers, thread_name_prefix="ttsd-post")
+    post = post_executor(settings)
     host = build_host(
         settings, pool, build_store(settings), index, PrometheusJobStats(CollectorRegistry()), post
     )

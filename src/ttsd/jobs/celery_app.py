@@ -24,12 +24,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from ..audio import Pcm16
+from ..audio import Pcm16, fade
 from ..backends import build_store, load_engines
 from ..config import Settings
 from ..engines import Engine, Voice
@@ -59,7 +58,7 @@ from ..state.redis import (
 from ..state.redis_keys import RedisKeys
 from .model import Job, JobOutcome, SentenceBatch
 from .pool import BatchHook, BatchResult
-from .synth import build_host, run_job
+from .synth import build_host, post_executor, run_job
 
 log = logging.getLogger("ttsd.worker")
 
@@ -185,7 +184,7 @@ class LocalSynthesizer:
                     functools.partial(engine.synthesize, sentence, voice, speed=batch.speed, seed=batch.seed),
                 )
                 spoken += time.monotonic() - began
-                on_sentence(i, np.asarray(samples, dtype=np.float32), engine.sample_rate)
+                on_sentence(i, fade(samples, engine.sample_rate), engine.sample_rate)
         finally:
             held = time.monotonic() - started
             self._on_batch(batch, held, spoken)
@@ -219,7 +218,7 @@ class WorkerRuntime:
         self.board = RedisTaskBoard(self.client, self.keys, self.settings.task_ttl)
         self.stats = RedisJobStats(self.client, self.keys)
         self.registry = WorkerRegistry(self.client, self.keys)
-        self.post = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="ttsd-post")
+        self.post = post_executor(self.settings)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="ttsd-jobs", daemon=True).start()
         try:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from ..store.base import AudioStore, parse_object_name
 from .base import JobQueue, Submission
 from .model import Job, Piece, SentenceBatch
 from .pool import EnginePool
-from .synth import build_host, run_job
+from .synth import build_host, post_executor, run_job
 
 log = logging.getLogger("ttsd.queue")
 
@@ -113,7 +112,7 @@ class InProcessQueue(JobQueue):
         self._board = board
         self._stats = stats
         self._pool = EnginePool(settings, on_batch=self._on_batch)
-        self._post = ThreadPoolExecutor(settings.post_workers, thread_name_prefix="ttsd-post")
+        self._post = post_executor(settings)
         self._host = build_host(settings, self._pool, store, index, stats, self._post)
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
         self._waiting: set[str] = set()  # accepted jobs that have not yet had an engine slot

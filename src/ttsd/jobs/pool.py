@@ -11,8 +11,10 @@ dies too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import multiprocessing
 import threading
@@ -32,8 +34,8 @@ from .worker import worker_main
 
 log = logging.getLogger("ttsd.pool")
 
-# (index in the text, float32 samples, sample rate): one sentence as the engine spoke it.
-SentenceCallback = Callable[[int, "np.ndarray[Any, np.dtype[np.float32]]", int], None]
+# (index in the text, faded int16 samples, sample rate): one sentence as the engine spoke it.
+SentenceCallback = Callable[[int, "np.ndarray[Any, np.dtype[np.int16]]", int], None]
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
 
@@ -49,16 +51,30 @@ class BatchResult:
 
 
 @dataclass(eq=False)
+class _Assignment:
+    request_id: str  # the caller's (a task id: the same again when the task is asked for again)
+    future: asyncio.Future[float]  # the slot seconds the engine process measured
+    on_sentence: Callable[[int, Any, int, float], None]
+
+
+@dataclass(eq=False)
 class _Worker:
     no: int
     process: BaseProcess
     conn: Connection
     ready: bool = False
     alive: bool = True
-    request_id: str | None = None
-    future: asyncio.Future[None] | None = None
-    on_sentence: Callable[[int, Any, int, float], None] | None = None
+    # Batches sent to this process by wire id (unique per attempt, so a late answer or cancel of
+    # an abandoned batch never touches a newer one of the same task), in the order it speaks them:
+    # the first is being spoken, the next waits in its pipe (``_DEPTH``).
+    assigned: dict[str, _Assignment] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+
+
+# Batches a process holds at once: the one it speaks and the next. Handing over the next batch
+# before the last sentence is out means the engine never waits for this event loop between
+# batches (eSpeak speaks a sentence in 3 ms; a round trip through a busy loop took about 6).
+_DEPTH = 2
 
 
 # Told of every batch's slot time when it ends, finished or not: (batch, held seconds, engine seconds).
@@ -76,13 +92,18 @@ class EnginePool:
         self._ctx = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: set[_Worker] = set()
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._stopping = False
         self._next_no = 0
         self.fatal: str | None = None
         self.restarts = 0
-        self.busy = 0
         self.waiting = 0  # batches waiting for a free slot
+        self._serial = itertools.count()
+
+    @property
+    def busy(self) -> int:
+        """Slots speaking."""
+        return sum(1 for w in self._workers if w.assigned and w.alive)
 
     @property
     def size(self) -> int:
@@ -139,63 +160,97 @@ class EnginePool:
         kind = message[0]
         if kind == "ready":
             worker.ready = True
-            self._idle.put_nowait(worker)
+            self._wake()
         elif kind == "fatal":
             _, code, text = message
             self.fatal = f"{code}: {text}"
             log.error("engine worker cannot start", extra={"worker": worker.no, "error": self.fatal})
         elif kind == "sentence":
             _, request_id, index, rate, data, seconds = message
-            if request_id == worker.request_id and worker.on_sentence is not None:
-                worker.on_sentence(int(index), np.frombuffer(data, dtype=np.float32), int(rate), seconds)
+            assignment = worker.assigned.get(request_id)
+            if assignment is not None:
+                assignment.on_sentence(int(index), np.frombuffer(data, dtype=np.int16), int(rate), seconds)
         elif kind in ("done", "failed"):
-            future = worker.future
-            worker.future = worker.on_sentence = worker.request_id = None
-            if future is not None and not future.done():
+            assignment = worker.assigned.pop(message[1], None)
+            if assignment is not None and not assignment.future.done():
                 if kind == "done":
-                    future.set_result(None)
+                    assignment.future.set_result(message[2])
                 else:
-                    future.set_exception(job_error_from(message[2], message[3]))
-            self._idle.put_nowait(worker)
+                    assignment.future.set_exception(job_error_from(message[2], message[3]))
+            self._wake()
 
     def _on_exit(self, worker: _Worker) -> None:
         worker.alive = False
         self._workers.discard(worker)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if worker.future is not None and not worker.future.done():
-            worker.future.set_exception(_WorkerDied(f"engine process {worker.no} died"))
+        lost = list(worker.assigned)
+        for assignment in worker.assigned.values():
+            if not assignment.future.done():
+                assignment.future.set_exception(_WorkerDied(f"engine process {worker.no} died"))
+        worker.assigned.clear()
         if self._stopping:
             return
         log.warning(
             "engine worker exited",
-            extra={"worker": worker.no, "exitcode": worker.process.exitcode, "request_id": worker.request_id},
+            extra={"worker": worker.no, "exitcode": worker.process.exitcode, "request_ids": lost},
         )
         if not worker.ready and self.fatal is not None:
-            # It could not load its engines; respawning would fail the same way. Its corpse wakes
-            # the waiters so they fail instead of waiting for a slot that will never come.
-            self._idle.put_nowait(worker)
+            # It could not load its engines; respawning would fail the same way. The waiters are
+            # woken so they fail instead of waiting for a slot that will never come.
+            self._wake(everyone=True)
             return
         self.restarts += 1
         self._spawn()
 
+    def _free(self) -> _Worker | None:
+        """The least loaded live process with room for a batch (an idle one first)."""
+        ready = [w for w in self._workers if w.ready and w.alive and len(w.assigned) < _DEPTH]
+        return min(ready, key=lambda w: (len(w.assigned), w.no), default=None)
+
+    def _wake(self, *, everyone: bool = False) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not everyone:
+                    return
+
     async def _acquire(self) -> _Worker:
+        """A process to send a batch to; FIFO among waiters."""
+        first = True
         while True:
             if self.fatal is not None:
                 raise EngineUnavailable(f"engines failed to load ({self.fatal})")
-            worker = await self._idle.get()
-            if worker.alive:
+            worker = self._free()
+            if worker is not None and (not first or not self._waiters):
+                if self._waiters and self._free() is not None:
+                    self._wake()  # room left for the next in line
                 return worker
-            if self.fatal is not None:
-                self._idle.put_nowait(worker)  # pass the news on to the next waiter
+            waiter = asyncio.get_running_loop().create_future()
+            if first:
+                self._waiters.append(waiter)
+            else:  # woken, and the room was gone: first in line again
+                self._waiters.appendleft(waiter)
+            first = False
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done():
+                    self._wake()  # pass the wake-up this waiter took on
+                else:
+                    self._waiters.remove(waiter)
+                raise
 
     def cancel(self, request_id: str) -> bool:
-        """Ask the process speaking ``request_id`` to stop after its current sentence."""
+        """Ask the process holding ``request_id`` to stop after its current sentence (or never to
+        start it)."""
         for worker in self._workers:
-            if worker.request_id == request_id and worker.alive:
-                with contextlib.suppress(OSError):
-                    worker.conn.send(("cancel", request_id))
-                return True
+            for wire, assignment in list(worker.assigned.items()):
+                if assignment.request_id == request_id and worker.alive:
+                    with contextlib.suppress(OSError):
+                        worker.conn.send(("cancel", wire))
+                    return True
         return False
 
     async def synthesize(
@@ -229,17 +284,18 @@ class EnginePool:
                 self.waiting -= 1
             if on_start is not None and attempt == 1:
                 on_start()
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            worker.future, worker.on_sentence, worker.request_id = future, forward, batch.request_id
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            wire = f"{batch.request_id}/{next(self._serial)}"
+            request = dataclasses.replace(request, request_id=wire)
+            worker.assigned[wire] = _Assignment(batch.request_id, future, forward)
             spoken = 0.0
-            self.busy += 1
             started = time.monotonic()
-            finished = False
+            held: float | None = None
             try:
                 worker.conn.send(request)
-                await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
-                finished = True
+                held = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
             except (_WorkerDied, BrokenPipeError, OSError) as exc:
+                worker.assigned.pop(wire, None)
                 log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
                 if attempt == _MAX_ATTEMPTS:
                     raise EngineCrashed("the engine process crashed twice on this request") from exc
@@ -253,13 +309,13 @@ class EnginePool:
                 self.cancel(batch.request_id)
                 raise
             finally:
-                self.busy -= 1
-                held = time.monotonic() - started
+                if held is None:  # not finished: what this side saw (an upper bound)
+                    held = time.monotonic() - started
                 slot_seconds += held
                 synthesis_seconds += spoken
                 if self._on_batch is not None:
                     self._on_batch(batch, held, spoken)
-            if finished:
+            if future.done() and not future.cancelled() and future.exception() is None:
                 return BatchResult(slot_seconds, synthesis_seconds)
         raise AssertionError("unreachable")
 

@@ -22,9 +22,11 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -56,7 +58,7 @@ def _progress(pieces: list[Any]) -> int:
 
 
 class Synthesizer(Protocol):
-    """Engine slots (``jobs.pool.EnginePool``)."""
+    """Engine slots (``jobs.pool.EnginePool``): each sentence comes back faded (``audio.fade``)."""
 
     async def synthesize(
         self,
@@ -355,8 +357,8 @@ async def _round(
 
     arrivals: asyncio.Queue[tuple[int, audio.Pcm16 | None]] = asyncio.Queue()
 
-    def on_sentence(i: int, samples: Any, sample_rate: int) -> None:
-        arrivals.put_nowait((i, audio.fade(samples, sample_rate)))
+    def on_sentence(i: int, pcm: audio.Pcm16, sample_rate: int) -> None:
+        arrivals.put_nowait((i, pcm))
 
     async def waited(i: int, wait: Awaitable[audio.Pcm16 | None]) -> None:
         arrivals.put_nowait((i, await wait))
@@ -472,7 +474,11 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         made = await _make_master(job, host, reporter)
         await reporter.audio_end()
     await reporter.stage(Stage.ENCODING, 85)
-    master, data = await host.run(_encode, job, made.pcm, made.rate, not made.from_cache)
+    # With its sentences cached as pieces a text's master is redundant (any other format of it is
+    # a near-hit, assembled from them), so it is kept only for engines without sentence reuse:
+    # one encode, one file and one index write fewer per text.
+    with_master = not made.from_cache and job.spec.engine not in host.reuse_engines
+    master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
     await reporter.stage(Stage.STORING, 95)
     duration = len(made.pcm) / made.rate
     entry, evicted = await host.run(_store, job, host, duration, made.rate, master, data)
@@ -523,4 +529,19 @@ def build_host(
             if settings.reuses_sentences(name, engine_default=spec.sentence_reuse)
         ),
         claims=claims,
+    )
+
+
+def post_executor(settings: Settings) -> ThreadPoolExecutor:
+    """The post-processing stage's threads. On shared cores they yield to the engines (and the
+    engines to the event loop): a piece stored a moment later costs nothing, an engine slot that
+    waits for CPU costs the scarce thing."""
+    nice = min(19, settings.engine_nice + 5)
+
+    def lower_priority() -> None:
+        with contextlib.suppress(OSError):  # Linux: a thread is a task with its own priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+    return ThreadPoolExecutor(
+        settings.post_workers, thread_name_prefix="ttsd-post", initializer=lower_priority
     )
