@@ -84,3 +84,41 @@ def test_board_keeps_unfinished_tasks_and_expires_finished_ones() -> None:
     time.sleep(0.1)
     assert board.get("1" * 32) is not None
     assert board.get("2" * 32) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_pieces_share_the_byte_budget_and_are_counted_apart(backend: str, tmp_path: Path) -> None:
+    """Sentence pieces live in the same index as texts: one TTL, one LRU, one budget; ``stats``
+    tells the two levels apart."""
+    import redis
+
+    from ttsd.state.redis import RedisCacheIndex
+    from ttsd.state.redis_keys import RedisKeys
+    from ttsd.store.base import PIECE
+
+    from .conftest import Redis
+
+    redis_server = None
+    index: SqliteCacheIndex | RedisCacheIndex
+    if backend == "sqlite":
+        index = SqliteCacheIndex(tmp_path / "i.db")
+    else:
+        redis_server = Redis(tmp_path)
+        redis_server.start()
+        index = RedisCacheIndex(redis.Redis.from_url(redis_server.url), RedisKeys("t"))
+    try:
+        index.put(entry("a" * 64, PIECE, size=100))
+        time.sleep(0.01)
+        index.put(entry("b" * 64, "wav", size=300))
+        time.sleep(0.01)
+        index.put(entry("c" * 64, PIECE, size=50))
+        stats = index.stats(levels=True)
+        assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (3, 450, 2, 150)
+        assert index.stats().pieces == 0  # the cheap form, for readiness, does not scan
+        assert index.evict(max_bytes=400) == [object_name("a" * 64, PIECE)]  # least recently used
+        stats = index.stats(levels=True)
+        assert (stats.entries, stats.pieces, stats.piece_bytes) == (2, 1, 50)
+    finally:
+        index.close()
+        if redis_server is not None:
+            redis_server.stop()
