@@ -104,3 +104,16 @@ def table(rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def update_readme_block(name: str, results: str) -> None:
+    """Put a benchmark's results (without their heading line) between the README's
+    ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, when both are there."""
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        _, after = rest.split(end, 1)
+        body = results.split("\n", 2)[2]
+        readme.write_text(f"{before}{start}\n{body}{end}{after}")

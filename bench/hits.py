@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import psutil
 
-from .common import RESULTS, ROOT, commit, free_port, machine, table, ttsd_process
+from .common import RESULTS, ROOT, commit, free_port, machine, table, ttsd_process, update_readme_block
 
 SECONDS = 15
 WARMUP_SECONDS = 2
@@ -278,7 +278,7 @@ def run() -> dict[str, Any]:
     (RESULTS / "hits.json").write_text(json.dumps(result, indent=2))
     text = render(result)
     (RESULTS / "hits.md").write_text(text)
-    _update_readme(text)
+    update_readme_block("hits", text)
     print(text)
     return result
 
@@ -344,14 +344,3 @@ def render(result: dict[str, Any]) -> str:
         f"on; file {result['notes'].get('file_bytes', 0) / 1024:.0f} KB (mp3).\n\n"
         f"{table(table_rows)}\n\n" + "\n".join(ratios) + "\n"
     )
-
-
-def _update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench:hits -->", "<!-- /bench:hits -->"
-    if start in content and end in content:
-        before, rest = content.split(start, 1)
-        _, after = rest.split(end, 1)
-        body = text.split("\n", 2)[2]  # the results without their heading
-        readme.write_text(f"{before}{start}\n{body}{end}{after}")

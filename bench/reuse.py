@@ -32,7 +32,7 @@ import httpx
 import psutil
 
 from . import support_corpus
-from .common import RESULTS, ROOT, commit, machine, table, ttsd_process, ttsd_server
+from .common import RESULTS, commit, machine, table, ttsd_process, ttsd_server, update_readme_block
 from .overload import percentile
 from .suite import metric
 
@@ -472,7 +472,7 @@ def run() -> dict[str, Any]:
     (RESULTS / "reuse.json").write_text(json.dumps(result, indent=2))
     text = render(result)
     (RESULTS / "reuse.md").write_text(text)
-    _update_readme(text)
+    update_readme_block("reuse", text)
     print(text)
     return result
 
@@ -589,19 +589,6 @@ def render(r: dict[str, Any]) -> str:
         f"{table(latency_rows)}\n\n"
         f"{table(targets)}\n" + ("\nAnomalies:\n\n" + "\n".join(anomalies) + "\n" if anomalies else "")
     )
-
-
-README_START, README_END = "<!-- bench:reuse -->", "<!-- /bench:reuse -->"
-
-
-def _update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if README_START in content and README_END in content:
-        before, rest = content.split(README_START, 1)
-        _, after = rest.split(README_END, 1)
-        body = text.split("\n", 2)[2]  # the results without their heading
-        readme.write_text(f"{before}{README_START}\n{body}{README_END}{after}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
+from .engines.base import Voice
+
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -28,6 +30,11 @@ class SynthesisSpec:
     text: str
     speed: float
     seed: int | None
+
+    @property
+    def voice_ref(self) -> Voice:
+        """The voice as an engine takes it."""
+        return Voice(self.voice, self.engine, self.speaker, self.language, "", "")
 
     @property
     def key(self) -> str:

@@ -31,7 +31,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from ..audio import Pcm16, fade
 from ..backends import build_store, load_engines
 from ..config import Settings
-from ..engines import Engine, Voice
+from ..engines import Engine
 from ..errors import (
     BackendUnavailable,
     EngineCrashed,
@@ -170,8 +170,8 @@ class LocalSynthesizer:
         on_start: Callable[[], None] | None = None,
     ) -> BatchResult:
         loop = asyncio.get_running_loop()
-        engine = self._engines[batch.engine]
-        voice = Voice(batch.voice, batch.engine, batch.speaker, batch.language, "", "")
+        spec = batch.spec
+        engine, voice = self._engines[spec.engine], spec.voice_ref
         if on_start is not None:
             on_start()
         started = time.monotonic()
@@ -181,7 +181,7 @@ class LocalSynthesizer:
                 began = time.monotonic()
                 samples = await loop.run_in_executor(
                     self._thread,
-                    functools.partial(engine.synthesize, sentence, voice, speed=batch.speed, seed=batch.seed),
+                    functools.partial(engine.synthesize, sentence, voice, speed=spec.speed, seed=spec.seed),
                 )
                 spoken += time.monotonic() - began
                 on_sentence(i, fade(samples, engine.sample_rate), engine.sample_rate)
@@ -240,7 +240,7 @@ class WorkerRuntime:
 
     def _record(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
         with contextlib.suppress(BackendUnavailable):
-            self.stats.engine_time(batch.engine, batch.voice, busy_seconds, synthesis_seconds)
+            self.stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
 
     def _heartbeat(self) -> None:
         while not self._stop.is_set():

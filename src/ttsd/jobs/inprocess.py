@@ -128,7 +128,7 @@ class InProcessQueue(JobQueue):
         metrics.watch(metrics.engine_restarts, lambda: self._pool.restarts)
 
     def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
-        self._stats.engine_time(batch.engine, batch.voice, busy_seconds, synthesis_seconds)
+        self._stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
         # Retry-After and shedding divide the work ahead by what a slot takes per job.
         if self._measured:
             self._job_seconds += _EWMA * (busy_seconds - self._job_seconds)

@@ -46,16 +46,12 @@ class Job:
 
 @dataclass(frozen=True)
 class SentenceBatch:
-    """What an engine slot is asked to do: speak these sentences of one voice, in order.
-    ``indices`` are the sentences' places in their text, echoed back with each result."""
+    """What an engine slot is asked to do: speak these sentences of one text (``spec`` names the
+    engine, voice, speed and seed), in order. ``indices`` are the sentences' places in the text,
+    echoed back with each result."""
 
     request_id: str
-    engine: str
-    voice: str
-    speaker: str
-    language: str
-    speed: float
-    seed: int | None
+    spec: SynthesisSpec
     indices: tuple[int, ...]
     sentences: tuple[str, ...]
 

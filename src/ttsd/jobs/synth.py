@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import audio
 from ..config import Settings
-from ..engines import Engine, Voice, select
+from ..engines import Engine, select
 from ..errors import AudioNotFound, JobError, StorageError
 from ..keys import SynthesisSpec
 from ..metrics import JobStats
@@ -214,7 +214,7 @@ def synthesize_master(
 ) -> audio.Pcm16:
     """A whole text on a loaded engine, with no cache or slots (``ttsd say``, benchmarks): the same
     sentences, fades and joins as the service."""
-    voice = Voice(spec.voice, spec.engine, spec.speaker, spec.language, "", "")
+    voice = spec.voice_ref
     sentences = split_sentences(spec.text)
     rate = engine.sample_rate
     gap = audio.pause(rate, spec.speed)
@@ -367,17 +367,7 @@ async def _round(
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
     batch: asyncio.Task[Any] | None = None
     if own:
-        request = SentenceBatch(
-            request_id=job.task_id,
-            engine=spec.engine,
-            voice=spec.voice,
-            speaker=spec.speaker,
-            language=spec.language,
-            speed=spec.speed,
-            seed=spec.seed,
-            indices=tuple(own),
-            sentences=tuple(sentences[i] for i in own),
-        )
+        request = SentenceBatch(job.task_id, spec, tuple(own), tuple(sentences[i] for i in own))
         batch = asyncio.create_task(
             host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
         )

@@ -34,7 +34,6 @@ import numpy as np
 from ..audio import fade
 from ..backends import load_engines
 from ..config import Settings
-from ..engines import Voice
 from ..errors import JobCancelled, TtsdError
 from ..logs import configure_logging
 from .model import SentenceBatch
@@ -112,14 +111,14 @@ def _serve(
         batch = inbox.batches.popleft()
         started = time.perf_counter()
         try:
-            engine = engines[batch.engine]
-            voice = Voice(batch.voice, batch.engine, batch.speaker, batch.language, "", "")
+            spec = batch.spec
+            engine, voice = engines[spec.engine], spec.voice_ref
             for i, sentence in zip(batch.indices, batch.sentences, strict=True):
                 inbox.read(block=False)
                 if batch.request_id in inbox.cancelled:
                     raise JobCancelled("every listener of this stream left")
                 began = time.perf_counter()
-                raw = engine.synthesize(sentence, voice, speed=batch.speed, seed=batch.seed)
+                raw = engine.synthesize(sentence, voice, speed=spec.speed, seed=spec.seed)
                 seconds = time.perf_counter() - began
                 pcm = fade(raw, engine.sample_rate)
                 outbox.put(("sentence", batch.request_id, i, engine.sample_rate, pcm.tobytes(), seconds))
