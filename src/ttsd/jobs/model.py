@@ -91,4 +91,5 @@ class Reporter(Protocol):
         JobCancelled when every listener of a streamed job has gone, so the engine stops."""
 
     async def audio_end(self) -> None:
-        """The master is complete (not called when it came from the cache whole)."""
+        """Every sentence was sent and the text is stored (not called when its master came from
+        the cache whole)."""

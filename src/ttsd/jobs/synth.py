@@ -463,17 +463,22 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         made = _Made(cached[0], cached[1], from_cache=True)
     else:
         made = await _make_master(job, host, reporter)
-        await reporter.audio_end()
-    await reporter.stage(Stage.ENCODING, 85)
-    # With its sentences cached as pieces a text's master is redundant (any other format of it is
-    # a near-hit, assembled from them), so it is kept only for engines without sentence reuse:
-    # one encode, one file and one index write fewer per text.
-    with_master = not made.from_cache and job.spec.engine not in host.reuse_engines
-    master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
-    await reporter.stage(Stage.STORING, 95)
-    duration = len(made.pcm) / made.rate
-    entry, evicted = await host.run(_store, job, host, duration, made.rate, master, data)
-    await host.run(_record, host.stats, job, made)
+    try:
+        await reporter.stage(Stage.ENCODING, 85)
+        # With its sentences cached as pieces a text's master is redundant (any other format of it
+        # is a near-hit, assembled from them), so it is kept only for engines without sentence
+        # reuse: one encode, one file and one index write fewer per text.
+        with_master = not made.from_cache and job.spec.engine not in host.reuse_engines
+        master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
+        await reporter.stage(Stage.STORING, 95)
+        duration = len(made.pcm) / made.rate
+        entry, evicted = await host.run(_store, job, host, duration, made.rate, master, data)
+        await host.run(_record, host.stats, job, made)
+    finally:
+        if not made.from_cache:
+            # Streams end once the text is stored and counted, so a repeat right after a stream is
+            # a hit. They end cleanly even if storing failed: every sample was already sent.
+            await reporter.audio_end()
     return JobOutcome(
         entry=entry,
         synthesized=made.synthesized > 0,
