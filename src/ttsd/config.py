@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -33,11 +33,16 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("ttsd", pattern=r"^[A-Za-z0-9_.-]+$")
-    # Seconds a delivered job may stay unacknowledged before the broker hands it to another worker
-    # (a worker that vanished without a trace). Must exceed the longest job.
+    # Distributed mode: a worker holds a lease on each job it has taken (started or not) and renews
+    # it every fifth of this; a job whose lease lapses (worker killed, frozen, cut off) is queued
+    # again within this many seconds plus one. Independent of TTSD_JOB_TIMEOUT.
+    job_lease: float = Field(10.0, ge=2, le=600)
+    # The broker's own last resort: a message a worker took and never acknowledged is delivered
+    # again after this long. Leases recover lost jobs far sooner; a late duplicate finds its job
+    # finished or leased and is dropped. Independent of TTSD_JOB_TIMEOUT.
     visibility_timeout: int = Field(900, ge=5)
-    # A job accepted but not picked up by any worker for this long is published again: Redis's
-    # broker can lose a message popped by a worker whose connection broke at that instant.
+    # A job published but taken by no worker for this long is published again: Redis's broker can
+    # lose a message popped by a worker whose connection broke at that instant.
     requeue_after: float = Field(120.0, gt=0)
 
     s3_endpoint_url: str | None = None
@@ -70,9 +75,9 @@ class Settings(BaseSettings):
     job_timeout: float = Field(300.0, gt=0)
     # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.
     shutdown_grace: float = Field(60.0, ge=0)
-    # Distributed mode: retries (with exponential back-off from 1 s) of a job that met a transient
-    # fault (object storage or Redis away) before it fails for good.
-    job_retries: int = Field(4, ge=0, le=20)
+    # Distributed mode: retries of a job that met object storage away (back-off 1, 2, 4, 8, then
+    # every 10 s: the default rides out about 35 s) before it fails for good.
+    job_retries: int = Field(6, ge=0, le=20)
 
     cache_ttl: int = Field(86400, ge=1)
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)
@@ -104,14 +109,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
-
-    @model_validator(mode="after")
-    def _check_timeouts(self) -> Settings:
-        if self.queue == "celery" and self.visibility_timeout <= self.job_timeout:
-            raise ValueError(
-                "TTSD_VISIBILITY_TIMEOUT must exceed TTSD_JOB_TIMEOUT, or running jobs get redelivered"
-            )
-        return self
 
     def reuses_sentences(self, engine: str, *, engine_default: bool = True) -> bool:
         return self.sentence_reuse and engine_default and engine not in self.sentence_reuse_except

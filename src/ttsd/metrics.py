@@ -88,6 +88,12 @@ class Metrics:
         self.engine_restarts = Gauge(
             "ttsd_engine_restarts", "Engine processes replaced after a crash", registry=r
         )
+        self.requeued = Counter(
+            "ttsd_jobs_requeued",
+            "Jobs queued again by this API process: lease lapsed (worker lost) or never taken",
+            ["reason"],
+            registry=r,
+        )
 
     def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
         gauge.set_function(read)

@@ -14,6 +14,7 @@ from .audio_stream import STREAMABLE, StreamEncoder
 from .config import Settings
 from .errors import (
     AudioNotFound,
+    BackendUnavailable,
     IdempotencyConflict,
     InvalidRequest,
     NotReady,
@@ -166,7 +167,14 @@ class TtsService:
         """The index entry for (key, format): from memory when it was read a moment ago."""
         entry = self.recent.get(key, fmt)
         if entry is None:
-            entry = await self.index.aget(key, fmt)
+            try:
+                entry = await self.index.aget(key, fmt)
+            except BackendUnavailable:
+                # The index is away: a hit this process answered before still answers.
+                entry = self.recent.last_known(key, fmt)
+                if entry is None:
+                    raise
+                return entry
             if entry is not None:
                 self.recent.put(entry)
         return entry

@@ -20,18 +20,22 @@ from kombu.exceptions import OperationalError
 from ..config import Settings
 from ..errors import BackendUnavailable, Overloaded, job_error_from
 from ..metrics import Metrics
-from ..state.base import Stage, TaskBoard, TaskStatus
+from ..state.base import TaskBoard, TaskStatus
+from ..state.leases import JobLeases
 from ..state.recent import RecentEntries
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys, parse_member
 from .base import JobQueue, Submission
-from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery
+from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery, mark_ttl, publication
 from .model import Job, Piece
 
 log = logging.getLogger("ttsd.queue")
 
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
-_SWEEP_SECONDS = 5.0
+# Lapsed leases are looked for this often (each lapsed job is handed on by exactly one API
+# process); jobs published but never taken, under a lock, every few of these.
+_SWEEP_SECONDS = 1.0
+_PENDING_SWEEP_EVERY = 5
 _XREAD_BLOCK_MS = 500
 
 
@@ -54,8 +58,10 @@ class CeleryQueue(JobQueue):
         self._broker_queue = broker_queue_key(settings)
         # Blocking stream reads must not hold the event loop: they use an asyncio client.
         self._async_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        # A mark outlives a redelivery; a job not heard of for this long is presumed lost.
-        self._mark_ttl = settings.visibility_timeout + int(settings.job_timeout) + 60
+        # A mark outlives every redelivery; a job not heard of for this long is presumed lost.
+        self._mark_ttl = mark_ttl(settings)
+        self._leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
+        self._requeued = metrics.requeued
         metrics.watch(metrics.queue_depth, self._gauge(lambda: self.depth))
         metrics.watch(metrics.slots, self._gauge(self._registry.alive))
         busy_window = settings.job_timeout + 60
@@ -148,7 +154,7 @@ class CeleryQueue(JobQueue):
             pipe.zadd(self._keys.pending, {job.task_id: time.time()})
             pipe.execute()
         try:
-            self._publish(job.task_id, payload)
+            self._publish(job.task_id, job.to_dict())
         except BackendUnavailable:
             with contextlib.suppress(BackendUnavailable), redis_errors():
                 self._client.delete(mark)
@@ -156,17 +162,18 @@ class CeleryQueue(JobQueue):
             raise
         return Submission(status, merged=False)
 
-    def _publish(self, task_id: str, payload: str) -> None:
+    def _publish(self, task_id: str, payload: dict[str, Any]) -> None:
         try:
             self._app.send_task(
-                TASK_NAME, args=[json.loads(payload)], task_id=task_id, queue=QUEUE, retry=False
+                TASK_NAME, args=[publication(payload)], task_id=task_id, queue=QUEUE, retry=False
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
 
     async def _watch_evictions(self) -> None:
         """Forget what any worker evicts, as it happens. While not subscribed (Redis away, or
-        reconnecting) evictions go unheard, so the memory is cleared at every (re)subscription."""
+        reconnecting) evictions go unheard, so the memory is cleared at every (re)subscription;
+        not before, so that while Redis is away what it holds still answers hits."""
         while True:
             try:
                 async with self._async_client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -176,38 +183,56 @@ class CeleryQueue(JobQueue):
                         for dropped in message["data"].split():
                             self._recent.drop(*parse_member(dropped))
             except (redis.RedisError, OSError):
-                self._recent.clear()
                 await asyncio.sleep(1.0)
 
     async def _sweep_forever(self) -> None:
+        ticks = 0
+        resumed = True
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
-            with contextlib.suppress(BackendUnavailable):
-                self.sweep()
+            ticks += 1
+            try:
+                if resumed:
+                    # Redis was away: no worker could renew its lease either. Give them a beat to
+                    # renew before handing on what only looks lapsed.
+                    resumed = False
+                    await asyncio.sleep(self._settings.job_lease / 2)
+                await asyncio.to_thread(self.sweep, pending=ticks % _PENDING_SWEEP_EVERY == 0)
+            except BackendUnavailable:
+                resumed = True
+            except Exception:  # the sweeper must outlive any one bad sweep
+                log.exception("sweep failed")
 
-    def sweep(self) -> int:
-        """Publish again the jobs accepted long ago that no worker has started; returns how many."""
-        with redis_errors():
-            if not self._client.set(self._keys.sweeper, b"1", nx=True, ex=int(_SWEEP_SECONDS) + 1):
-                return 0  # another API process is sweeping
-            cutoff = time.time() - self._settings.requeue_after
-            found: Any = self._client.zrangebyscore(self._keys.pending, "-inf", cutoff)
-        lost = [t.decode() for t in found]
+    def sweep(self, *, pending: bool = True) -> int:
+        """Publish again the jobs whose lease lapsed (their worker is lost) and, with ``pending``,
+        those published long ago that no worker took; returns how many."""
         republished = 0
-        for task_id in lost:
+        for task_id in self._leases.sweep():
+            republished += self._republish(task_id, "lease_lapsed")
+        if pending:
             with redis_errors():
-                payload: Any = self._client.get(self._keys.job(task_id))
-            status = self._board.get(task_id)
-            if payload is None or status is None or status.stage is not Stage.QUEUED:
-                with redis_errors():
-                    self._client.zrem(self._keys.pending, task_id)
-                continue
-            log.warning("republishing a job no worker picked up", extra={"task_id": task_id})
-            self._publish(task_id, payload.decode())
-            with redis_errors():
-                self._client.zadd(self._keys.pending, {task_id: time.time()})
-            republished += 1
+                if not self._client.set(self._keys.sweeper, b"1", nx=True, ex=_PENDING_SWEEP_EVERY):
+                    return republished  # another API process is sweeping
+                cutoff = time.time() - self._settings.requeue_after
+                found: Any = self._client.zrangebyscore(self._keys.pending, "-inf", cutoff)
+            for task_id in found:
+                republished += self._republish(task_id.decode(), "never_taken")
         return republished
+
+    def _republish(self, task_id: str, reason: str) -> int:
+        with redis_errors():
+            payload: Any = self._client.get(self._keys.job(task_id))
+        status = self._board.get(task_id)
+        if payload is None or status is None or status.finished:
+            with redis_errors():
+                self._client.zrem(self._keys.pending, task_id)
+            return 0
+        log.warning("publishing a job again", extra={"task_id": task_id, "reason": reason})
+        with redis_errors():
+            self._client.zadd(self._keys.pending, {task_id: time.time()})
+        self._publish(task_id, json.loads(payload))
+        self._requeued.labels(reason).inc()
+        return 1
 
     def _register(self, task_id: str, stream: bool) -> None:
         with redis_errors():
@@ -228,6 +253,9 @@ class CeleryQueue(JobQueue):
     async def audio(self, task_id: str) -> AsyncIterator[Piece]:
         stream = self._keys.pcm(task_id)
         last = "0-0"
+        # A job handed to another worker starts its stream again from the first sentence (under a
+        # higher attempt): what this listener already heard is skipped.
+        attempt, heard, sent = 0, 0, 0
         while True:
             try:
                 batch: Any = await self._async_client.xread({stream: last}, count=64, block=_XREAD_BLOCK_MS)
@@ -248,6 +276,13 @@ class CeleryQueue(JobQueue):
                         return
                     if b"error" in fields:
                         raise job_error_from(fields[b"error"].decode(), fields[b"message"].decode())
+                    entry_attempt = int(fields.get(b"attempt", 0))
+                    if entry_attempt != attempt:
+                        attempt, heard = entry_attempt, 0
+                    heard += 1
+                    if heard <= sent:
+                        continue
+                    sent += 1
                     yield Piece(np.frombuffer(fields[b"pcm"], dtype=np.int16), int(fields[b"rate"]))
 
     async def wait(self, task_id: str) -> TaskStatus | None:

@@ -71,8 +71,9 @@ class Synthesizer(Protocol):
 class Claims(Protocol):
     """Single flight per sentence across processes (Redis in distributed mode)."""
 
-    async def claim(self, keys: list[str]) -> list[bool]:
-        """Claim each piece for this process; False where another process holds it."""
+    async def claim(self, keys: list[str], job: str) -> list[bool]:
+        """Claim each piece for this run of ``job``; False where another job holds it (an earlier
+        delivery of the same job, whose worker was lost, does not count)."""
 
     async def release(self, keys: list[str]) -> None: ...
 
@@ -348,7 +349,7 @@ async def _round(
             claimed.append(keys[i])
             own.append(i)
     if host.claims is not None and own and reuse:
-        granted = await host.claims.claim([keys[i] for i in own])
+        granted = await host.claims.claim([keys[i] for i in own], job.task_id)
         for i, ok in zip(list(own), granted, strict=True):
             if ok:
                 remote.append(keys[i])

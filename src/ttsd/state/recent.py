@@ -11,6 +11,10 @@ job's outcome; in distributed mode the eviction script publishes what it dropped
 process listens (and forgets everything when it was not listening). Only a deletion nobody
 announces (``ttsd cache purge`` run beside a live API) is noticed late, within ``revalidate``
 seconds: no longer than a client that got its URL just before it keeps it.
+
+While the index cannot be reached (Redis away), what was remembered still answers (``last_known``):
+nothing can be evicted while the index is away, and the memory is cleared when the API listens for
+evictions again.
 """
 
 from __future__ import annotations
@@ -33,10 +37,17 @@ class RecentEntries:
             return None
         checked_at, entry = item
         now = time.time()
-        if now - checked_at >= self._revalidate or now >= entry.expires_at:
+        if now >= entry.expires_at:
             del self._entries[(key, fmt)]
             return None
-        return entry
+        return entry if now - checked_at < self._revalidate else None
+
+    def last_known(self, key: str, fmt: str) -> CacheEntry | None:
+        """The entry as last read, however long ago (unexpired): for when the index is away."""
+        item = self._entries.get((key, fmt))
+        if item is None or time.time() >= item[1].expires_at:
+            return None
+        return item[1]
 
     def put(self, entry: CacheEntry) -> None:
         slot = (entry.key, entry.fmt)

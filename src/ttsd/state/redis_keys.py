@@ -57,9 +57,22 @@ class RedisKeys:
         """Redis stream of a job's master pieces for the API holding its listeners; short TTL."""
         return f"{self.prefix}:pcm:{task_id}"
 
+    def lease(self, task_id: str) -> str:
+        """The token of the delivery that holds a job's lease (``state.leases``)."""
+        return f"{self.prefix}:lease:{task_id}"
+
+    @property
+    def lease_prefix(self) -> str:
+        return f"{self.prefix}:lease:"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set of leased jobs by deadline (Redis's clock, ms): a lapsed one is handed on."""
+        return f"{self.prefix}:leases"
+
     @property
     def pending(self) -> str:
-        """Sorted set of accepted jobs no worker has started yet, by publication time."""
+        """Sorted set of published jobs no worker has taken yet, by publication time."""
         return f"{self.prefix}:pending"
 
     def job(self, task_id: str) -> str:

@@ -1,0 +1,176 @@
+"""Job leases: who may work on a distributed job right now, and how a lost worker's jobs come back.
+
+A worker takes a lease on every job it receives, before it starts it, and renews it while it holds
+the job (``jobs.celery_app.LeaseKeeper``); the lease's deadline lives in Redis, by Redis's clock.
+An API process sweeps once a second for lapsed deadlines and publishes those jobs again, so a
+worker that was killed, frozen or cut off loses its jobs ``TTSD_JOB_LEASE`` seconds after its last
+renewal, whatever the job timeout or the broker's visibility timeout (as BullMQ's job locks).
+
+A lease names its holder by a token, one per delivery. Everything a worker writes that others can
+see (task status, the live audio stream) goes through a script that first checks the token is
+still the lease's: a worker that wakes up after its job was handed on finds it is not, and stops
+without a trace. Stored audio needs no fence; its objects are named by content key, so a late
+writer only rewrites the same text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from ..errors import TtsdError
+from .base import TaskStatus
+from .redis import guarded
+from .redis_keys import RedisKeys
+
+
+class LeaseLost(TtsdError):
+    """This delivery's lease lapsed and the job went to another worker: stop, write nothing."""
+
+    code = "lease_lost"
+
+
+# Redis's own clock in milliseconds, so machines with skewed clocks agree on deadlines.
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+
+# KEYS: lease, leases, deliveries, pending ARGV: task_id, token, lease_ms, ttl_s
+# Takes the job unless another token holds a live lease. Returns {1, deliveries} when taken (a new
+# token counts a delivery; the same token again is the same delivery), {0, holder} when held.
+_ACQUIRE = f"""
+{_NOW}
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[2] then
+  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if deadline and tonumber(deadline) > now then return {{0, current}} end
+end
+local n
+if current == ARGV[2] then
+  n = tonumber(redis.call('GET', KEYS[3]) or '1')
+else
+  n = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {{1, n}}
+"""
+
+# KEYS: lease, leases ARGV: task_id, token, lease_ms (0: lapse now, for the sweeper to hand on)
+_RENEW = f"""
+{_NOW}
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+# KEYS: lease, leases ARGV: task_id, token
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: leases, pending ARGV: lease key prefix, limit, now_s (the API's clock, as pending uses)
+# Pops lapsed leases: their holders' tokens die with them, so a holder that wakes up is fenced out.
+# The jobs go back to ``pending`` until a worker takes them again: if the caller dies before
+# publishing them, the pending sweep still does.
+_SWEEP = f"""
+{_NOW}
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', ARGV[1] .. id)
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+end
+return lapsed
+"""
+
+# KEYS: lease, task ARGV: token, status json, ttl_s
+_PUT_STATUS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+# KEYS: lease, stream, cancel ARGV: token, stream ttl_s, field, value, ...
+# Returns -1 when fenced out, else whether the job was cancelled (every listener left).
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return redis.call('EXISTS', KEYS[3])
+"""
+
+
+class JobLeases:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, lease_seconds: float, ttl: int) -> None:
+        self._r = client
+        self._k = keys
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        # Lease tokens and delivery counts outlive any run of the job, and then expire.
+        self._ttl = ttl
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._sweep = client.register_script(_SWEEP)
+        self._put_status = client.register_script(_PUT_STATUS)
+        self._publish = client.register_script(_PUBLISH)
+
+    @guarded
+    def acquire(self, task_id: str, token: str) -> int | None:
+        """The job's delivery count once ``token`` holds its lease; None while another holds it."""
+        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
+        taken, value = self._acquire(keys=keys, args=[task_id, token, self.lease_ms, self._ttl])
+        return int(value) if taken else None
+
+    @guarded
+    def renew(self, task_id: str, token: str) -> bool:
+        """Push the deadline on; False when the lease is no longer ``token``'s."""
+        return bool(
+            self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, self.lease_ms])
+        )
+
+    @guarded
+    def lapse(self, task_id: str, token: str) -> None:
+        """Give the job up now (its run ended without finishing it): the next sweep hands it on."""
+        self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, 0])
+
+    @guarded
+    def release(self, task_id: str, token: str) -> bool:
+        """The job is finished (done or failed for good): nothing is to be handed on."""
+        return bool(self._release(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token]))
+
+    @guarded
+    def sweep(self, limit: int = 100) -> list[str]:
+        """Take the jobs whose leases lapsed (each goes to exactly one caller) to publish again."""
+        found: Any = self._sweep(
+            keys=[self._k.leases, self._k.pending], args=[self._k.lease_prefix, limit, time.time()]
+        )
+        return [t.decode() for t in found]
+
+    @guarded
+    def held(self) -> int:
+        """Jobs under a lease right now (taken by a worker, lapsed or not)."""
+        return int(self._r.zcard(self._k.leases))
+
+    @guarded
+    def put_status(self, token: str, status: TaskStatus, ttl: int) -> None:
+        keys = [self._k.lease(status.task_id), self._k.task(status.task_id)]
+        if not self._put_status(keys=keys, args=[token, status.model_dump_json(), ttl]):
+            raise LeaseLost(f"task {status.task_id} was handed to another worker")
+
+    @guarded
+    def publish(self, task_id: str, token: str, fields: dict[str, bytes | str | int], ttl: int) -> bool:
+        """Append to the job's live audio stream; True when every listener has left."""
+        flat: list[bytes | str | int] = [token, ttl]
+        for name, value in fields.items():
+            flat += [name, value]
+        keys = [self._k.lease(task_id), self._k.pcm(task_id), self._k.cancel(task_id)]
+        answer = int(self._publish(keys=keys, args=flat))
+        if answer < 0:
+            raise LeaseLost(f"task {task_id} was handed to another worker")
+        return bool(answer)
