@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.
     shutdown_grace: float = Field(60.0, ge=0)
     # Distributed mode: retries of a job that met object storage away (back-off 1, 2, 4, 8, then
-    # every 10 s: the default rides out about 35 s) before it fails for good.
-    job_retries: int = Field(6, ge=0, le=20)
+    # every 10 s: the default rides out about 55 s) before it fails for good.
+    job_retries: int = Field(8, ge=0, le=20)
 
     cache_ttl: int = Field(86400, ge=1)
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)
