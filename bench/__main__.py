@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import first_audio, hits, overload, reuse, suite
+from . import chaos, first_audio, hits, overload, reuse, suite
 
 SCENARIOS = {
     "all": suite.run,
@@ -12,6 +12,7 @@ SCENARIOS = {
     "overload": overload.run,
     "hits": hits.run,
     "reuse": reuse.run,
+    "chaos": chaos.run,
 }
 
 

@@ -27,8 +27,6 @@ from .conftest import Server, Stack, start_stack, stop_server, unique
 HIT_TEXTS = [f"Thank you for calling, this is reply number {i}." for i in range(6)]
 HITS_PER_SECOND = 20.0
 MISSES_PER_SECOND = 2.0
-# Codes of jobs that failed for a reason a client can retry later.
-RETRYABLE_JOB_ERRORS = {"storage_error", "backend_unavailable", "engine_crashed", "job_timeout"}
 
 
 @dataclass
