@@ -64,10 +64,14 @@ class Load:
         self._hit_texts = hit_texts
         self._stop = threading.Event()
         self.outcomes: list[Outcome] = []
+        # Each accepted job's status as first seen finished, while the fault is still on: what
+        # a worker waking late must not change.
+        self.finals: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._loop, args=("hit", HITS_PER_SECOND), daemon=True),
             threading.Thread(target=self._loop, args=("miss", MISSES_PER_SECOND), daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
         ]
 
     def __enter__(self) -> Load:
@@ -100,6 +104,26 @@ class Load:
         finally:
             for client in clients.values():
                 client.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                open_tasks = [
+                    o.task_id
+                    for o in self.outcomes
+                    if o.task_id and o.kind == "miss" and o.task_id not in self.finals
+                ]
+            apis = self._cluster.live_apis()
+            if not open_tasks or not apis:
+                continue
+            try:
+                with httpx.Client(base_url=apis[0].url, timeout=5) as client:
+                    for task_id in open_tasks:
+                        status = client.get(f"/v1/tasks/{task_id}")
+                        if status.status_code == 200 and status.json()["status"] in ("done", "failed"):
+                            self.finals[task_id] = status.json()
+            except httpx.TransportError:
+                continue  # that API process is gone or Redis is away: the next round tries again
 
     def _send(self, kind: str, body: dict[str, Any], clients: dict[str, httpx.Client], turn: int) -> Outcome:
         at, started = time.time(), time.monotonic()
@@ -234,7 +258,8 @@ def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: flo
     hits = [o for o in outcomes if o.kind == "hit"]
     accepted_at = {o.task_id: o.at for o in misses if o.code in (200, 202) and o.task_id}
     accepted = list(accepted_at)
-    finals = _poll_final(cluster, accepted, timeout=180)
+    # As first seen finished (during the load when it was), else as polled since.
+    finals = {**_poll_final(cluster, accepted, timeout=180), **load.finals}
     time.sleep(1.0)
     regressions = _regressions(cluster, finals)
     done = [f for f in finals.values() if f is not None and f["status"] == "done"]
@@ -392,12 +417,13 @@ def cluster(tmp: Path) -> Iterator[Cluster]:
                     assert final["status"] == "done", final
         yield Cluster(stack, apis)
     finally:
-        for worker in stack.workers:  # a frozen worker must be woken to stop
-            with suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGCONT)
         for api in apis:
             if api.process.poll() is None:
                 stop_server(api)
+        for worker in stack.workers:  # nothing here needs a graceful stop: the data is thrown away
+            with suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+        stack.s3.kill()
         stack.stop()
 
 

@@ -231,7 +231,8 @@ class LeaseKeeper:
     def __init__(self, settings: Settings, node: str) -> None:
         self._settings = settings
         self._node = node
-        self._held: dict[tuple[str, str], None] = {}  # (task id, token), in order of receipt
+        # (task id, token) -> whether the lease was taken (Redis may have been away at receipt).
+        self._held: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
         self._leases: JobLeases | None = None
         self._stop = threading.Event()
@@ -252,11 +253,12 @@ class LeaseKeeper:
     def received(self, request: Any, **_: Any) -> None:
         """In the consumer's thread, before the request is handed to a process."""
         held = (request.id, self._token(request))
+        try:
+            taken = self.leases.acquire(*held) is not None
+        except BackendUnavailable:
+            taken = False  # taken at the next beat, or by the engine process when it starts the job
         with self._lock:
-            self._held[held] = None
-        # If Redis is away, the engine process takes it when it starts the job, or the next beat.
-        with contextlib.suppress(BackendUnavailable):
-            self.leases.acquire(*held)
+            self._held[held] = taken
 
     def failed(self, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
         if isinstance(exception, WorkerLostError) and task_id is not None:
@@ -269,13 +271,10 @@ class LeaseKeeper:
         """Warm shutdown: jobs still held and not finished are handed on now."""
         self._stop.set()
         with self._lock:
-            held, self._held = list(self._holding()), {}
+            held, self._held = list(self._held), {}
         for task_id, token in held:
             with contextlib.suppress(BackendUnavailable):
                 self.leases.lapse(task_id, token)
-
-    def _holding(self) -> list[tuple[str, str]]:
-        return list(self._held)
 
     def _requests(self) -> set[tuple[str, str]]:
         while True:
@@ -287,19 +286,21 @@ class LeaseKeeper:
     def _renew(self) -> None:
         live = self._requests()
         with self._lock:
-            held = self._holding()
-        for task_id, token in held:
+            held = list(self._held.items())
+        for (task_id, token), taken in held:
             try:
-                if (task_id, token) in live:
-                    if self.leases.renew(task_id, token):
-                        continue
-                    # Not ours any more: it finished, or was handed on while we were away.
-                    if self.leases.acquire(task_id, token) is not None:
-                        continue  # never acquired (Redis was away at receipt): it is now
-                else:
+                if (task_id, token) not in live:
                     # Celery let go: a finished run released the lease already (this is a no-op);
                     # an unfinished one is handed on at the next sweep.
                     self.leases.lapse(task_id, token)
+                elif taken and self.leases.renew(task_id, token):
+                    continue
+                elif not taken and self.leases.acquire(task_id, token) is not None:
+                    with self._lock:
+                        self._held[(task_id, token)] = True
+                    continue
+                # Else lost (handed on while this worker was away: never taken back) or held by
+                # another delivery: its process will find so and drop it.
             except BackendUnavailable:
                 continue  # keep it and try again at the next beat
             with self._lock:

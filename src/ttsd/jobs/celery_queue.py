@@ -33,9 +33,9 @@ log = logging.getLogger("ttsd.queue")
 
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
 # Lapsed leases are looked for this often (each lapsed job is handed on by exactly one API
-# process); jobs published but never taken, under a lock, every few of these.
+# process), and so are jobs published but not taken (by one API process at a time).
 _SWEEP_SECONDS = 1.0
-_PENDING_SWEEP_EVERY = 5
+_POPPED_GRACE = 2.0
 _XREAD_BLOCK_MS = 500
 
 
@@ -61,6 +61,7 @@ class CeleryQueue(JobQueue):
         # A mark outlives every redelivery; a job not heard of for this long is presumed lost.
         self._mark_ttl = mark_ttl(settings)
         self._leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
+        self._gone: dict[str, float] = {}  # pending jobs seen missing from the queue, since when
         self._requeued = metrics.requeued
         metrics.watch(metrics.queue_depth, self._gauge(lambda: self.depth))
         metrics.watch(metrics.slots, self._gauge(self._registry.alive))
@@ -186,38 +187,58 @@ class CeleryQueue(JobQueue):
                 await asyncio.sleep(1.0)
 
     async def _sweep_forever(self) -> None:
-        ticks = 0
         resumed = True
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
-            ticks += 1
             try:
                 if resumed:
                     # Redis was away: no worker could renew its lease either. Give them a beat to
                     # renew before handing on what only looks lapsed.
                     resumed = False
                     await asyncio.sleep(self._settings.job_lease / 2)
-                await asyncio.to_thread(self.sweep, pending=ticks % _PENDING_SWEEP_EVERY == 0)
+                await asyncio.to_thread(self.sweep)
             except BackendUnavailable:
                 resumed = True
             except Exception:  # the sweeper must outlive any one bad sweep
                 log.exception("sweep failed")
 
-    def sweep(self, *, pending: bool = True) -> int:
-        """Publish again the jobs whose lease lapsed (their worker is lost) and, with ``pending``,
-        those published long ago that no worker took; returns how many."""
+    def sweep(self) -> int:
+        """Publish again the jobs whose lease lapsed (their worker is lost), and those published but
+        not taken: popped from the queue by a worker that stopped before it took the lease, or
+        lost by the broker. Returns how many."""
         republished = 0
         for task_id in self._leases.sweep():
             republished += self._republish(task_id, "lease_lapsed")
-        if pending:
-            with redis_errors():
-                if not self._client.set(self._keys.sweeper, b"1", nx=True, ex=_PENDING_SWEEP_EVERY):
-                    return republished  # another API process is sweeping
-                cutoff = time.time() - self._settings.requeue_after
-                found: Any = self._client.zrangebyscore(self._keys.pending, "-inf", cutoff)
-            for task_id in found:
-                republished += self._republish(task_id.decode(), "never_taken")
+        now = time.time()
+        with redis_errors():
+            if not self._client.set(self._keys.sweeper, b"1", nx=True, px=int(_SWEEP_SECONDS * 900)):
+                return republished  # another API process sweeps the pending jobs this second
+            found: Any = self._client.zrangebyscore(
+                self._keys.pending, "-inf", now - self._settings.job_lease, withscores=True
+            )
+        waiting = {task_id.decode(): published for task_id, published in found}
+        gone = self._popped(waiting) if waiting else set()
+        # A message is taken within milliseconds of leaving the queue: one missing from it for a
+        # couple of sweeps went to a worker that stopped at that instant.
+        self._gone = {t: self._gone.get(t, now) for t in gone}
+        for task_id, published in waiting.items():
+            if task_id in gone and now - self._gone[task_id] >= _POPPED_GRACE:
+                republished += self._republish(task_id, "popped_not_taken")
+            elif published < now - self._settings.requeue_after:
+                republished += self._republish(task_id, "never_taken")
         return republished
+
+    def _popped(self, waiting: dict[str, float]) -> set[str]:
+        """Of these jobs (published, not taken), those whose message is no longer in the queue."""
+        with redis_errors():
+            messages: Any = self._client.lrange(self._broker_queue, 0, -1)
+        queued = set()
+        for message in messages:
+            try:
+                queued.add(json.loads(message)["headers"]["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return {task_id for task_id in waiting if task_id not in queued}
 
     def _republish(self, task_id: str, reason: str) -> int:
         with redis_errors():

@@ -38,8 +38,10 @@ _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.fl
 # KEYS: lease, leases, deliveries, pending ARGV: task_id, token, lease_ms, ttl_s
 # Takes the job unless another token holds a live lease. Returns {1, deliveries} when taken (a new
 # token counts a delivery; the same token again is the same delivery), {0, holder} when held.
+# Either way the job is taken, so no longer pending.
 _ACQUIRE = f"""
 {_NOW}
+redis.call('ZREM', KEYS[4], ARGV[1])
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[2] then
   local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -54,7 +56,6 @@ else
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
 return {{1, n}}
 """
 
@@ -90,8 +91,15 @@ return lapsed
 """
 
 # KEYS: lease, task ARGV: token, status json, ttl_s
+# Only the lease's holder writes, and never over a finished status: only a new submission (the API,
+# not a worker) starts a finished task again.
 _PUT_STATUS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local current = redis.call('GET', KEYS[2])
+if current then
+  local status = cjson.decode(current)['status']
+  if status == 'done' or status == 'failed' then return 0 end
+end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
 """
