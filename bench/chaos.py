@@ -35,7 +35,7 @@ def run() -> dict[str, Any]:
         f"load: {HITS_PER_SECOND:g} hits/s over 6 cached texts and {MISSES_PER_SECOND:g} new texts/s,",
         "sent round robin to both API processes (one that does not answer is skipped, as a load",
         "balancer would). Each fault starts after 2 s of load, lasts as shown, and the load goes on",
-        "8 s after it is healed.",
+        "5 s after it is healed.",
         "",
         table(rows),
         "",

@@ -243,7 +243,7 @@ def _regressions(cluster: Cluster, finals: dict[str, dict[str, Any] | None]) -> 
     return changed
 
 
-def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: float = 8.0) -> FaultResult:
+def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: float = 5.0) -> FaultResult:
     requeued_before = cluster.metric("ttsd_jobs_requeued_total")
     with Load(cluster, HIT_TEXTS) as load:
         time.sleep(before)

@@ -155,13 +155,10 @@ class RedisReporter:
         self._task_ttl = task_ttl
 
     def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
-        if stage is not self.status.stage:
-            log.info(
-                "job stage",
-                extra={"task_id": self.status.task_id, "key": self.status.key, "stage": stage.value},
-            )
         status = self.status.advance(stage, progress, **changes)
         self._leases.put_status(self._token, status, self._task_ttl)
+        if stage is not self.status.stage:
+            log.info("job stage", extra={"task_id": status.task_id, "key": status.key, "stage": stage.value})
         self.status = status
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
