@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import psutil
+import redis
 
 from .conftest import Server, Stack, start_stack, stop_server, unique
 
@@ -45,15 +46,14 @@ class Outcome:
 class Cluster:
     stack: Stack
     apis: list[Server]
+    # Jobs a fault started on purpose before striking (accepted before it, counted with the load's).
+    planted: dict[str, float] = field(default_factory=dict)
 
     def live_apis(self) -> list[Server]:
         return [api for api in self.apis if api.process.poll() is None]
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self.stack.workers]
-
-    def metric(self, name: str, **labels: str) -> float:
-        return sum(api.metric(name, **labels) for api in self.live_apis())
 
 
 class Load:
@@ -62,11 +62,16 @@ class Load:
     def __init__(self, cluster: Cluster, hit_texts: list[str]) -> None:
         self._cluster = cluster
         self._hit_texts = hit_texts
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the load
+        self._closed = threading.Event()  # the watcher, which runs on until the jobs are counted
         self.outcomes: list[Outcome] = []
         # Each accepted job's status as first seen finished, while the fault is still on: what
         # a worker waking late must not change.
         self.finals: dict[str, dict[str, Any]] = {}
+        # Jobs published again (lease lapsed or given up), by API process, and when it first
+        # happened: how soon a lost worker's jobs were back in the queue.
+        self._requeued_before = {api.url: self._requeued(api) for api in cluster.live_apis()}
+        self.requeued_at: float | None = None
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._loop, args=("hit", HITS_PER_SECOND), daemon=True),
@@ -79,10 +84,15 @@ class Load:
             thread.start()
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def stop_sending(self) -> None:
         self._stop.set()
-        for thread in self._threads:
+        for thread in self._threads[:2]:
             thread.join()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop_sending()
+        self._closed.set()
+        self._threads[2].join()
 
     def _loop(self, kind: str, rate: float) -> None:
         clients: dict[str, httpx.Client] = {}
@@ -105,8 +115,23 @@ class Load:
             for client in clients.values():
                 client.close()
 
+    @staticmethod
+    def _requeued(api: Server) -> float:
+        try:
+            return api.metric("ttsd_jobs_requeued_total")
+        except httpx.TransportError:
+            return 0.0
+
+    def requeued(self) -> float:
+        """Jobs published again since the load began, by the API processes still alive."""
+        return sum(
+            self._requeued(api) - self._requeued_before.get(api.url, 0.0) for api in self._cluster.live_apis()
+        )
+
     def _watch(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._closed.wait(0.5):
+            if self.requeued_at is None and self.requeued() > 0:
+                self.requeued_at = time.time()
             with self._lock:
                 open_tasks = [
                     o.task_id
@@ -182,6 +207,7 @@ class FaultResult:
     unclear: int  # anything else that was not an answer (must stay 0)
     rerouted: int
     requeued: float
+    requeued_after_seconds: float | None  # fault start -> the first job published again
     # Fault start -> every job accepted before it, and unfinished then, finished (None: none was).
     in_flight_seconds: float | None
     # Fault healed -> every job accepted up to then finished (0 when all had finished already).
@@ -244,22 +270,24 @@ def _regressions(cluster: Cluster, finals: dict[str, dict[str, Any] | None]) -> 
 
 
 def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: float = 5.0) -> FaultResult:
-    requeued_before = cluster.metric("ttsd_jobs_requeued_total")
     with Load(cluster, HIT_TEXTS) as load:
         time.sleep(before)
-        fault_at = time.time()
         fault.inject(cluster)
+        fault_at = time.time()  # in place from here (stopping a server takes a moment)
         time.sleep(fault.seconds)
         fault.heal(cluster)
         healed_at = time.time()
         time.sleep(after)
-    outcomes = load.outcomes
-    misses = [o for o in outcomes if o.kind == "miss"]
-    hits = [o for o in outcomes if o.kind == "hit"]
-    accepted_at = {o.task_id: o.at for o in misses if o.code in (200, 202) and o.task_id}
-    accepted = list(accepted_at)
-    # As first seen finished (during the load when it was), else as polled since.
-    finals = {**_poll_final(cluster, accepted, timeout=180), **load.finals}
+        load.stop_sending()
+        outcomes = load.outcomes
+        misses = [o for o in outcomes if o.kind == "miss"]
+        hits = [o for o in outcomes if o.kind == "hit"]
+        accepted_at = {o.task_id: o.at for o in misses if o.code in (200, 202) and o.task_id}
+        accepted_at.update(cluster.planted)
+        cluster.planted.clear()
+        accepted = list(accepted_at)
+        # As first seen finished (during the load when it was), else as polled since.
+        finals = {**_poll_final(cluster, accepted, timeout=180), **load.finals}
     time.sleep(1.0)
     regressions = _regressions(cluster, finals)
     done = [f for f in finals.values() if f is not None and f["status"] == "done"]
@@ -287,7 +315,8 @@ def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: flo
         refused=refused,
         unclear=unclear,
         rerouted=sum(o.rerouted for o in outcomes),
-        requeued=cluster.metric("ttsd_jobs_requeued_total") - requeued_before,
+        requeued=load.requeued(),
+        requeued_after_seconds=None if load.requeued_at is None else load.requeued_at - fault_at,
         in_flight_seconds=max(in_flight) - fault_at if in_flight and not lost else None,
         backlog_seconds=max(0.0, max(backlog) - healed_at) if backlog and not lost else None,
         hits=len(during),
@@ -303,27 +332,30 @@ def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: flo
 # -- the faults --------------------------------------------------------------------------------
 
 
-def _busiest_worker(cluster: Cluster) -> Any:
-    """The worker whose engine process is working hardest right now (most likely mid-job)."""
-
-    def load(worker: Any) -> float:
-        try:
-            children = psutil.Process(worker.pid).children()
-            for child in children:
-                child.cpu_percent(None)
-            time.sleep(0.3)
-            return sum(child.cpu_percent(None) for child in children)
-        except psutil.NoSuchProcess:
-            return -1.0
-
-    return max(cluster.stack.workers, key=load)
+def _busy_worker(cluster: Cluster) -> Any:
+    """A worker running a long job started for the purpose (found by its lease's token, which
+    names the worker's main process)."""
+    api = cluster.live_apis()[0]
+    text = unique(" ".join(f"This is part {i} of a long announcement." for i in range(12)))
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        task_id = client.post("/v1/synthesize", json={"text": text}).json()["task_id"]
+        cluster.planted[task_id] = time.time()
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/tasks/{task_id}").json()["stage"] != "synthesizing":
+            assert time.monotonic() < deadline, "the long job never started"
+            time.sleep(0.05)
+    token = redis.Redis.from_url(cluster.stack.env["TTSD_REDIS_URL"]).get(f"ttsd:lease:{task_id}")
+    assert token is not None, "a running job holds a lease"
+    pid = int(token.decode().split("/")[0].split(":")[1])
+    [worker] = [w for w in cluster.stack.workers if w.pid == pid]
+    return worker
 
 
 def worker_sigkill() -> Fault:
     victim: dict[str, Any] = {}
 
     def inject(cluster: Cluster) -> None:
-        victim["worker"] = worker = _busiest_worker(cluster)
+        victim["worker"] = worker = _busy_worker(cluster)
         cluster.stack.kill_worker(worker)
 
     def heal(cluster: Cluster) -> None:
@@ -342,7 +374,7 @@ def worker_sigstop(seconds: float = 60.0) -> Fault:
     victim: dict[str, Any] = {}
 
     def inject(cluster: Cluster) -> None:
-        victim["worker"] = worker = _busiest_worker(cluster)
+        victim["worker"] = worker = _busy_worker(cluster)
         os.killpg(worker.pid, signal.SIGSTOP)
 
     def heal(cluster: Cluster) -> None:
@@ -355,7 +387,7 @@ def worker_sigstop(seconds: float = 60.0) -> Fault:
 
 def engine_kill() -> Fault:
     def inject(cluster: Cluster) -> None:
-        worker = _busiest_worker(cluster)
+        worker = _busy_worker(cluster)
         for child in psutil.Process(worker.pid).children():
             child.send_signal(signal.SIGKILL)
 
@@ -429,6 +461,9 @@ def cluster(tmp: Path) -> Iterator[Cluster]:
 
 def summary_row(result: FaultResult) -> list[str]:
     failed = ", ".join(f"{n} {code}" for code, n in sorted(result.jobs_failed.items())) or "0"
+    requeued = f"{result.requeued:g}"
+    if result.requeued_after_seconds is not None:
+        requeued += f" (first after {result.requeued_after_seconds:.1f} s)"
     in_flight = "none" if result.in_flight_seconds is None else f"{result.in_flight_seconds:.1f} s"
     backlog = "never" if result.backlog_seconds is None else f"{result.backlog_seconds:.1f} s"
     answered = f"{result.hits_answered}/{result.hits}"
@@ -441,7 +476,7 @@ def summary_row(result: FaultResult) -> list[str]:
         str(result.refused),
         str(result.unclear),
         str(result.rerouted),
-        f"{result.requeued:g}",
+        requeued,
         in_flight,
         backlog,
         answered,
