@@ -70,7 +70,14 @@ class Load:
         self.finals: dict[str, dict[str, Any]] = {}
         # Jobs published again (lease lapsed or given up), by API process, and when it first
         # happened: how soon a lost worker's jobs were back in the queue.
-        self._requeued_before = {api.url: self._requeued(api) for api in cluster.live_apis()}
+        self._requeued_before = {
+            key: value
+            for api in cluster.live_apis()
+            for key, value in (
+                ((api.url,), self._requeued(api)),
+                ((api.url, "given_up"), self._requeued(api, reason="given_up")),
+            )
+        }
         self.requeued_at: float | None = None
         self._lock = threading.Lock()
         self._threads = [
@@ -116,16 +123,17 @@ class Load:
                 client.close()
 
     @staticmethod
-    def _requeued(api: Server) -> float:
+    def _requeued(api: Server, **reason: str) -> float:
         try:
-            return api.metric("ttsd_jobs_requeued_total")
+            return api.metric("ttsd_jobs_requeued_total", **reason)
         except httpx.TransportError:
             return 0.0
 
-    def requeued(self) -> float:
-        """Jobs published again since the load began, by the API processes still alive."""
+    def requeued(self, **reason: str) -> float:
+        """Jobs published again since the load began (for ``reason``), by the API processes alive."""
         return sum(
-            self._requeued(api) - self._requeued_before.get(api.url, 0.0) for api in self._cluster.live_apis()
+            self._requeued(api, **reason) - self._requeued_before.get((api.url, *reason.values()), 0.0)
+            for api in self._cluster.live_apis()
         )
 
     def _watch(self) -> None:
@@ -207,6 +215,7 @@ class FaultResult:
     unclear: int  # anything else that was not an answer (must stay 0)
     rerouted: int
     requeued: float
+    given_up: float  # of which given up by a worker that saw its engine process die
     requeued_after_seconds: float | None  # fault start -> the first job published again
     # Fault start -> every job accepted before it, and unfinished then, finished (None: none was).
     in_flight_seconds: float | None
@@ -316,6 +325,7 @@ def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: flo
         unclear=unclear,
         rerouted=sum(o.rerouted for o in outcomes),
         requeued=load.requeued(),
+        given_up=load.requeued(reason="given_up"),
         requeued_after_seconds=None if load.requeued_at is None else load.requeued_at - fault_at,
         in_flight_seconds=max(in_flight) - fault_at if in_flight and not lost else None,
         backlog_seconds=max(0.0, max(backlog) - healed_at) if backlog and not lost else None,
@@ -463,7 +473,8 @@ def summary_row(result: FaultResult) -> list[str]:
     failed = ", ".join(f"{n} {code}" for code, n in sorted(result.jobs_failed.items())) or "0"
     requeued = f"{result.requeued:g}"
     if result.requeued_after_seconds is not None:
-        requeued += f" (first after {result.requeued_after_seconds:.1f} s)"
+        given_up = f"{result.given_up:g} given up; " if result.given_up else ""
+        requeued += f" ({given_up}first after {result.requeued_after_seconds:.1f} s)"
     in_flight = "none" if result.in_flight_seconds is None else f"{result.in_flight_seconds:.1f} s"
     backlog = "never" if result.backlog_seconds is None else f"{result.backlog_seconds:.1f} s"
     answered = f"{result.hits_answered}/{result.hits}"

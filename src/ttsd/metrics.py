@@ -90,7 +90,8 @@ class Metrics:
         )
         self.requeued = Counter(
             "ttsd_jobs_requeued",
-            "Jobs queued again by this API process: lease lapsed (worker lost) or never taken",
+            "Jobs queued again by this API process: given up by a worker whose engine process died,"
+            " lease lapsed (worker lost or frozen), popped from the queue but never taken, never taken",
             ["reason"],
             registry=r,
         )

@@ -207,8 +207,8 @@ class CeleryQueue(JobQueue):
         not taken: popped from the queue by a worker that stopped before it took the lease, or
         lost by the broker. Returns how many."""
         republished = 0
-        for task_id in self._leases.sweep():
-            republished += self._republish(task_id, "lease_lapsed")
+        for task_id, given_up in self._leases.sweep():
+            republished += self._republish(task_id, "given_up" if given_up else "lease_lapsed")
         now = time.time()
         with redis_errors():
             if not self._client.set(self._keys.sweeper, b"1", nx=True, px=int(_SWEEP_SECONDS * 900)):

@@ -59,11 +59,13 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return {{1, n}}
 """
 
-# KEYS: lease, leases ARGV: task_id, token, lease_ms (0: lapse now, for the sweeper to hand on)
+# KEYS: lease, leases ARGV: task_id, token, lease_ms (0: given up, the deadline becomes 0 so the
+# next sweep hands it on and can tell it from a lapse)
 _RENEW = f"""
 {_NOW}
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+local ms = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], ms > 0 and now + ms or 0, ARGV[1])
 return 1
 """
 
@@ -81,8 +83,9 @@ return 1
 # publishing them, the pending sweep still does.
 _SWEEP = f"""
 {_NOW}
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(lapsed) do
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #lapsed, 2 do
+  local id = lapsed[i]
   redis.call('ZREM', KEYS[1], id)
   redis.call('DEL', ARGV[1] .. id)
   redis.call('ZADD', KEYS[2], ARGV[3], id)
@@ -153,12 +156,13 @@ class JobLeases:
         return bool(self._release(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token]))
 
     @guarded
-    def sweep(self, limit: int = 100) -> list[str]:
-        """Take the jobs whose leases lapsed (each goes to exactly one caller) to publish again."""
+    def sweep(self, limit: int = 100) -> list[tuple[str, bool]]:
+        """Take the jobs whose leases lapsed (each goes to exactly one caller) to publish again,
+        each with whether its worker gave it up (its process died) rather than went silent."""
         found: Any = self._sweep(
             keys=[self._k.leases, self._k.pending], args=[self._k.lease_prefix, limit, time.time()]
         )
-        return [t.decode() for t in found]
+        return [(found[i].decode(), float(found[i + 1]) == 0) for i in range(0, len(found), 2)]
 
     @guarded
     def held(self) -> int:
