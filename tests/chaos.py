@@ -52,12 +52,10 @@ class Cluster:
     def live_apis(self) -> list[Server]:
         return [api for api in self.apis if api.process.poll() is None]
 
-    def worker_pids(self) -> list[int]:
-        return [w.pid for w in self.stack.workers]
-
 
 class Load:
-    """Hits and misses at steady rates, spread over the live API processes."""
+    """Hits and misses at steady rates, round robin over the API processes (a request whose API
+    process is gone goes to the next one)."""
 
     def __init__(self, cluster: Cluster, hit_texts: list[str]) -> None:
         self._cluster = cluster
@@ -362,11 +360,8 @@ def _busy_worker(cluster: Cluster) -> Any:
 
 
 def worker_sigkill() -> Fault:
-    victim: dict[str, Any] = {}
-
     def inject(cluster: Cluster) -> None:
-        victim["worker"] = worker = _busy_worker(cluster)
-        cluster.stack.kill_worker(worker)
+        cluster.stack.kill_worker(_busy_worker(cluster))
 
     def heal(cluster: Cluster) -> None:
         cluster.stack.start_worker(f"w-restarted-{time.monotonic_ns()}")  # as a supervisor would
