@@ -69,12 +69,9 @@ class Load:
         # Jobs published again (lease lapsed or given up), by API process, and when it first
         # happened: how soon a lost worker's jobs were back in the queue.
         self._requeued_before = {
-            key: value
+            (api.url, reason): self._requeued(api, reason)
             for api in cluster.live_apis()
-            for key, value in (
-                ((api.url,), self._requeued(api)),
-                ((api.url, "given_up"), self._requeued(api, reason="given_up")),
-            )
+            for reason in (None, "given_up")
         }
         self.requeued_at: float | None = None
         self._lock = threading.Lock()
@@ -121,16 +118,16 @@ class Load:
                 client.close()
 
     @staticmethod
-    def _requeued(api: Server, **reason: str) -> float:
+    def _requeued(api: Server, reason: str | None = None) -> float:
         try:
-            return api.metric("ttsd_jobs_requeued_total", **reason)
+            return api.metric("ttsd_jobs_requeued_total", **({"reason": reason} if reason else {}))
         except httpx.TransportError:
             return 0.0
 
-    def requeued(self, **reason: str) -> float:
+    def requeued(self, reason: str | None = None) -> float:
         """Jobs published again since the load began (for ``reason``), by the API processes alive."""
         return sum(
-            self._requeued(api, **reason) - self._requeued_before.get((api.url, *reason.values()), 0.0)
+            self._requeued(api, reason) - self._requeued_before.get((api.url, reason), 0.0)
             for api in self._cluster.live_apis()
         )
 
@@ -323,7 +320,7 @@ def run_fault(cluster: Cluster, fault: Fault, *, before: float = 2.0, after: flo
         unclear=unclear,
         rerouted=sum(o.rerouted for o in outcomes),
         requeued=load.requeued(),
-        given_up=load.requeued(reason="given_up"),
+        given_up=load.requeued("given_up"),
         requeued_after_seconds=None if load.requeued_at is None else load.requeued_at - fault_at,
         in_flight_seconds=max(in_flight) - fault_at if in_flight and not lost else None,
         backlog_seconds=max(0.0, max(backlog) - healed_at) if backlog and not lost else None,

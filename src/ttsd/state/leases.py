@@ -165,11 +165,6 @@ class JobLeases:
         return [(found[i].decode(), float(found[i + 1]) == 0) for i in range(0, len(found), 2)]
 
     @guarded
-    def held(self) -> int:
-        """Jobs under a lease right now (taken by a worker, lapsed or not)."""
-        return int(self._r.zcard(self._k.leases))
-
-    @guarded
     def put_status(self, token: str, status: TaskStatus, ttl: int) -> None:
         keys = [self._k.lease(status.task_id), self._k.task(status.task_id)]
         if not self._put_status(keys=keys, args=[token, status.model_dump_json(), ttl]):
