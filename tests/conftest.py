@@ -241,10 +241,11 @@ class Stack:
     env: dict[str, str]
     workers: list[subprocess.Popen[bytes]]
 
-    def start_worker(self, name: str, slots: int = 1) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, slots: int = 1, pools: str | None = None) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"worker-{name}.log").open("ab")
+        layout = ["--pools", pools] if pools else ["--slots", str(slots)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "ttsd.cli", "worker", "--slots", str(slots), "--name", f"{name}@%h"],
+            [sys.executable, "-m", "ttsd.cli", "worker", *layout, "--name", f"{name}@%h"],
             env={**base_env(self.tmp), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@ processes) or distributed (Redis state, Celery queue, S3 or local files)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import Settings
@@ -14,6 +15,7 @@ from .state.recent import RecentEntries
 from .store.base import AudioStore
 
 WARM_TEXT = "Ready."
+WARM_TEXTS = {"ja": "準備ができました。"}
 
 
 def build_store(settings: Settings) -> AudioStore:
@@ -102,13 +104,14 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     )
 
 
-def load_engines(settings: Settings) -> dict[str, Engine]:
-    """Load every configured engine and run one synthesis on each, so the first real request does
-    not pay for lazy initialisation (G2P tables, onnxruntime arenas)."""
+def load_engines(settings: Settings, names: Iterable[str], device: str = "cpu") -> dict[str, Engine]:
+    """Load a pool's engines onto its device and run one synthesis with each of their voices' first,
+    so the first real request does not pay for lazy initialisation (G2P tables, onnxruntime
+    arenas, kernels)."""
     engines: dict[str, Engine] = {}
-    for name, spec in select(settings.engines).items():
-        engine = spec.load(threads=settings.engine_threads)
+    for name, spec in select(names).items():
+        engine = spec.load(threads=settings.engine_threads, device=device)
         voice: Voice = spec.voices[0]
-        engine.synthesize(WARM_TEXT, voice, speed=1.0, seed=0)
+        engine.synthesize(WARM_TEXTS.get(voice.language, WARM_TEXT), voice, speed=1.0, seed=0)
         engines[name] = engine
     return engines

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import __version__, audio
 from .config import Settings
 from .errors import ConfigError, InvalidRequest, TextTooLong, TtsdError
@@ -20,29 +22,48 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
     """Settings from the environment, with the flags that were given taking precedence."""
     overrides: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TTSD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .api.app import create_app
     from .api.server import serve
 
-    settings = _settings(args, "host", "port", "data_dir", "engines", "engine_slots", "log_format", "server")
+    settings = _settings(
+        args, "host", "port", "data_dir", "engines", "engine_slots", "pools", "log_format", "server"
+    )
     serve(create_app(settings), settings)
     return EXIT_OK
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .jobs.celery_app import QUEUE, make_worker_app
+    from .engines import REGISTRY, select
+    from .pools import check_devices
 
-    settings = _settings(args, "engines", "engine_slots", "log_format").model_copy(update={"queue": "celery"})
-    app = make_worker_app(settings)
+    settings = _settings(args, "engines", "engine_slots", "pools", "log_format").model_copy(
+        update={"queue": "celery"}
+    )
+    select(settings.engines)
+    check_devices(settings.pool_layout, {name: spec.device_kinds for name, spec in REGISTRY.items()})
+    if len(settings.pool_layout) > 1:
+        return _worker_per_pool(args, settings)
+    from .jobs.celery_app import make_worker_app, queue_name
+
+    pool = settings.pool_layout[0]
+    app = make_worker_app(settings, pool)
     app.worker_main(
         [
             "worker",
             "--pool=prefork",
-            f"--concurrency={settings.engine_slots}",
-            f"--queues={QUEUE}",
+            f"--concurrency={pool.slots}",
+            f"--queues={','.join(queue_name(e) for e in pool.engines)}",
             f"--hostname={args.name}",
             f"--loglevel={settings.log_level}",
             "--without-gossip",
@@ -52,6 +73,51 @@ def _worker(args: argparse.Namespace) -> int:
         ]
     )
     return EXIT_OK
+
+
+def _worker_per_pool(args: argparse.Namespace, settings: Settings) -> int:
+    """Several pools: one Celery worker node per pool, since a node's processes are alike and take
+    whatever its queues hold. They run as children of this process, which passes SIGTERM and
+    SIGINT on and, if one of them ends, stops the rest and exits with its code (for the process
+    manager to restart the whole worker)."""
+    import signal
+    import subprocess
+
+    children = []
+    for pool in settings.pool_layout:
+        command = [
+            sys.executable,
+            "-m",
+            "ttsd.cli",
+            "worker",
+            "--pools",
+            str(pool),
+            "--name",
+            f"{pool.name}.{args.name}",
+        ]
+        if args.log_format:
+            command += ["--log-format", args.log_format]
+        children.append(subprocess.Popen(command))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = None
+    while code is None:
+        for child in children:
+            if child.poll() is not None:
+                code = child.returncode
+                break
+        else:
+            time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    for child in children:
+        child.wait()
+    return EXIT_OK if code == 0 else EXIT_ERROR
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -224,6 +290,12 @@ def _engines(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+_POOLS_HELP = (
+    "engine pools, comma-separated ENGINE[+ENGINE...]:SLOTS[@DEVICE[+DEVICE...]], e.g. "
+    "piper+hibari+espeak:2,kokoro:1 or kokoro:4@cuda:0+cuda:1 (env TTSD_POOLS; replaces --engines/--slots)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsd", description="Text-to-speech for high concurrency.")
     parser.add_argument("--version", action="version", version=f"ttsd {__version__}")
@@ -237,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)"
     )
+    serve.add_argument("--pools", help=_POOLS_HELP)
     serve.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
     serve.add_argument(
         "--server", choices=["granian", "uvicorn"], help="HTTP server (default granian, env TTSD_SERVER)"
@@ -248,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--slots", dest="engine_slots", type=int, help="engine processes (env TTSD_ENGINE_SLOTS)"
     )
+    worker.add_argument("--pools", help=_POOLS_HELP)
     worker.add_argument("--log-format", choices=["json", "console"], help="env TTSD_LOG_FORMAT")
     worker.add_argument(
         "--name", default=f"ttsd-{os.getpid()}@%h", help="Celery node name, unique per worker"

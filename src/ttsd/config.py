@@ -8,8 +8,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+from .pools import PoolSpec, parse_pools
 
 
 def _default_slots() -> int:
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
     default_voice: str = "en-joe"
     # Engine processes, each running one synthesis at a time: the hard concurrency limit.
     engine_slots: int = Field(default_factory=_default_slots, ge=1, le=256)
+    # Engine pools (see ttsd.pools for the format): which engines share which slots and devices.
+    # When set, the engines are the pools' (TTSD_ENGINES and TTSD_ENGINE_SLOTS are not used);
+    # when not, one pool of TTSD_ENGINES with TTSD_ENGINE_SLOTS slots.
+    pools: Annotated[tuple[PoolSpec, ...], NoDecode] = ()
     # onnxruntime threads per engine process; slots x threads should not exceed the cores.
     engine_threads: int = Field(1, ge=1, le=64)
     # Engine processes run this much "nicer" than the API, so on shared cores the event loop that
@@ -109,6 +116,34 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _parse_pools(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return ()
+            try:
+                return parse_pools(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _engines_of_pools(self) -> Settings:
+        if self.pools:
+            engines = tuple(e for pool in self.pools for e in pool.engines)
+            # Frozen: set once here, so everything that reads the engines sees the pools' own.
+            object.__setattr__(self, "engines", engines)
+        return self
+
+    @property
+    def pool_layout(self) -> tuple[PoolSpec, ...]:
+        return self.pools or (PoolSpec(self.engines, self.engine_slots),)
+
+    @property
+    def total_slots(self) -> int:
+        return sum(pool.slots for pool in self.pool_layout)
 
     def reuses_sentences(self, engine: str, *, engine_default: bool = True) -> bool:
         return self.sentence_reuse and engine_default and engine not in self.sentence_reuse_except

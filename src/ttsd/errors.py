@@ -145,6 +145,12 @@ class NotReady(Unavailable):
     code = "not_ready"
 
 
+class EngineDown(Unavailable):
+    """A request for an engine whose pool has no live slot (still loading, or failed to)."""
+
+    code = "engine_unavailable"
+
+
 class BackendUnavailable(Unavailable):
     code = "backend_unavailable"
 

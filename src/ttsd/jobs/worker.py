@@ -36,6 +36,7 @@ from ..backends import load_engines
 from ..config import Settings
 from ..errors import JobCancelled, TtsdError
 from ..logs import configure_logging
+from ..pools import PoolSpec
 from .model import SentenceBatch
 
 log = logging.getLogger("ttsd.worker")
@@ -66,7 +67,8 @@ class _Inbox:
                 self.cancelled.add(message[1])
 
 
-def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
+def worker_main(conn: Connection, settings: Settings, pool: PoolSpec, slot: int, worker_no: int) -> None:
+    """An engine process of ``pool``: loads only that pool's engines, on the device of ``slot``."""
     # The parent owns shutdown: Ctrl-C in a terminal reaches the whole process group, and a worker
     # that died of it would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -74,12 +76,15 @@ def worker_main(conn: Connection, settings: Settings, worker_no: int) -> None:
     configure_logging(settings)
     os.nice(settings.engine_nice)
     try:
-        engines = load_engines(settings)
+        engines = load_engines(settings, pool.engines, pool.device(slot))
     except TtsdError as exc:
         conn.send(("fatal", exc.code, exc.message))
         return
     np.seterr(all="ignore")
-    log.info("engine worker ready", extra={"worker": worker_no, "pid": os.getpid(), "engines": list(engines)})
+    log.info(
+        "engine worker ready",
+        extra={"worker": worker_no, "pid": os.getpid(), "pool": pool.name, "device": pool.device(slot)},
+    )
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     sender = threading.Thread(target=_send_all, args=(conn, outbox), name="ttsd-send", daemon=True)
     sender.start()

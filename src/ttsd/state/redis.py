@@ -407,7 +407,8 @@ class RedisJobStats:
 
 
 class WorkerRegistry:
-    """Engine processes announce themselves with a heartbeat; the API reads how many are alive."""
+    """Engine processes announce themselves with a heartbeat, under their pool's name; the API
+    reads which pools (so which engines) have live processes, and how many."""
 
     HEARTBEAT_SECONDS = 10.0
     STALE_SECONDS = 35.0
@@ -415,6 +416,10 @@ class WorkerRegistry:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
+
+    @staticmethod
+    def member(pool: str, process: str) -> str:
+        return f"{pool}|{process}"
 
     def beat(self, name: str) -> None:
         now = time.time()
@@ -434,23 +439,35 @@ class WorkerRegistry:
             else:
                 self._r.zrem(self._k.busy, name)
 
+    @staticmethod
+    def _by_pool(members: Any) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for raw in members:
+            pool = raw.decode().partition("|")[0]
+            counts[pool] = counts.get(pool, 0) + 1
+        return counts
+
     @guarded
-    def busy_count(self, within: float) -> int:
+    def busy_by_pool(self, within: float) -> dict[str, int]:
         """Processes that started a job less than ``within`` seconds ago and have not finished it
-        (a process that died mid-job drops out after that long)."""
-        return int(self._r.zcount(self._k.busy, time.time() - within, "+inf"))
+        (a process that died mid-job drops out after that long), by pool."""
+        return self._by_pool(self._r.zrangebyscore(self._k.busy, time.time() - within, "+inf"))
 
     @guarded
+    def alive_by_pool(self) -> dict[str, int]:
+        live = self._r.zrangebyscore(self._k.workers, time.time() - self.STALE_SECONDS, "+inf")
+        return self._by_pool(live)
+
     def alive(self) -> int:
-        return int(self._r.zcount(self._k.workers, time.time() - self.STALE_SECONDS, "+inf"))
+        return sum(self.alive_by_pool().values())
 
     @guarded
-    def job_seconds(self) -> float:
-        raw = self._r.get(self._k.job_seconds)
+    def job_seconds(self, engine: str) -> float:
+        raw = self._r.get(self._k.job_seconds(engine))
         return float(raw) if raw else 1.0
 
     @guarded
-    def record_job_seconds(self, seconds: float) -> None:
+    def record_job_seconds(self, engine: str, seconds: float) -> None:
         # A rough moving average shared by all workers: good enough for Retry-After.
-        current = self.job_seconds()
-        self._r.set(self._k.job_seconds, current + 0.2 * (seconds - current), ex=86400)
+        current = self.job_seconds(engine)
+        self._r.set(self._k.job_seconds(engine), current + 0.2 * (seconds - current), ex=86400)

@@ -123,10 +123,9 @@ class RedisKeys:
         """Hash of worker-side counters (syntheses, seconds, failures), exported by the API."""
         return f"{self.prefix}:stats"
 
-    @property
-    def job_seconds(self) -> str:
-        """Moving average of a job's duration, for an honest Retry-After."""
-        return f"{self.prefix}:job_seconds"
+    def job_seconds(self, engine: str) -> str:
+        """Moving average of a job's duration on an engine, for an honest Retry-After."""
+        return f"{self.prefix}:job_seconds:{engine}"
 
 
 def member(key: str, fmt: str) -> str:

@@ -19,9 +19,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(service: ServiceDep) -> dict[str, Any]:
-    """Readiness: engines loaded and warmed in at least one engine process; state and storage answer."""
+    """Readiness: at least one engine loaded and warmed (``engines`` lists those that are, and
+    ``unavailable`` says why the others are not: their requests get 503); state and storage answer."""
     service.check_ready()
-    return {"status": "ready", "engines": list(service.catalogue.specs)}
+    states = service.engine_states()
+    return {
+        "status": "ready",
+        "engines": [engine for engine, state in states.items() if state == "ready"],
+        "unavailable": {engine: state for engine, state in states.items() if state != "ready"},
+    }
 
 
 @router.get("/v1/stats")

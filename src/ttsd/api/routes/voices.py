@@ -12,9 +12,15 @@ router = APIRouter(tags=["voices"])
 @router.get("/v1/voices", response_model=VoicesResponse)
 async def list_voices(service: ServiceDep) -> VoicesResponse:
     catalogue = service.catalogue
+    states = service.engine_states()
+    voices = []
+    for v in catalogue.listing():
+        state = states.get(v["engine"], "ready")
+        voices.append(VoiceInfo(**v, ready=state == "ready", engine_state=state))
     return VoicesResponse(
-        voices=[VoiceInfo(**v) for v in catalogue.listing()],
+        voices=voices,
         languages=catalogue.languages,
         formats=list(audio.FORMATS),
         default=catalogue.default_voice.name,
+        engines=states,
     )
