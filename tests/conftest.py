@@ -120,7 +120,9 @@ def start_server(
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
+            answer = httpx.get(server.url + path, timeout=2)
+            # Ready means every engine's pool: /readyz answers 200 as soon as one of them is.
+            if answer.status_code == 200 and not answer.json().get("unavailable"):
                 return server
         except httpx.TransportError:
             pass

@@ -121,7 +121,6 @@ def _worker_per_pool(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _say(args: argparse.Namespace) -> int:
-    from .engines import select
     from .jobs.synth import synthesize_master
     from .service import SynthesisRequest, prepare_job
     from .voices import Catalogue
@@ -131,7 +130,7 @@ def _say(args: argparse.Namespace) -> int:
     fmt_name = args.format or out.suffix.lstrip(".").lower() or "wav"
     if fmt_name == "raw":
         fmt_name = "pcm"
-    catalogue = Catalogue(select(settings.engines), settings.default_voice)
+    catalogue = Catalogue.of(settings)
     request = SynthesisRequest(
         text=args.text,
         voice=args.voice,
@@ -156,11 +155,10 @@ def _say(args: argparse.Namespace) -> int:
 
 
 def _voices(args: argparse.Namespace) -> int:
-    from .engines import select
     from .voices import Catalogue
 
     settings = _settings(args, "engines")
-    catalogue = Catalogue(select(settings.engines), settings.default_voice)
+    catalogue = Catalogue.of(settings)
     listing = catalogue.listing()
     if args.json:
         print(json.dumps(listing, indent=2, ensure_ascii=False))

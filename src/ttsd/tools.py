@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from .audio import Pcm16
 from .backends import build_index, build_store
 from .config import Settings
-from .engines import select
 from .errors import TtsdError
 from .jobs.pool import EnginePool, PoolRouter
 from .jobs.synth import build_host, post_executor, run_job
@@ -50,7 +49,7 @@ async def synthesize_all(
     skip: Callable[[int], bool] = lambda i: False,
 ) -> None:
     """Run every request that is not cached (and not skipped) on a local engine pool."""
-    catalogue = Catalogue(select(settings.engines), settings.default_voice)
+    catalogue = Catalogue.of(settings)
     index = build_index(settings)
     pool = PoolRouter([EnginePool(settings, spec) for spec in settings.pool_layout])
     post = post_executor(settings)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .engines import EngineSpec, Voice
+from .config import Settings
+from .engines import EngineSpec, Voice, select
 from .errors import ConfigError, UnknownLanguage, UnknownVoice
 
 # OpenAI voice names, so unmodified OpenAI clients work. Each maps to preferred voices in order;
@@ -33,10 +34,26 @@ LANGUAGE_ALIASES: dict[str, str] = {
     "zh-hk": "yue",
     "zh-yue": "yue",
     "cantonese": "yue",
+    "ja": "ja",
+    "ja-jp": "ja",
+    "japanese": "ja",
 }
 
 
 class Catalogue:
+    @classmethod
+    def of(cls, settings: Settings) -> Catalogue:
+        """The catalogue of the configured engines. A default voice left unset falls back to the
+        first engine's first voice when its engine is not configured (``TTSD_POOLS=kokoro:1``
+        alone); one set explicitly must exist."""
+        specs = select(settings.engines)
+        default = settings.default_voice
+        if "default_voice" not in settings.model_fields_set:
+            names = {v.name for spec in specs.values() for v in spec.voices}
+            if not names.intersection(OPENAI_ALIASES.get(default, (default,))):
+                default = next(iter(specs.values())).voices[0].name
+        return cls(specs, default)
+
     def __init__(self, specs: Mapping[str, EngineSpec], default_voice: str) -> None:
         self.specs = dict(specs)
         self.voices: dict[str, Voice] = {v.name: v for spec in specs.values() for v in spec.voices}

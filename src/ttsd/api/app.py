@@ -15,7 +15,6 @@ from starlette.types import ASGIApp
 from .. import __version__
 from ..backends import build_api_backends
 from ..config import Settings
-from ..engines import select
 from ..logs import configure_logging
 from ..metrics import Metrics
 from ..pools import check_devices
@@ -75,10 +74,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     configure_logging(settings)
     # Validated now, so a bad TTSD_ENGINES or TTSD_DEFAULT_VOICE fails at start, not per request.
-    specs = select(settings.engines)
-    catalogue = Catalogue(specs, settings.default_voice)
+    catalogue = Catalogue.of(settings)
     if settings.queue == "inprocess":  # in distributed mode, workers place their own pools
-        check_devices(settings.pool_layout, {name: spec.device_kinds for name, spec in specs.items()})
+        kinds = {name: spec.device_kinds for name, spec in catalogue.specs.items()}
+        check_devices(settings.pool_layout, kinds)
     if not settings.api_keys and not is_loopback(settings.host):
         log.warning(
             "SECURITY: serving on %s with no API keys: anyone who can reach this address can use it. "
