@@ -11,7 +11,12 @@ from ttsd.engines import REGISTRY, Engine, EngineSpec
 from ttsd.jobs.synth import synthesize_master
 from ttsd.keys import SynthesisSpec
 
-SAMPLES = {"en-US": "The weather is lovely today.", "cmn": "今天天气很好。", "yue": "今日天氣好好。"}
+SAMPLES = {
+    "en-US": "The weather is lovely today.",
+    "cmn": "今天天气很好。",
+    "yue": "今日天氣好好。",
+    "ja": "今日はとても良い天気です。",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(REGISTRY))
@@ -64,3 +69,16 @@ def test_hibari_is_deterministic_with_a_seed() -> None:
     a = engine.synthesize("Same seed, same samples.", voice, speed=1.0, seed=42)
     b = engine.synthesize("Same seed, same samples.", voice, speed=1.0, seed=42)
     assert np.array_equal(a, b)
+
+
+def test_kokoro_speaks_japanese_text_sentence_by_sentence() -> None:
+    spec = REGISTRY["kokoro"]
+    engine = spec.load(threads=1)
+    voice = next(v for v in spec.voices if v.language == "ja")
+    text = "今日はとても良い天気です。公園まで散歩に行きましょう。"  # 30 morae: about 4 s read
+    pieces: list[int] = []
+    job = SynthesisSpec(spec.name, spec.version, voice.name, voice.speaker, voice.language, text, 1.0, None)
+    master = synthesize_master(engine, job, on_piece=lambda pcm, i, n: pieces.append(len(pcm)))
+    assert len(pieces) == 2  # split at 。
+    # Kanji read as Japanese: a G2P spelling them out, or dropping them, would be far off.
+    assert 2.5 < len(master) / engine.sample_rate < 7

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import ConfigError
-from . import espeak, hibari, piper
+from . import espeak, hibari, kokoro, piper
 from .base import Engine, EngineSpec, Pcm, Voice
 
-REGISTRY: dict[str, EngineSpec] = {spec.name: spec for spec in (piper.SPEC, hibari.SPEC, espeak.SPEC)}
+REGISTRY: dict[str, EngineSpec] = {
+    spec.name: spec for spec in (piper.SPEC, hibari.SPEC, espeak.SPEC, kokoro.SPEC)
+}
 
 
 def select(names: Iterable[str]) -> dict[str, EngineSpec]:

@@ -26,7 +26,8 @@ def session(model: str | bytes, *, threads: int, device: str, engine: str) -> An
     options.log_severity_level = 3
     gpu = cuda_index(device)
     if gpu is None:
-        return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        made = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        return _without_fallback(made)
     available = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         raise EngineUnavailable(
@@ -46,4 +47,13 @@ def session(model: str | bytes, *, threads: int, device: str, engine: str) -> An
             f"{engine} is placed on {device}, but onnxruntime could not use it (no usable GPU or "
             "CUDA libraries) and would have fallen back to the CPU"
         )
+    return _without_fallback(made)
+
+
+def _without_fallback(made: Any) -> Any:
+    """onnxruntime rebuilds a session on the CPU after a GPU failure at run time, and keeps a
+    session's model bytes (88 MB for Kokoro) for that one use. A pool must not fall back, so the
+    fallback goes, and the bytes with it."""
+    made.disable_fallback()
+    made._model_bytes = None
     return made
