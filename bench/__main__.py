@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import chaos, first_audio, hits, overload, reuse, suite
+from . import chaos, first_audio, hits, overload, pools, reuse, suite
 
 SCENARIOS = {
     "all": suite.run,
@@ -13,6 +13,7 @@ SCENARIOS = {
     "hits": hits.run,
     "reuse": reuse.run,
     "chaos": chaos.run,
+    "pools": pools.run,
 }
 
 

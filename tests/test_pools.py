@@ -273,3 +273,34 @@ def test_distributed_jobs_go_to_the_workers_of_their_engine(tmp_path: Path) -> N
         assert espeak.poll() is None
     finally:
         stack.stop()
+
+
+@pytest.mark.slow
+def test_one_worker_command_runs_a_node_per_pool(tmp_path: Path) -> None:
+    """`ttsd worker --pools a:1,b:1` runs one Celery node per pool, each announcing its own pool,
+    and passes SIGTERM on to them."""
+    stack = start_stack(tmp_path, workers=0)
+    try:
+        worker = stack.start_worker("both", pools="espeak:1,piper:1")
+        srv = start_server(tmp_path, env={**stack.env, "TTSD_ENGINES": "piper,espeak"})
+        try:
+            assert httpx.get(f"{srv.url}/readyz", timeout=10).json()["engines"] == ["piper", "espeak"]
+            assert (
+                srv.metric("ttsd_slots", pool="espeak") == 1 and srv.metric("ttsd_slots", pool="piper") == 1
+            )
+            with httpx.Client(base_url=srv.url, timeout=30) as client:
+                for voice in ("en-joe", "yue-male"):
+                    answer = client.post(
+                        "/v1/synthesize", json={"text": unique("One command."), "voice": voice}
+                    )
+                    assert srv.wait_task(answer.json()["task_id"])["status"] == "done"
+            nodes = psutil.Process(worker.pid).children()
+            assert len(nodes) == 2
+            worker.terminate()  # the supervisor alone: it passes the signal on
+            assert worker.wait(timeout=60) == 0
+            assert not any(node.is_running() and node.status() != psutil.STATUS_ZOMBIE for node in nodes)
+            stack.workers.remove(worker)
+        finally:
+            stop_server(srv)
+    finally:
+        stack.stop()
