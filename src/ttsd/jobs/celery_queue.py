@@ -86,24 +86,26 @@ class CeleryQueue(JobQueue):
                 pipe.llen(broker_queue_key(self._settings, engine))
             return dict(zip(self._engines, (int(n) for n in pipe.execute()), strict=True))
 
-    @property
-    def depth(self) -> int:
-        return sum(self._depths().values())
-
-    def slots(self, engine: str, *, fresh: bool = False) -> int:
-        """Live worker processes whose pool hosts ``engine`` (read at most once a second)."""
+    def _alive(self, *, fresh: bool = False) -> dict[str, int]:
+        """Live worker processes by pool (read at most once a second, unless ``fresh``)."""
         read_at, alive = self._live
         if fresh or time.monotonic() - read_at > _POOLS_FRESH:
             alive = self._registry.alive_by_pool()
             self._live = (time.monotonic(), alive)
+        return alive
+
+    @staticmethod
+    def _slots(engine: str, alive: dict[str, int]) -> int:
+        """Live worker processes whose pool hosts ``engine``."""
         return sum(n for pool, n in alive.items() if engine in pool.split("+"))
 
     @property
     def ready(self) -> bool:
         try:
-            return any(self.slots(e, fresh=True) for e in self._engines)
+            alive = self._alive(fresh=True)
         except BackendUnavailable:
             return False
+        return any(self._slots(engine, alive) for engine in self._engines)
 
     @property
     def not_ready_reason(self) -> str:
@@ -114,8 +116,9 @@ class CeleryQueue(JobQueue):
         return "no engine worker is running (start `ttsd worker`)"
 
     def engine_states(self) -> dict[str, str]:
+        alive = self._alive(fresh=True)
         return {
-            engine: "ready" if self.slots(engine, fresh=True) else "no live worker hosts it"
+            engine: "ready" if self._slots(engine, alive) else "no live worker hosts it"
             for engine in self._engines
         }
 
@@ -181,7 +184,7 @@ class CeleryQueue(JobQueue):
     def _admit(self, engine: str) -> None:
         """Refuse a job its engine's queue cannot take: no live worker hosts the engine, or the
         queue is full, or its predicted wait is too long."""
-        slots = self.slots(engine)
+        slots = self._slots(engine, self._alive())
         if not slots:
             raise EngineDown(
                 f"engine {engine} has no live slot: no running worker hosts it "

@@ -174,11 +174,6 @@ class InProcessQueue(JobQueue):
         return self._pools.of(engine)
 
     @property
-    def depth(self) -> int:
-        """Jobs accepted that have not yet had an engine slot, over every pool."""
-        return sum(lane.depth for lane in self.lanes)
-
-    @property
     def ready(self) -> bool:
         return not self._draining and any(lane.pool.ready for lane in self.lanes)
 
