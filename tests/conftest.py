@@ -347,3 +347,11 @@ def finished(server: Server, response: httpx.Response, timeout: float = 60) -> d
         return body
     assert response.status_code == 202, body
     return server.wait_task(body["task_id"], timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def chattts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight ChatTTS model (the real weights cannot be downloaded here)."""
+    from .chattts_model import build
+
+    return build(tmp_path_factory.mktemp("chattts"))

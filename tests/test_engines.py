@@ -7,13 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ttsd.engines import REGISTRY, Engine, EngineSpec
+from ttsd.config import Settings
+from ttsd.engines import REGISTRY, Engine, EngineSpec, select
 from ttsd.jobs.synth import synthesize_master
 from ttsd.keys import SynthesisSpec
 
 SAMPLES = {
     "en-US": "The weather is lovely today.",
-    "cmn": "今天天气很好。",
+    "cmn": "今天天气很好，我们去公园散步吧。",
     "yue": "今日天氣好好。",
     "ja": "今日はとても良い天気です。",
 }
@@ -21,7 +22,10 @@ SAMPLES = {
 
 @pytest.fixture(scope="module", params=sorted(REGISTRY))
 def loaded(request: pytest.FixtureRequest) -> Iterator[tuple[EngineSpec, Engine]]:
-    spec = REGISTRY[request.param]
+    settings = Settings()
+    if request.param == "chattts":  # no real weights here: the tiny random-weight model
+        settings = Settings(chattts_dir=request.getfixturevalue("chattts_dir"), chattts_max_tokens=256)
+    spec = select([request.param], settings)[request.param]
     yield spec, spec.load(threads=1)
 
 
@@ -44,6 +48,10 @@ def test_every_voice_speaks(loaded: tuple[EngineSpec, Engine]) -> None:
 
 def test_speed_changes_duration(loaded: tuple[EngineSpec, Engine]) -> None:
     spec, engine = loaded
+    if spec.name == "chattts":
+        pytest.skip(
+            "ChatTTS's pace is a prompt token a trained model follows; the test model's weights are random"
+        )
     voice = spec.voices[0]
     text = SAMPLES[voice.language]
     slow = len(engine.synthesize(text, voice, speed=0.5, seed=1))

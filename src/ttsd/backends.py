@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import Settings
-from .engines import Engine, Voice, select
+from .engines import Engine, select
 from .jobs.base import JobQueue
 from .metrics import Metrics, PrometheusJobStats
 from .state.base import CacheIndex, IdempotencyKeys, RateLimiter, TaskBoard
@@ -15,7 +15,7 @@ from .state.recent import RecentEntries
 from .store.base import AudioStore
 
 WARM_TEXT = "Ready."
-WARM_TEXTS = {"ja": "準備ができました。"}
+WARM_TEXTS = {"ja": "準備ができました。", "cmn": "准备好了。"}
 
 
 def build_store(settings: Settings) -> AudioStore:
@@ -109,9 +109,9 @@ def load_engines(settings: Settings, names: Iterable[str], device: str = "cpu") 
     so the first real request does not pay for lazy initialisation (G2P tables, onnxruntime
     arenas, kernels)."""
     engines: dict[str, Engine] = {}
-    for name, spec in select(names).items():
+    for name, spec in select(names, settings).items():
         engine = spec.load(threads=settings.engine_threads, device=device)
-        voice: Voice = spec.voices[0]
-        engine.synthesize(WARM_TEXTS.get(voice.language, WARM_TEXT), voice, speed=1.0, seed=0)
+        for voice in spec.warm_voices:
+            engine.synthesize(WARM_TEXTS.get(voice.language, WARM_TEXT), voice, speed=1.0, seed=0)
         engines[name] = engine
     return engines

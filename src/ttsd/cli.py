@@ -50,7 +50,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, "engines", "engine_slots", "pools", "log_format").model_copy(
         update={"queue": "celery"}
     )
-    select(settings.engines)
+    select(settings.engines, settings)
     check_devices(settings.pool_layout, {name: spec.device_kinds for name, spec in REGISTRY.items()})
     if len(settings.pool_layout) > 1:
         return _worker_per_pool(args, settings)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
 
     engines: Annotated[tuple[str, ...], NoDecode] = ("piper", "hibari", "espeak")
+    # ChatTTS's weights (its asset/ tree), loaded from here only: never downloaded.
+    chattts_dir: Path | None = None
+    # Most audio tokens ChatTTS may generate for one sentence (about 47 a second of speech); a
+    # sentence's own bound, from its length, is usually lower.
+    chattts_max_tokens: int = Field(2048, ge=8, le=8192)
     default_voice: str = "en-joe"
     # Engine processes, each running one synthesis at a time: the hard concurrency limit.
     engine_slots: int = Field(default_factory=_default_slots, ge=1, le=256)

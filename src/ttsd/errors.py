@@ -183,9 +183,25 @@ class StorageError(JobError, Unavailable):
     code = "storage_error"
 
 
+class EngineOutOfMemory(JobError, Unavailable):
+    """The device ran out of memory on a sentence twice: the job fails, the slot lives, and the
+    same request may succeed a moment later."""
+
+    status = 503
+    code = "engine_out_of_memory"
+
+
 _JOB_ERRORS: dict[str, type[JobError]] = {
     cls.code: cls
-    for cls in (JobError, EngineCrashed, JobTimeout, JobCancelled, EngineUnavailable, StorageError)
+    for cls in (
+        JobError,
+        EngineCrashed,
+        JobTimeout,
+        JobCancelled,
+        EngineUnavailable,
+        StorageError,
+        EngineOutOfMemory,
+    )
 }
 
 

@@ -46,7 +46,7 @@ class Catalogue:
         """The catalogue of the configured engines. A default voice left unset falls back to the
         first engine's first voice when its engine is not configured (``TTSD_POOLS=kokoro:1``
         alone); one set explicitly must exist."""
-        specs = select(settings.engines)
+        specs = select(settings.engines, settings)
         default = settings.default_voice
         if "default_voice" not in settings.model_fields_set:
             names = {v.name for spec in specs.values() for v in spec.voices}

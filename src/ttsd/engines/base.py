@@ -15,9 +15,13 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 Pcm = npt.NDArray[np.float32]
 
@@ -53,6 +57,16 @@ class EngineSpec(ABC):
     sentence_reuse: bool = True
     # Kinds of device a pool may place this engine on ("cuda" where its runtime can use a GPU).
     device_kinds: tuple[str, ...] = ("cpu",)
+
+    def bind(self, settings: Settings) -> EngineSpec:
+        """This spec with what it needs from the settings (a weights directory): an engine whose
+        spec depends on them returns a configured copy."""
+        return self
+
+    @property
+    def warm_voices(self) -> tuple[Voice, ...]:
+        """The voices an engine process speaks once before it reports ready."""
+        return self.voices[:1]
 
     @property
     @abstractmethod

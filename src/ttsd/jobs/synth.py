@@ -510,7 +510,7 @@ def build_host(
     post: Executor,
     claims: Claims | None = None,
 ) -> JobHost:
-    specs = select(settings.engines)
+    specs = select(settings.engines, settings)
     return JobHost(
         synthesizer=synthesizer,
         store=store,
