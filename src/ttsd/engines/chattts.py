@@ -22,6 +22,7 @@ job with a retryable error; the process stays up.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -163,11 +164,15 @@ class ChatTTSSpec(EngineSpec):
         # Every speaker once, so no first request pays for its kernels.
         return tuple(v for v in self.voices if v.language == "cmn")
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         # The weights are part of the output's identity: their hashes (the map they are checked
-        # against) go into the cache key, so other weights never answer from this cache.
-        side = self._side()
+        # against) go into the cache key, so other weights never answer from this cache. Read once:
+        # it is part of every request's key, and the weights change only with a restart.
+        try:
+            side = self._side()
+        except EngineUnavailable:
+            side = {"sha256": "unreadable"}  # loading says why; no audio is made with it
         weights = side.get("sha256") or "official"
         digest = hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()[:12]
         voices = hashlib.sha256(json.dumps(side.get("voices", {}), sort_keys=True).encode()).hexdigest()[:8]
