@@ -49,24 +49,15 @@ _SPEAKER_SEEDS = {1: 1111, 2: 2222, 3: 3333, 4: 4444}
 _LANG = {"cmn": "zh", "en-US": "en"}
 
 
-def _voices() -> tuple[Voice, ...]:
-    voices = []
-    for n, gender in ((1, "female"), (2, "male"), (3, "female"), (4, "male")):
-        voices.append(
-            Voice(
-                f"zh-chattts-{n}", "chattts", f"speaker-{n}", "cmn", gender, f"ChatTTS speaker {n}, Mandarin"
-            )
-        )
-    for n, gender in ((1, "female"), (2, "male"), (3, "female"), (4, "male")):
-        voices.append(
-            Voice(
-                f"en-chattts-{n}", "chattts", f"speaker-{n}", "en-US", gender, f"ChatTTS speaker {n}, English"
-            )
-        )
-    return tuple(voices)
-
-
-VOICES = _voices()
+_GENDERS = {1: "female", 2: "male", 3: "female", 4: "male"}
+# Four pinned speakers, each reading Mandarin and English.
+VOICES = tuple(
+    Voice(
+        f"{prefix}-chattts-{n}", "chattts", f"speaker-{n}", language, gender, f"ChatTTS speaker {n}, {label}"
+    )
+    for prefix, language, label in (("zh", "cmn", "Mandarin"), ("en", "en-US", "English"))
+    for n, gender in _GENDERS.items()
+)
 
 
 def import_torchaudio() -> None:
