@@ -18,7 +18,7 @@ from ttsd.engines import select
 from ttsd.engines.chattts import VOICES, ChatTTSEngine
 from ttsd.errors import EngineOutOfMemory, EngineUnavailable, job_error_from
 
-from .conftest import start_server, stop_server, unique
+from .conftest import start_server, stop_server, unique, wait_until
 
 
 def _spec(directory: Path | None, max_tokens: int = 128):  # type: ignore[no-untyped-def]
@@ -164,13 +164,13 @@ def test_served_from_a_pool(chattts_dir: Path, tmp_path: Path) -> None:
         stop_server(srv)
     srv = start_server(tmp_path / "without", env=env, ready=False)
     try:
-        from .conftest import wait_until
 
-        wait_until(
-            lambda: "chattts" in httpx.get(f"{srv.url}/readyz").json().get("unavailable", {}), 60, "state"
-        )
-        reason = httpx.get(f"{srv.url}/readyz").json()["unavailable"]["chattts"]
-        assert "set TTSD_CHATTTS_DIR" in reason
+        def reason() -> str:
+            return str(httpx.get(f"{srv.url}/readyz").json().get("unavailable", {}).get("chattts", ""))
+
+        wait_until(lambda: reason().startswith("failed to load"), 60, "the chattts pool to fail")
+        wait_until(lambda: "espeak" in httpx.get(f"{srv.url}/readyz").json()["engines"], 60, "espeak")
+        assert "set TTSD_CHATTTS_DIR" in reason()
         refused = httpx.post(f"{srv.url}/v1/synthesize", json={"text": "你好。", "voice": "zh-chattts-1"})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable"
         assert "chattts" in refused.json()["error"]["message"]
