@@ -193,12 +193,37 @@ class S3:
 
     def __init__(self, tmp: Path) -> None:
         self.dir = tmp
+        self._choose_ports()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._served = False  # once it has served, a restart keeps its ports (clients know them)
+
+    def _choose_ports(self) -> None:
         services = ("master", "volume", "filer", "s3")
         self.ports = {flag: free_port() for s in services for flag in (f"{s}.port", f"{s}.port.grpc")}
         self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # A port found free can be taken before SeaweedFS binds it (weed's own outgoing connections
+        # use the same ephemeral range): then it exits at once, and a first start picks new ports.
+        for attempt in range(3):
+            self._launch()
+            try:
+                wait_until(self._up, 60, "seaweedfs s3")
+            except AssertionError:
+                exited = self.process is not None and self.process.poll() is not None
+                if self._served or not exited or attempt == 2:
+                    raise
+                self._choose_ports()
+                continue
+            self._served = True
+            return
+
+    def _up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"seaweedfs exited with {self.process.returncode} (see {self.dir}/weed.log)")
+        return httpx.get(self.url, timeout=1).status_code < 500
+
+    def _launch(self) -> None:
         binary = Path(sys.executable).parent / "weed"
         args = [f"-{flag}={port}" for flag, port in self.ports.items()]
         with (self.dir / "weed.log").open("ab") as log:
@@ -218,7 +243,6 @@ class S3:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, 60, "seaweedfs s3")
 
     def stop(self) -> None:
         if self.process is not None:
