@@ -138,11 +138,12 @@ def _say(args: argparse.Namespace) -> int:
         format=fmt_name,
         speed=args.speed,
         seed=args.seed,
+        lexicons=args.lexicons,
     )
     job = prepare_job(request, catalogue, max_text_chars=settings.max_text_chars)
     engine = catalogue.specs[job.spec.engine].load(threads=settings.engine_threads)
     started = time.perf_counter()
-    pcm = synthesize_master(engine, job.spec)
+    pcm = synthesize_master(engine, job.spec, sentences=job.sentences)
     data = audio.encode(pcm, engine.sample_rate, audio.get_format(job.fmt))
     out.write_bytes(data)
     seconds = len(pcm) / engine.sample_rate
@@ -169,6 +170,28 @@ def _voices(args: argparse.Namespace) -> int:
         print(
             f"{v['name']:<14} {v['language']:<6} {v['gender']:<7} {v['engine']:<7} {v['sample_rate']} Hz"
             f"{default}{aliases}"
+        )
+    return EXIT_OK
+
+
+def _lexicons(args: argparse.Namespace) -> int:
+    """Read and compile TTSD_LEXICON_DIR as the service would at start (errors exit 2), and list it."""
+    from .voices import Catalogue
+
+    settings = _settings(args, "engines", "lexicon_dir")
+    listing = Catalogue.of(settings).lexicons.listing()
+    if args.json:
+        print(json.dumps(listing, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not listing:
+        print(f"no lexicons ({settings.lexicon_dir or 'TTSD_LEXICON_DIR is not set'})", file=sys.stderr)
+    for lx in listing:
+        default = " *" if lx["default"] else ""
+        refused = "".join(f"\n    {engine}: {why}" for engine, why in lx["unsupported"].items())
+        print(
+            f"{lx['name']:<16} {lx['language']:<6} {lx['entries']:>6} entries  {lx['hash']}  "
+            f"{','.join(lx['alphabets']) or 'aliases'}  engines: {','.join(lx['engines']) or '-'}"
+            f"{default}{refused}"
         )
     return EXIT_OK
 
@@ -215,7 +238,11 @@ def _warm(args: argparse.Namespace) -> int:
     settings = _settings(args, "engines", "engine_slots")
     texts = read_lines(Path(args.file))
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    requests = [SynthesisRequest(text=t, voice=args.voice, format=f) for t in texts for f in formats]
+    requests = [
+        SynthesisRequest(text=t, voice=args.voice, format=f, lexicons=args.lexicons)
+        for t in texts
+        for f in formats
+    ]
     progress = Progress(len(requests), "warm")
 
     def on_result(result: Result) -> None:
@@ -240,7 +267,9 @@ def _batch(args: argparse.Namespace) -> int:
     texts = read_lines(Path(args.file))
     ext = "raw" if args.format == "pcm" else args.format
     targets = [out / f"{i + 1:05d}.{ext}" for i in range(len(texts))]
-    requests = [SynthesisRequest(text=t, voice=args.voice, format=args.format) for t in texts]
+    requests = [
+        SynthesisRequest(text=t, voice=args.voice, format=args.format, lexicons=args.lexicons) for t in texts
+    ]
     # Resume: a file is written whole or not at all, so an existing one is finished work.
     done_before = {i for i, target in enumerate(targets) if target.exists()}
     progress = Progress(len(requests) - len(done_before), "batch")
@@ -286,6 +315,9 @@ def _cache(args: argparse.Namespace) -> int:
 
 def _engines(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_LEXICONS_HELP = "pronunciation lexicons to apply, comma-separated, first wins (TTSD_DEFAULT_LEXICONS follow)"
 
 
 _POOLS_HELP = (
@@ -334,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-f", "--format", choices=list(audio.FORMATS), help="override the format")
     say.add_argument("--speed", type=float, default=1.0)
     say.add_argument("--seed", type=int)
+    say.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     say.add_argument("--engines", type=_engines)
     say.set_defaults(func=_say)
 
@@ -341,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("file")
     warm.add_argument("-v", "--voice")
     warm.add_argument("-f", "--formats", default="mp3", help="comma-separated formats (default mp3)")
+    warm.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     warm.add_argument("--engines", type=_engines)
     warm.add_argument("--slots", dest="engine_slots", type=int)
     warm.set_defaults(func=_warm)
@@ -350,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, help="output directory: 00001.mp3, 00002.mp3, ...")
     batch.add_argument("-v", "--voice")
     batch.add_argument("-f", "--format", default="mp3", choices=list(audio.FORMATS))
+    batch.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     batch.add_argument("--engines", type=_engines)
     batch.add_argument("--slots", dest="engine_slots", type=int)
     batch.set_defaults(func=_batch)
@@ -363,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     voices.add_argument("--json", action="store_true")
     voices.add_argument("--engines", type=_engines)
     voices.set_defaults(func=_voices)
+
+    lexicons = sub.add_parser(
+        "lexicons", help="check the pronunciation lexicons (as `serve` would at start) and list them"
+    )
+    lexicons.add_argument("--dir", dest="lexicon_dir", type=Path, help="env TTSD_LEXICON_DIR")
+    lexicons.add_argument("--json", action="store_true")
+    lexicons.add_argument("--engines", type=_engines)
+    lexicons.set_defaults(func=_lexicons)
     return parser
 
 

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # sentence's own bound, from its length, is usually lower.
     chattts_max_tokens: int = Field(2048, ge=8, le=8192)
     default_voice: str = "en-joe"
+    # Pronunciation lexicons (W3C PLS files, one per lexicon, named by file stem), read at start.
+    lexicon_dir: Path | None = None
+    # Lexicons applied to every request of their language, after those the request names.
+    default_lexicons: Annotated[tuple[str, ...], NoDecode] = ()
     # Engine processes, each running one synthesis at a time: the hard concurrency limit.
     engine_slots: int = Field(default_factory=_default_slots, ge=1, le=256)
     # Engine pools (see ttsd.pools for the format): which engines share which slots and devices.
@@ -115,7 +119,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 
-    @field_validator("engines", "api_keys", "sentence_reuse_except", mode="before")
+    @field_validator("engines", "api_keys", "sentence_reuse_except", "default_lexicons", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

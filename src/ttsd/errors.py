@@ -8,6 +8,8 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     │   ├── UnknownVoice (422 unknown_voice)
     │   ├── UnknownFormat (422 unknown_format)
     │   ├── UnknownLanguage (422 unknown_language)
+    │   ├── UnknownLexicon (422 unknown_lexicon)
+    │   ├── UnsupportedLexicon (422 unsupported_lexicon)  its phonemes are in no alphabet the engine reads
     │   └── IdempotencyConflict (422 idempotency_conflict)  same Idempotency-Key, other body
     ├── MalformedRequest (400 malformed_request)    unparsable JSON
     ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
@@ -75,6 +77,14 @@ class UnknownFormat(InvalidRequest):
 
 class UnknownLanguage(InvalidRequest):
     code = "unknown_language"
+
+
+class UnknownLexicon(InvalidRequest):
+    code = "unknown_lexicon"
+
+
+class UnsupportedLexicon(InvalidRequest):
+    code = "unsupported_lexicon"
 
 
 class IdempotencyConflict(InvalidRequest):

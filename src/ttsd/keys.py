@@ -30,6 +30,8 @@ class SynthesisSpec:
     text: str
     speed: float
     seed: int | None
+    # The content hashes of the pronunciation lexicons applied, in order ("" for none).
+    lexicons: str = ""
 
     @property
     def voice_ref(self) -> Voice:
@@ -38,7 +40,10 @@ class SynthesisSpec:
 
     @property
     def key(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        fields = asdict(self)
+        if not self.lexicons:
+            del fields["lexicons"]  # keys made before lexicons existed stay valid
+        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -55,6 +55,7 @@ class SynthesisRequest(NamedTuple):
     format: str = "wav"
     speed: float = 1.0
     seed: int | None = None
+    lexicons: tuple[str, ...] = ()
 
 
 class Hit(NamedTuple):
@@ -98,6 +99,7 @@ def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_cha
     voice = catalogue.resolve(request.voice, request.language)
     text = normalize(request.text, max_chars=max_text_chars)
     engine = catalogue.specs[voice.engine]
+    lexicons = catalogue.lexicons.applied(request.lexicons, voice.language, engine.name)
     spec = SynthesisSpec(
         engine=engine.name,
         engine_version=engine.version,
@@ -107,8 +109,10 @@ def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_cha
         text=text,
         speed=round(float(request.speed), 3),
         seed=request.seed,
+        lexicons=lexicons.key,
     )
-    return Job(task_id=task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name)
+    spoken = lexicons.speak(split_sentences(text)) if lexicons.table is not None else None
+    return Job(task_id=task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, spoken=spoken)
 
 
 class TtsService:
@@ -208,7 +212,7 @@ class TtsService:
 
     async def plan(self, job: Job) -> tuple[int, int]:
         """The text's sentences, and how many of them the piece cache holds now."""
-        sentences = split_sentences(job.spec.text)
+        sentences = job.sentences
         if job.spec.engine not in self._reuse_engines:
             return len(sentences), 0
         found = await asyncio.gather(*(self.index.aget(k, PIECE) for k in piece_keys(job.spec, sentences)))

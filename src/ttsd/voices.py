@@ -1,4 +1,5 @@
-"""The voice catalogue: public voice names, OpenAI aliases and language tags."""
+"""The catalogue of what a request may name: voices, OpenAI aliases, language tags and the
+pronunciation lexicons."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from .config import Settings
 from .engines import EngineSpec, Voice, select
 from .errors import ConfigError, UnknownLanguage, UnknownVoice
+from .lexicons import Lexicons
 
 # OpenAI voice names, so unmodified OpenAI clients work. Each maps to preferred voices in order;
 # the first one whose engine is loaded wins.
@@ -45,17 +47,23 @@ class Catalogue:
     def of(cls, settings: Settings) -> Catalogue:
         """The catalogue of the configured engines. A default voice left unset falls back to the
         first engine's first voice when its engine is not configured (``TTSD_POOLS=kokoro:1``
-        alone); one set explicitly must exist."""
+        alone); one set explicitly must exist. The lexicons are read and compiled here, so a bad
+        one stops the start."""
         specs = select(settings.engines, settings)
         default = settings.default_voice
         if "default_voice" not in settings.model_fields_set:
             names = {v.name for spec in specs.values() for v in spec.voices}
             if not names.intersection(OPENAI_ALIASES.get(default, (default,))):
                 default = next(iter(specs.values())).voices[0].name
-        return cls(specs, default)
+        catalogue = cls(specs, default)
+        catalogue.lexicons = Lexicons.load(
+            settings.lexicon_dir, settings.default_lexicons, catalogue.specs, catalogue.language
+        )
+        return catalogue
 
     def __init__(self, specs: Mapping[str, EngineSpec], default_voice: str) -> None:
         self.specs = dict(specs)
+        self.lexicons = Lexicons.load(None, (), specs, self.language)
         self.voices: dict[str, Voice] = {v.name: v for spec in specs.values() for v in spec.voices}
         self.aliases: dict[str, str] = {}
         for alias, preferred in OPENAI_ALIASES.items():

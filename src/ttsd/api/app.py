@@ -25,7 +25,7 @@ from .hot import HotPaths
 from .limits import BodyLimitMiddleware
 from .models import ErrorResponse
 from .observability import Observability
-from .routes import audio, health, playground, speech, stream, synthesize, tasks, voices
+from .routes import audio, health, lexicons, playground, speech, stream, synthesize, tasks, voices
 from .security import AuthenticatedCaller, is_loopback
 
 log = logging.getLogger("ttsd.api")
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     errors.install(app, debug=settings.debug)
     # Keys guard the API; audio links (capability URLs), health and metrics stay open.
     keyed = [Depends(_require_key)]
-    for module in (synthesize, tasks, speech, voices):
+    for module in (synthesize, tasks, speech, voices, lexicons):
         app.include_router(module.router, dependencies=keyed)
     for module in (audio, stream, health, playground):  # the WebSocket checks its key itself
         app.include_router(module.router)

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..lexicons import MAX_PER_REQUEST
 from ..service import SynthesisRequest
 from ..state.base import Stage, Status, TaskError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
+
+LexiconNames = Annotated[
+    list[Annotated[str, Field(max_length=64)]] | None,
+    Field(
+        None,
+        max_length=MAX_PER_REQUEST,
+        description="Pronunciation lexicons (GET /v1/lexicons) to apply, first wins; those of "
+        "another language are skipped, TTSD_DEFAULT_LEXICONS follow",
+    ),
+]
+
+
+def _names(lexicons: list[str] | None) -> tuple[str, ...]:
+    return tuple(lexicons) if lexicons else ()
 
 
 class SynthesizeBody(BaseModel):
@@ -23,9 +38,12 @@ class SynthesizeBody(BaseModel):
     format: str = Field("wav", description="wav, mp3, ogg, opus, flac or pcm (s16le)")
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")
+    lexicons: LexiconNames
 
     def to_request(self) -> SynthesisRequest:
-        return SynthesisRequest(self.text, self.voice, self.language, self.format, self.speed, self.seed)
+        return SynthesisRequest(
+            self.text, self.voice, self.language, self.format, self.speed, self.seed, _names(self.lexicons)
+        )
 
 
 class SpeechBody(BaseModel):
@@ -41,10 +59,15 @@ class SpeechBody(BaseModel):
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: the file's bytes, streamed as made; sse: base64 deltas as events"
     )
+    lexicons: LexiconNames
 
     def to_request(self) -> SynthesisRequest:
         return SynthesisRequest(
-            text=self.input, voice=self.voice, format=self.response_format, speed=self.speed
+            text=self.input,
+            voice=self.voice,
+            format=self.response_format,
+            speed=self.speed,
+            lexicons=_names(self.lexicons),
         )
 
 
@@ -59,9 +82,12 @@ class StreamRequest(BaseModel):
     format: str = "pcm"
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    lexicons: LexiconNames
 
     def to_request(self) -> SynthesisRequest:
-        return SynthesisRequest(self.text, self.voice, self.language, self.format, self.speed, self.seed)
+        return SynthesisRequest(
+            self.text, self.voice, self.language, self.format, self.speed, self.seed, _names(self.lexicons)
+        )
 
 
 class Done(BaseModel):
@@ -126,6 +152,24 @@ class VoicesResponse(BaseModel):
     default: str
     # Engines by state, as /readyz reports them.
     engines: dict[str, str] = {}
+
+
+class LexiconInfo(BaseModel):
+    name: str
+    language: str
+    entries: int = Field(description="lexemes")
+    graphemes: int
+    hash: str = Field(description="content hash, part of the cache key of every text it applies to")
+    alphabets: list[str] = Field(description="phoneme alphabets its <phoneme> entries use")
+    default: bool = Field(description="in TTSD_DEFAULT_LEXICONS: applied to every request of its language")
+    engines: list[str] = Field(description="engines of its language that can say every lexeme")
+    unsupported: dict[str, str] = Field(description="engines of its language that cannot, and why")
+
+
+class LexiconsResponse(BaseModel):
+    lexicons: list[LexiconInfo]
+    # Which phoneme alphabets each engine reads (aliases work with every engine).
+    alphabets: dict[str, list[str]]
 
 
 class ErrorBody(BaseModel):

@@ -7,15 +7,17 @@ An engine comes in two halves so the API process never imports a model runtime:
   turns one sentence-sized piece of text into float32 PCM at its native rate.
 
 Sentence splitting, joining, encoding and caching belong to the service, so every engine streams
-and none needs to know about formats.
+and none needs to know about formats. Pronunciation lexicons are the service's too: it rewrites a
+sentence before the engine gets it, and phonemes arrive inside the text as spans (``segments``).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,37 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 Pcm = npt.NDArray[np.float32]
+
+# Phonemes inside a sentence: "\x02ALPHABET\x1fPHONEMES\x03". Request text is normalised without
+# control characters, so only a lexicon can put a span there: a caller cannot forge one.
+_SPAN = re.compile("\x02([^\x1f\x03]*)\x1f([^\x02\x03]*)\x03")
+
+
+class Phonemes(NamedTuple):
+    """Phonemes to say as they are, in a PLS alphabet (``ipa``, ``x-espeak``)."""
+
+    alphabet: str
+    text: str
+
+
+def phoneme_span(alphabet: str, phonemes: str) -> str:
+    return f"\x02{alphabet}\x1f{phonemes}\x03"
+
+
+def segments(text: str) -> list[str | Phonemes]:
+    """A sentence as runs of text and the phonemes a lexicon put between them."""
+    if "\x02" not in text:
+        return [text]
+    parts: list[str | Phonemes] = []
+    start = 0
+    for match in _SPAN.finditer(text):
+        if match.start() > start:
+            parts.append(text[start : match.start()])
+        parts.append(Phonemes(match.group(1), match.group(2)))
+        start = match.end()
+    if start < len(text):
+        parts.append(text[start:])
+    return parts
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,9 @@ class EngineSpec(ABC):
     sentence_reuse: bool = True
     # Kinds of device a pool may place this engine on ("cuda" where its runtime can use a GPU).
     device_kinds: tuple[str, ...] = ("cpu",)
+    # The PLS phoneme alphabets a lexicon's <phoneme> may use with this engine, which then receives
+    # them as ``Phonemes`` spans inside its text; aliases (respellings) work with every engine.
+    alphabets: tuple[str, ...] = ()
 
     def bind(self, settings: Settings) -> EngineSpec:
         """This spec with what it needs from the settings (a weights directory): an engine whose

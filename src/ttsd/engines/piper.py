@@ -1,14 +1,21 @@
-"""Piper (VITS, onnxruntime) with the bundled ``en_US-joe-medium`` voice."""
+"""Piper (VITS, onnxruntime) with the bundled ``en_US-joe-medium`` voice.
+
+Lexicon phonemes reach Piper as its raw phoneme input (``[[...]]``), which it reads as IPA: ``ipa``
+as written, ``x-espeak`` turned into IPA by eSpeak NG, whose IPA is the alphabet Piper's voices were
+trained on (Piper phonemizes text with eSpeak NG too).
+"""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 import numpy as np
 
-from ..errors import EngineUnavailable
-from .base import Engine, EngineSpec, Pcm, Voice, package_version
+from ..errors import EngineUnavailable, JobError
+from . import espeak
+from .base import Engine, EngineSpec, Pcm, Phonemes, Voice, package_version, segments
 from .onnx import session
 
 VOICES = (
@@ -22,11 +29,27 @@ class PiperEngine(Engine):
         self._syn_config_cls = syn_config_cls
         self.sample_rate = int(voice.config.sample_rate)
 
+    def _input(self, text: str) -> str:
+        parts = segments(text)
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return text
+        return "".join(f"[[{self._ipa(part)}]]" if isinstance(part, Phonemes) else part for part in parts)
+
+    def _ipa(self, phonemes: Phonemes) -> str:
+        if phonemes.alphabet == "ipa":
+            ipa = phonemes.text
+        elif phonemes.alphabet == espeak.ALPHABET:
+            ipa = espeak.runtime().to_ipa(phonemes.text, self._voice.config.espeak_voice)
+        else:
+            raise JobError(f"Piper cannot read phonemes in {phonemes.alphabet!r}")
+        # Piper decomposes eSpeak's IPA (NFD) before looking phonemes up; raw input is taken as is.
+        return unicodedata.normalize("NFD", ipa)
+
     def synthesize(self, text: str, voice: Voice, *, speed: float, seed: int | None) -> Pcm:
         # VITS samples its noise inside the ONNX graph: Piper cannot be seeded, which is why the
         # cache keeps one master per text rather than trusting re-synthesis to match.
         config = self._syn_config_cls(length_scale=1.0 / speed)
-        parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text, config)]
+        parts = [chunk.audio_float_array for chunk in self._voice.synthesize(self._input(text), config)]
         if not parts:
             return np.zeros(0, np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
@@ -37,6 +60,7 @@ class PiperSpec(EngineSpec):
     sample_rate = 22050
     voices = VOICES
     device_kinds = ("cpu", "cuda")
+    alphabets = (espeak.ALPHABET, "ipa")
 
     @property
     def version(self) -> str:

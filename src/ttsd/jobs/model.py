@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from ..audio import Pcm16
 from ..keys import SynthesisSpec
 from ..state.base import CacheEntry, Stage, Status, TaskStatus
+from ..text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,19 @@ class Job:
     task_id: str
     spec: SynthesisSpec
     fmt: str
+    # Each sentence of the text as its engine is to say it, when a lexicon changed any (else
+    # None: the text's own sentences). Made where the request is prepared, so workers need no
+    # lexicons and cannot disagree about them.
+    spoken: tuple[str, ...] | None = None
 
     @functools.cached_property
     def key(self) -> str:
         return self.spec.key
+
+    @functools.cached_property
+    def sentences(self) -> tuple[str, ...]:
+        """What the engine says, sentence by sentence (lexicons applied)."""
+        return self.spoken if self.spoken is not None else tuple(split_sentences(self.spec.text))
 
     def queued(self) -> TaskStatus:
         """This job's status as it enters the queue."""
@@ -37,11 +47,20 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the Celery message."""
-        return {"task_id": self.task_id, "fmt": self.fmt, "spec": asdict(self.spec)}
+        data: dict[str, Any] = {"task_id": self.task_id, "fmt": self.fmt, "spec": asdict(self.spec)}
+        if self.spoken is not None:
+            data["spoken"] = list(self.spoken)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        return cls(task_id=data["task_id"], fmt=data["fmt"], spec=SynthesisSpec(**data["spec"]))
+        spoken = data.get("spoken")
+        return cls(
+            task_id=data["task_id"],
+            fmt=data["fmt"],
+            spec=SynthesisSpec(**data["spec"]),
+            spoken=tuple(spoken) if spoken is not None else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -141,9 +141,11 @@ class JobHost:
 # -- pieces ----------------------------------------------------------------------------------
 
 
-def piece_keys(spec: SynthesisSpec, sentences: list[str]) -> list[str]:
-    """Each sentence keyed like a text of its own (engine, version, voice, language, speed, seed)."""
-    return [dataclasses.replace(spec, text=s).key for s in sentences]
+def piece_keys(spec: SynthesisSpec, sentences: Sequence[str]) -> list[str]:
+    """Each sentence keyed like a text of its own (engine, version, voice, language, speed, seed),
+    by what the engine says: ``sentences`` have the lexicons applied, so a lexicon edit misses only
+    the sentences whose words it changes."""
+    return [dataclasses.replace(spec, text=s, lexicons="").key for s in sentences]
 
 
 def keep(
@@ -211,12 +213,13 @@ def synthesize_master(
     engine: Engine,
     spec: SynthesisSpec,
     *,
+    sentences: Sequence[str] | None = None,
     on_piece: Callable[[audio.Pcm16, int, int], None] | None = None,
 ) -> audio.Pcm16:
     """A whole text on a loaded engine, with no cache or slots (``ttsd say``, benchmarks): the same
-    sentences, fades and joins as the service."""
+    sentences (``Job.sentences``, lexicons applied; else the text's), fades and joins as the service."""
     voice = spec.voice_ref
-    sentences = split_sentences(spec.text)
+    sentences = split_sentences(spec.text) if sentences is None else sentences
     rate = engine.sample_rate
     gap = audio.pause(rate, spec.speed)
     wire: list[audio.Pcm16] = []  # as ``audio.joined`` makes them, one at a time
@@ -295,7 +298,7 @@ async def _await_remote(host: JobHost, key: str, rate: int) -> audio.Pcm16 | Non
 async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
     spec = job.spec
     rate = host.sample_rates[spec.engine]
-    sentences = split_sentences(spec.text)
+    sentences = job.sentences
     n = len(sentences)
     reuse = spec.engine in host.reuse_engines
     keys = piece_keys(spec, sentences)
@@ -324,7 +327,7 @@ async def _round(
     host: JobHost,
     reporter: Reporter,
     out: _InOrder,
-    sentences: list[str],
+    sentences: Sequence[str],
     pieces: list[audio.Pcm16 | None],
     keys: list[str],
     missing: list[int],
