@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import chaos, first_audio, hits, overload, pools, reuse, suite
+from . import chaos, first_audio, hits, lexicons, overload, pools, reuse, suite
 
 SCENARIOS = {
     "all": suite.run,
@@ -14,6 +14,7 @@ SCENARIOS = {
     "reuse": reuse.run,
     "chaos": chaos.run,
     "pools": pools.run,
+    "lexicons": lexicons.run,
 }
 
 

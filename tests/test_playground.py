@@ -15,8 +15,19 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"TTSD_ENGINES": "hibari,espeak", "TTSD_DEFAULT_VOICE": "en-heart", "TTSD_RATE_LIMIT": "50"}
-    srv = start_server(tmp_path_factory.mktemp("site"), env=env)
+    tmp = tmp_path_factory.mktemp("site")
+    (tmp / "lexicons").mkdir()
+    (tmp / "lexicons" / "brands.pls").write_text(
+        '<lexicon version="1.0" xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" xml:lang="en-US">'
+        "<lexeme><grapheme>TTSD</grapheme><alias>text to speech daemon</alias></lexeme></lexicon>"
+    )
+    env = {
+        "TTSD_ENGINES": "hibari,espeak",
+        "TTSD_DEFAULT_VOICE": "en-heart",
+        "TTSD_RATE_LIMIT": "50",
+        "TTSD_LEXICON_DIR": str(tmp / "lexicons"),
+    }
+    srv = start_server(tmp, env=env)
     yield srv
     stop_server(srv)
 
@@ -54,6 +65,14 @@ def test_speak_in_the_browser(site: Server) -> None:
         page.wait_for_function(
             "() => /^[1-9][0-9]* %$/.test(document.querySelector('#hits').textContent)", timeout=10_000
         )
+
+        # A lexicon: listed, and a text spoken with it is a new request (its key carries the lexicon).
+        expect(page.locator("#lexicons option")).to_have_count(1)
+        page.select_option("#lexicons", "brands")
+        page.fill("#text", "Hello from the playground of TTSD.")
+        page.click("#speak")
+        expect(page.locator("#cache")).to_have_text("queued", timeout=30_000)
+        expect(page.locator("#status")).to_contain_text("done", timeout=60_000)
 
         # Errors are readable.
         page.fill("#text", "   ")

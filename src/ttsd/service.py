@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, RateLimiter, Status, TaskBoard, TaskStatus
 from .state.recent import RecentEntries
 from .store.base import MASTER, PIECE, AudioStore, Location, Redirect, object_name
-from .text import normalize, split_sentences
+from .text import normalize
 from .voices import Catalogue
 
 log = logging.getLogger("ttsd.service")
@@ -111,8 +111,8 @@ def prepare_job(request: SynthesisRequest, catalogue: Catalogue, *, max_text_cha
         seed=request.seed,
         lexicons=lexicons.key,
     )
-    spoken = lexicons.speak(split_sentences(text)) if lexicons.table is not None else None
-    return Job(task_id=task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, spoken=spoken)
+    rewrite = lexicons.speak if lexicons.table is not None else None
+    return Job(task_id=task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, rewrite=rewrite)
 
 
 class TtsService:
