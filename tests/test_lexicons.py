@@ -369,11 +369,9 @@ def test_phoneme_entries_change_espeak_audio(lexicons: Catalogue) -> None:
     runs = [speak("zh-female", "这个很便宜。") for _ in range(2)]
     changed = speak("zh-female", "这个很便宜。", lexicons=("zh-polyphones",))
     assert spectral_distance(runs[0], changed) > 1.6 * spectral_distance(runs[0], runs[1])
-    others = [
-        speak("zh-female", "这个很方便。", lexicons=("zh-polyphones",)),
-        speak("zh-female", "这个很方便。"),
-    ]
-    assert spectral_distance(*others) < 1.3 * spectral_distance(runs[0], runs[1])
+    # 方便 (the same 便 in another word) reaches the engine unchanged: the same input, the same voice.
+    same = job(lexicons, "这个很方便。", voice="zh-female", lexicons=("zh-polyphones",))
+    assert same.sentences == job(lexicons, "这个很方便。", voice="zh-female").sentences == ("这个很方便。",)
 
 
 @pytest.mark.parametrize("name", ["piper", "kokoro"])
