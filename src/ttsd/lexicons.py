@@ -113,12 +113,11 @@ class Applied(NamedTuple):
     key: str
     table: Table | None
 
-    def speak(self, sentences: Sequence[str]) -> tuple[str, ...] | None:
-        """Each sentence as the engine is to say it; None when no lexicon changes any."""
+    def speak(self, sentences: Sequence[str]) -> tuple[str, ...]:
+        """Each sentence as the engine is to say it."""
         if self.table is None:
-            return None
-        said = tuple(self.table.speak(s) for s in sentences)
-        return None if said == tuple(sentences) else said
+            return tuple(sentences)
+        return tuple(self.table.speak(s) for s in sentences)
 
 
 NOTHING = Applied("", None)
@@ -168,13 +167,12 @@ class Lexicons:
         lexicons._check_defaults()
         return lexicons
 
-    def __init__(self, compiled: dict[str, _Compiled], defaults: tuple[str, ...], specs: Mapping[str, Any]):
+    def __init__(
+        self, compiled: dict[str, _Compiled], defaults: tuple[str, ...], specs: Mapping[str, EngineSpec]
+    ) -> None:
         self._compiled = compiled
         self.defaults = defaults
-        self._engines_of: dict[str, list[str]] = {}
-        for name, spec in specs.items():
-            for language in dict.fromkeys(v.language for v in spec.voices):
-                self._engines_of.setdefault(language, []).append(name)
+        self._languages = {v.language for spec in specs.values() for v in spec.voices}
         self._applied: dict[tuple[tuple[str, ...], str, str], Applied] = {}
 
     @property
@@ -195,7 +193,7 @@ class Lexicons:
                     f"TTSD_DEFAULT_LEXICONS: lexicon {name!r} applies to every {chosen.language} "
                     f"request, but {why}"
                 )
-            if chosen.language not in self._engines_of:
+            if chosen.language not in self._languages:
                 log.warning(
                     "default lexicon %r is in %s, which no configured voice speaks", name, chosen.language
                 )

@@ -19,14 +19,14 @@ class Job:
     task_id: str
     spec: SynthesisSpec
     fmt: str
-    # Each sentence of the text as its engine is to say it, when a lexicon changed any (else
-    # None: the text's own sentences). Given by the API with the job, so workers need no lexicons
-    # and cannot disagree about them; a job the API prepares has ``rewrite`` instead. Both follow
-    # from the spec (which holds the lexicons' hashes), so neither is part of a job's identity.
+    # Each sentence of the text as its engine is to say it, when lexicons apply (else None: the
+    # text's own sentences). Given by the API with the job, so workers need no lexicons and cannot
+    # disagree about them; a job the API prepares has ``rewrite`` instead. Both follow from the
+    # spec (which holds the lexicons' hashes), so neither is part of a job's identity.
     spoken: tuple[str, ...] | None = field(default=None, compare=False)
-    # The pronunciation lexicons of the request (``Applied.speak``), run the first time the
-    # sentences are needed: on the way to an engine, never for a cache hit.
-    rewrite: Callable[[Sequence[str]], tuple[str, ...] | None] | None = field(
+    # The request's pronunciation lexicons (``Applied.speak``), run the first time the sentences
+    # are needed: on the way to an engine, never for a cache hit.
+    rewrite: Callable[[Sequence[str]], tuple[str, ...]] | None = field(
         default=None, compare=False, repr=False
     )
 
@@ -35,16 +35,12 @@ class Job:
         return self.spec.key
 
     @functools.cached_property
-    def _rewritten(self) -> tuple[str, ...] | None:
-        if self.spoken is not None or self.rewrite is None:
-            return self.spoken
-        return self.rewrite(split_sentences(self.spec.text))
-
-    @functools.cached_property
     def sentences(self) -> tuple[str, ...]:
         """What the engine says, sentence by sentence (lexicons applied)."""
-        rewritten = self._rewritten
-        return rewritten if rewritten is not None else tuple(split_sentences(self.spec.text))
+        if self.spoken is not None:
+            return self.spoken
+        own = tuple(split_sentences(self.spec.text))
+        return own if self.rewrite is None else self.rewrite(own)
 
     def queued(self) -> TaskStatus:
         """This job's status as it enters the queue."""
@@ -62,8 +58,8 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the Celery message."""
         data: dict[str, Any] = {"task_id": self.task_id, "fmt": self.fmt, "spec": asdict(self.spec)}
-        if self._rewritten is not None:
-            data["spoken"] = list(self._rewritten)
+        if self.spoken is not None or self.rewrite is not None:
+            data["spoken"] = list(self.sentences)
         return data
 
     @classmethod
