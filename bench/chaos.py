@@ -8,7 +8,6 @@ fault. The same harness as ``tests/test_chaos.py`` (which asserts on it), so it 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from tests.chaos import HEADER, HITS_PER_SECOND, MISSES_PER_SECOND, cluster, faults, run_fault, summary_row
 
-from .common import RESULTS, commit, machine, table, update_readme_block
+from .common import RESULTS, commit, machine, publish, table
 
 
 def run() -> dict[str, Any]:
@@ -53,11 +52,7 @@ def run() -> dict[str, Any]:
         "Faults: " + "; ".join(f"**{r.name}**: {r.what}" for r in results) + ".",
         "",
     ]
-    text = "\n".join(lines)
-    (RESULTS / "chaos.md").write_text(text)
-    (RESULTS / "chaos.json").write_text(
-        json.dumps({"machine": facts, "results": [dataclasses.asdict(r) for r in results]}, indent=2)
+    publish(
+        "chaos", {"machine": facts, "results": [dataclasses.asdict(r) for r in results]}, "\n".join(lines)
     )
-    update_readme_block("chaos", text)
-    print(text)
     return {"results": [dataclasses.asdict(r) for r in results]}

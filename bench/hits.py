@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import psutil
 
-from .common import RESULTS, ROOT, commit, free_port, machine, table, ttsd_process, update_readme_block
+from .common import ROOT, commit, free_port, machine, publish, table, ttsd_process
 
 SECONDS = 15
 WARMUP_SECONDS = 2
@@ -274,12 +274,7 @@ def run() -> dict[str, Any]:
         "notes": notes,
         "rows": {name: {server: asdict(load) for server, load in by.items()} for name, by in rows.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hits.json").write_text(json.dumps(result, indent=2))
-    text = render(result)
-    (RESULTS / "hits.md").write_text(text)
-    update_readme_block("hits", text)
-    print(text)
+    publish("hits", result, render(result))
     return result
 
 

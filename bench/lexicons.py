@@ -26,7 +26,6 @@ Writes ``bench/results/lexicons.md`` and ``lexicons.json`` and the README's bloc
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from .common import RESULTS, commit, machine, table, ttsd_server, update_readme_block
+from .common import commit, machine, publish, table, ttsd_server
 
 ENTRIES = 10_000
 TRIALS = 150
@@ -248,12 +247,7 @@ def run(trials: int = TRIALS) -> dict[str, Any]:
         "meets_target": all(abs(r["paired_median_ms"]) <= 5.0 for r in summary.values()),
         "seconds": time.monotonic() - started,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lexicons.json").write_text(json.dumps(result, indent=2))
-    text = render(result)
-    (RESULTS / "lexicons.md").write_text(text)
-    update_readme_block("lexicons", text)
-    print(text)
+    publish("lexicons", result, render(result))
     return result
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import psutil
 
-from .common import RESULTS, commit, machine, table, ttsd_process, update_readme_block
+from .common import RESULTS, commit, machine, publish, table, ttsd_process
 
 PIPER_RATE = 2.0  # requests per second
 PIPER_SECONDS = 60.0
@@ -310,11 +310,5 @@ def run() -> dict[str, Any]:
         table(slot_rows),
         "",
     ]
-    text = "\n".join(lines)
-    (RESULTS / "pools.md").write_text(text)
-    (RESULTS / "pools.json").write_text(
-        json.dumps({"machine": facts, "isolation": isolation, "memory": memory}, indent=2)
-    )
-    update_readme_block("pools", text)
-    print(text)
+    publish("pools", {"machine": facts, "isolation": isolation, "memory": memory}, "\n".join(lines))
     return {"isolation": isolation, "memory": memory}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ import httpx
 import psutil
 
 from . import support_corpus
-from .common import RESULTS, commit, machine, table, ttsd_process, ttsd_server, update_readme_block
+from .common import RESULTS, commit, machine, publish, table, ttsd_process, ttsd_server
 from .overload import percentile
 from .suite import metric
 
@@ -469,11 +468,7 @@ def run() -> dict[str, Any]:
         "latency": latency,
         "wall_minutes": (time.monotonic() - wall) / 60,
     }
-    (RESULTS / "reuse.json").write_text(json.dumps(result, indent=2))
-    text = render(result)
-    (RESULTS / "reuse.md").write_text(text)
-    update_readme_block("reuse", text)
-    print(text)
+    publish("reuse", result, render(result))
     return result
 
 
