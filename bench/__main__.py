@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import chaos, first_audio, hits, lexicons, overload, pools, reuse, suite
+from . import chaos, first_audio, hits, index, lexicons, overload, pools, reuse, scope, soak, suite
 
 SCENARIOS = {
     "all": suite.run,
@@ -15,6 +15,9 @@ SCENARIOS = {
     "chaos": chaos.run,
     "pools": pools.run,
     "lexicons": lexicons.run,
+    "index": index.run,
+    "soak": soak.run,
+    "scope": scope.run,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -126,5 +127,6 @@ def update_readme_block(name: str, results: str) -> None:
     if start in content and end in content:
         before, rest = content.split(start, 1)
         _, after = rest.split(end, 1)
-        body = results.split("\n", 2)[2]
+        # Images sit beside the results file; the README is two directories up.
+        body = re.sub(r"\]\(([\w.-]+\.png)\)", r"](bench/results/\1)", results.split("\n", 2)[2])
         readme.write_text(f"{before}{start}\n{body}{end}{after}")

@@ -38,7 +38,7 @@ def trial_text(i: int) -> str:
 
 def bare_engine(trials: int) -> dict[str, list[float]]:
     from ttsd.engines import REGISTRY
-    from ttsd.jobs.synth import synthesize_master
+    from ttsd.jobs.slot import synthesize_master
     from ttsd.keys import SynthesisSpec
     from ttsd.text import split_sentences
 

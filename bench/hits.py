@@ -9,6 +9,9 @@ the server, against:
   log all on;
 - ttsd distributed (index and task board in Redis, audio in S3 behind presigned URLs, one Celery
   worker), under granian: the same synthesis hits and task polls;
+- hits over a working set (``working_set.py``): 20,000 distinct cached texts, each request picking
+  one uniformly (embedded and distributed) or by Zipf's law (embedded), beside one text measured
+  again in the same minutes; the ratio and P99 are set against the target (0.8x, 10 ms);
 - the references, under both servers: a raw ASGI app answering a constant, a minimal FastAPI app
   (pydantic body, dict lookup, JSON answer), Starlette's FileResponse of the same file;
 - memory: the API process's RSS over a million hits (at the half and at the end).
@@ -19,9 +22,7 @@ Results go to ``bench/results/hits.{md,json}`` and the README's table.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,19 +31,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+
+from ttsd.config import Settings
+from ttsd.links import Links
+from ttsd.store.base import object_name
 
 from .common import ROOT, commit, free_port, machine, publish, table, ttsd_process
+from .working_set import WORKING_SET, check_hits, seed, working_set
+from .wrk import CONNECTIONS, SECONDS, THREADS, WARMUP_SECONDS, Load, Pick, ensure_wrk, wrk, wrk_over
 
-SECONDS = 15
-WARMUP_SECONDS = 2
-CONNECTIONS = 64
-THREADS = 2
 MILLION = 1_000_000
 KEY = "bench-key"
 HOT = {"text": "Thank you for calling. Please hold.", "voice": "en-joe", "format": "mp3"}
@@ -64,85 +66,10 @@ TTSD_ENV = {
     "TTSD_ENGINE_SLOTS": "1",
 }
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-_DONE_LUA = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '\\nWRK_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"status_errors":%d,'
-    .. '"socket_errors":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
-@dataclass
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    rss_mb: float | None = None
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("installing wrk (Debian package) ...", file=sys.stderr)
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env={**os.environ,
-                   "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
-    found = shutil.which("wrk")
-    if not found:
-        raise RuntimeError("wrk could not be installed")
-    return found
-
-
-def _lua(method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> str:
-    lines = [f'wrk.method = "{method}"']
-    if body is not None:
-        lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
-        lines.append('wrk.headers["Content-Type"] = "application/json"')
-    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
-    return "\n".join(lines) + "\n" + _DONE_LUA
-
-
-def wrk(
-    url: str,
-    *,
-    method: str = "GET",
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-    seconds: float = SECONDS,
-    pid: int | None = None,
-) -> Load:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_lua(method, body, headers or {}))
-    try:
-        base = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-s", script.name, url]
-        subprocess.run([*base[:3], f"-d{WARMUP_SECONDS}s", *base[3:]], capture_output=True, check=True)
-        out = subprocess.run(
-            [*base[:3], f"-d{seconds}s", *base[3:]], capture_output=True, text=True, check=True
-        )
-    finally:
-        os.unlink(script.name)
-    match = re.search(r"WRK_JSON (\{.*\})", out.stdout)
-    if not match:
-        raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
-    r = json.loads(match.group(1))
-    rss = psutil.Process(pid).memory_info().rss / 2**20 if pid else None
-    return Load(
-        rps=r["requests"] / (r["duration_us"] / 1e6),
-        p50_ms=r["p50_us"] / 1000,
-        p99_ms=r["p99_us"] / 1000,
-        requests=r["requests"],
-        errors=r["status_errors"] + r["socket_errors"],
-        rss_mb=rss,
-    )
+_PICKS = {"uniform": "uniform", "zipf": "Zipf"}
+_BESIDE = f"synthesize hit, one text (beside the {WORKING_SET:,})"
+# Hits over a working set of many texts, against hits on one text: at least this ratio, P99 at most.
+TARGET_RATIO, TARGET_P99_MS = 0.8, 10.0
 
 
 def _wait_ready(url: str, path: str, process: subprocess.Popen[bytes]) -> None:
@@ -222,9 +149,29 @@ def _ttsd_loads(url: str, pid: int, *, files: bool) -> dict[str, Load]:
     return loads
 
 
+def _over_working_set(url: str, pid: int, picks: tuple[Pick, ...], settings: Settings) -> dict[str, Load]:
+    """Hits over WORKING_SET distinct cached texts, picked uniformly or by Zipf's law, seeded into
+    the deployment ``settings`` describes with the audio of the one-text rows' text."""
+    bodies = working_set(WORKING_SET, voice=HOT["voice"], fmt=HOT["format"])
+    seconds = seed(bodies, settings, HOT) + check_hits(url, bodies, AUTH)
+    print(f"{len(bodies):,} texts cached in {seconds:.0f} s", file=sys.stderr)
+    # Right after check_hits, which read every text (as a working set in use is read): a run
+    # started later would first meet texts unread for longer than the memory serves them unasked
+    # (TTSD_RECENT_REVALIDATE), the start of a cold cache rather than a working set in use.
+    loads = {}
+    for pick in picks:
+        over = wrk_over(f"{url}/v1/synthesize", bodies, pick, headers=AUTH, pid=pid)
+        loads[f"synthesize hit, {_PICKS[pick]} over {WORKING_SET:,} texts"] = over
+    # One text again, in the same minutes and with the working set remembered: what the rows over
+    # the working set are held against.
+    loads[_BESIDE] = wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH, pid=pid)
+    return loads
+
+
 def _file_of(url: str, data_dir: Path) -> Path:
     key = httpx.post(f"{url}/v1/synthesize", json=LONG, headers=AUTH, timeout=60).json()["key"]
-    return data_dir / "audio" / key[:2] / key / "audio.mp3"
+    links = Links.of(Settings(data_dir=data_dir))  # the secret the server made there
+    return data_dir / "audio" / object_name(key, "mp3", links.object_tag(key))
 
 
 def run() -> dict[str, Any]:
@@ -251,6 +198,10 @@ def run() -> dict[str, Any]:
                         "rss_half_mb": first.rss_mb,
                         "rss_end_mb": last.rss_mb,
                     }
+                    deployment = _settings_of({**TTSD_ENV, "TTSD_DATA_DIR": str(data)})
+                    over = _over_working_set(url, process.pid, ("uniform", "zipf"), deployment)
+                    for name, load in over.items():
+                        rows[f"ttsd embedded: {name}"] = {server: load}
             kept = tmp / "bench.mp3"
             shutil.copy(audio_file, kept)
         for server in ("granian", "uvicorn"):
@@ -288,6 +239,10 @@ def _hits(url: str, pid: int, at_least: int, rate: float) -> tuple[int, Load]:
     return sent, load
 
 
+def _settings_of(env: dict[str, str]) -> Settings:
+    return Settings(**{name[5:].lower(): value for name, value in env.items() if name.startswith("TTSD_")})
+
+
 def _distributed(tmp: Path) -> dict[str, Load]:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import start_server, start_stack, stop_server  # the tests' real Redis, S3, workers
@@ -298,7 +253,9 @@ def _distributed(tmp: Path) -> dict[str, Load]:
     try:
         server = start_server(stack_dir, env=stack.env, name="api")
         try:
-            return _ttsd_loads(server.url, server.process.pid, files=False)
+            loads = _ttsd_loads(server.url, server.process.pid, files=False)
+            over = _over_working_set(server.url, server.process.pid, ("uniform",), _settings_of(stack.env))
+            return loads | over
         finally:
             stop_server(server)
     finally:
@@ -325,6 +282,18 @@ def render(result: dict[str, Any]) -> str:
         f"- distributed / embedded (both granian): {dist['rps'] / hit['granian']['rps']:.2f}x",
         f"- granian / uvicorn for ttsd hits: {hit['granian']['rps'] / hit['uvicorn']['rps']:.2f}x",
     ]
+    for mode in ("embedded", "distributed"):
+        one = rows.get(f"ttsd {mode}: {_BESIDE}", {}).get("granian")
+        for pick in _PICKS.values():
+            over = rows.get(f"ttsd {mode}: synthesize hit, {pick} over {WORKING_SET:,} texts", {}).get(
+                "granian"
+            )
+            if one and over:
+                ratios.append(
+                    f"- {mode}, {pick} over {WORKING_SET:,} cached texts / one text: "
+                    f"{over['rps'] / one['rps']:.2f}x, P99 {over['p99_ms']:.1f} ms "
+                    f"(target: at least {TARGET_RATIO}x, P99 at most {TARGET_P99_MS:g} ms)"
+                )
     if memory:
         growth = (memory["rss_end_mb"] / memory["rss_half_mb"] - 1) * 100
         ratios.append(

@@ -13,13 +13,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+from ttsd.links import SECRET_FILE, Links
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -37,6 +39,14 @@ class Server:
     data_dir: Path
     log_path: Path
     mode: str = "embedded"
+    url_secret: str | None = None  # TTSD_URL_SECRET, when the server was given one
+
+    @property
+    def links(self) -> Links:
+        """What names this server's audio, tasks and objects: its secret, or the one embedded mode
+        made in its data directory."""
+        secret = self.url_secret or (self.data_dir / SECRET_FILE).read_text().strip()
+        return Links(secret.encode())
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
@@ -64,9 +74,19 @@ class Server:
     def failures_logged(self) -> list[dict[str, Any]]:
         return [e for e in self.events() if e.get("status") == 500 or e.get("level") == "error"]
 
-    def wait_task(self, task_id: str, timeout: float = 120) -> dict[str, Any]:
+    def wait_idle(self, timeout: float = 120) -> None:
+        """Until no job is queued, in a slot or being stored: counters read after it belong to
+        what the caller does next, not to an earlier test's jobs finishing."""
+
+        def idle() -> bool:
+            stats = httpx.get(f"{self.url}/v1/stats", timeout=10).json()
+            return not any(stats.get(k) for k in ("queue_depth", "busy_slots", "post_backlog"))
+
+        wait_until(idle, timeout, "the server to be idle")
+
+    def wait_task(self, task_id: str, timeout: float = 120, key: str | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        with self.client() as client:
+        with self.client(headers={"X-API-Key": key} if key else None) as client:
             while time.monotonic() < deadline:
                 body: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()
                 if body["status"] in ("done", "failed"):
@@ -75,16 +95,58 @@ class Server:
         raise AssertionError(f"task {task_id} did not finish in {timeout} s")
 
 
-def wait_until(check: Any, timeout: float, what: str) -> None:
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    message: str | Callable[[], str],
+    interval: float = 0.05,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll ``check`` until it returns something truthy, and return that. A deadline instead of a
+    sleep: a fast machine goes on at once, a loaded one gets the whole ``timeout`` before the test
+    fails with ``message`` (a callable is called then, so it can show what was last seen).
+    ``retry_on``: exceptions that mean "not yet" (a log line read while half written)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, httpx.TransportError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not up in {timeout} s")
+    while True:
+        result: T | None = None
+        with contextlib.suppress(*retry_on):
+            result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"{text} (waited {timeout:g} s)")
+        time.sleep(interval)
+
+
+class Clock:
+    """Stands in for the ``time`` module of the code under test, so a test moves time itself and
+    checks a TTL or a window on both sides of its edge instead of sleeping past it (which a loaded
+    machine can overshoot, and which cannot tell "expired" from "never there"). It starts at a round
+    number: moved by powers of two, it meets each edge exactly."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    @classmethod
+    def replacing_time(cls, monkeypatch: pytest.MonkeyPatch, user: Any) -> Clock:
+        """A clock in place of ``time`` in the module that defines ``user`` (wherever it moves)."""
+        clock = cls()
+        monkeypatch.setattr(sys.modules[user.__module__], "time", clock)
+        return clock
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    """A service is up: ``check`` is true, and a refused connection only means "not yet"."""
+    refused = (OSError, httpx.TransportError)
+    wait_for(check, timeout=timeout, message=f"{what} not up", interval=0.1, retry_on=refused)
 
 
 def base_env(tmp: Path) -> dict[str, str]:
@@ -113,7 +175,9 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     mode = "distributed" if full_env.get("TTSD_QUEUE") == "celery" else "embedded"
-    server = Server(f"http://127.0.0.1:{port}", process, data_dir, log_path, mode)
+    server = Server(
+        f"http://127.0.0.1:{port}", process, data_dir, log_path, mode, full_env.get("TTSD_URL_SECRET")
+    )
     deadline = time.monotonic() + 120
     path = "/readyz" if ready else "/healthz"
     while time.monotonic() < deadline:
@@ -289,6 +353,15 @@ class Stack:
     def server(self, name: str = "api", env: dict[str, str] | None = None) -> Server:
         return start_server(self.tmp, env={**self.env, **(env or {})}, name=name)
 
+    def discard(self) -> None:
+        """Gone at once: for the end of a session, where nothing is left to finish or check."""
+        for process in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self.s3.kill()
+        self.redis.stop()
+
     def stop(self) -> None:
         for process in self.workers:
             with contextlib.suppress(ProcessLookupError):
@@ -318,6 +391,7 @@ def start_stack(tmp: Path, *, workers: int = 2, env: dict[str, str] | None = Non
         "TTSD_S3_ACCESS_KEY": "test",
         "TTSD_S3_SECRET_KEY": "test-secret",
         "TTSD_S3_CREATE_BUCKET": "true",
+        "TTSD_URL_SECRET": "a secret the stack's APIs and workers share",
         **(env or {}),
     }
     stack = Stack(tmp, redis, s3, stack_env, [])
@@ -331,17 +405,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared distributed stack: Redis, S3 and two single-slot Celery workers."""
     st = start_stack(tmp_path_factory.mktemp("stack"))
     yield st
-    st.stop()
+    st.discard()
 
 
 @pytest.fixture(scope="session", params=["embedded", "distributed"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One shared API server per mode, for the tests that do not change its configuration: every
     test that takes it runs against both modes."""
+    # The shared servers do not test admission (those tests start their own): their job-time
+    # average carries every earlier test's texts, so a predicted wait must not refuse a burst.
+    # Nor graceful shutdown: what earlier tests left queued is not waited for at the end.
+    env = {"TTSD_MAX_WAIT": "600", "TTSD_SHUTDOWN_GRACE": "1"}
     if request.param == "embedded":
-        srv = start_server(tmp_path_factory.mktemp("server"))
+        srv = start_server(tmp_path_factory.mktemp("server"), env=env)
     else:
-        srv = request.getfixturevalue("stack").server()
+        srv = request.getfixturevalue("stack").server(env=env)
     yield srv
     stop_server(srv)
 

@@ -78,7 +78,7 @@ def test_formats_requested_together_share_one_synthesis(server: Server, client: 
 def test_audio_is_cacheable(server: Server, client: httpx.Client) -> None:
     task = client.post("/v1/synthesize", json={"text": unique("Cache me forever."), "format": "wav"}).json()
     url = server.wait_task(task["task_id"])["url"]
-    api_url = f"/v1/audio/{task['key']}.wav"
+    api_url = f"/v1/audio/{server.links.audio_id(task['key'], 'wav')}"
     served = client.get(api_url)
     if server.mode == "distributed":
         # The API sends clients to object storage (or the CDN) rather than proxying the bytes.

@@ -102,6 +102,15 @@ def test_wrong_methods_and_ids(client: httpx.Client) -> None:
     for bad in ("%00", "x" * 5000, "..%2f..%2fetc%2fpasswd", "0" * 32 + "%0a"):  # 4 cases, both kinds
         assert client.get(f"/v1/tasks/{bad}").status_code == 404
         assert client.get(f"/v1/audio/{bad}").status_code == 404
+    # Capability links forged, cut, stretched or pointed outside the store: 404, never a 500.
+    key, tag = "ab" * 32, "0" * 32
+    forged = (
+        f"{key}-{tag}.mp3", f"{key}-{tag}", f"{key}-.mp3", f"{key}-{tag}{tag}.mp3", f"-{tag}.mp3",
+        f"{key}-{tag}.mp3.mp3", f"{key}-{tag}.%2e%2e", f"{key}-{'z' * 32}.wav", f"{key}--{tag}.ogg",
+    )  # fmt: skip
+    for bad in forged:
+        answer = client.get(f"/v1/audio/{bad}")
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "audio_not_found", bad
 
 
 def test_bad_speech_bodies(client: httpx.Client) -> None:

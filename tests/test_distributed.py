@@ -22,7 +22,7 @@ import pytest
 import redis
 import soundfile
 
-from ttsd.jobs.celery_app import MAX_DELIVERIES
+from ttsd.jobs.distributed.protocol import MAX_DELIVERIES
 
 from .conftest import Server, Stack, finished, start_stack, stop_server, unique, wait_until
 
@@ -98,7 +98,8 @@ def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Sta
     client = redis.Redis.from_url(stack.env["TTSD_REDIS_URL"])
     # Keys without a TTL are the bounded bookkeeping ones (or Celery's own bindings).
     unbounded = {
-        *("ttsd:lru", "ttsd:expiry", "ttsd:sizes", "ttsd:bytes"),  # the cache budget's bookkeeping
+        # The cache budget's bookkeeping.
+        *("ttsd:lru", "ttsd:expiry", "ttsd:sizes", "ttsd:bytes", "ttsd:objects"),
         *("ttsd:stats", "ttsd:workers", "ttsd:busy"),  # counters; live processes
         *("ttsd:pending", "ttsd:leases"),  # jobs published and not taken; jobs held under a lease
     }
@@ -164,13 +165,14 @@ def test_killed_engine_process_requeues_its_job_at_once(fragile: Stack, api: Ser
         task = start_long_job(client, "of another long announcement")
         engine_processes = psutil.Process(worker.pid).children()
         assert engine_processes
-        requeued = api.metric("ttsd_jobs_requeued_total")
-        started = time.monotonic()
+        given_up = api.metric("ttsd_jobs_requeued_total", reason="given_up")
+        lapsed = api.metric("ttsd_jobs_requeued_total", reason="lease_lapsed")
         for process in engine_processes:
             process.send_signal(signal.SIGKILL)
-        # Handed on by the worker that saw its process die, not once its lease lapsed (10 s).
-        wait_until(lambda: api.metric("ttsd_jobs_requeued_total") > requeued, 5, "requeue")
-        assert time.monotonic() - started < 5
+        # Handed on by the worker that saw its process die (it gives the lease up), not once its
+        # lease lapsed (TTSD_JOB_LEASE, 10 s): the reason tells which, whatever the machine's load.
+        wait_until(lambda: api.metric("ttsd_jobs_requeued_total", reason="given_up") > given_up, 9, "requeue")
+        assert api.metric("ttsd_jobs_requeued_total", reason="lease_lapsed") == lapsed
         result = api.wait_task(task["task_id"], timeout=60)
         assert result["status"] == "done", result
 
@@ -215,7 +217,8 @@ def test_a_stream_handed_to_another_worker_plays_each_sentence_once(fragile: Sta
             process.send_signal(signal.SIGKILL)
         streamed += b"".join(chunks)
         task_id = response.headers["x-task-id"]
-    assert api.metric("ttsd_jobs_requeued_total", reason="lease_lapsed") >= 1
+    # Handed on by whichever came first: the worker giving the lease up, or its lapse.
+    assert api.metric("ttsd_jobs_requeued_total") >= 1
     with api.client() as client:
         status = client.get(f"/v1/tasks/{task_id}").json()
         assert status["status"] == "done", status
@@ -261,7 +264,11 @@ def test_redis_restart_under_load(fragile: Stack, api: Server) -> None:
     wait_until(lambda: httpx.get(f"{api.url}/readyz").status_code == 200, 60, "readiness after Redis")
     accepted = [r.json()["task_id"] for r in results if r.status_code == 202]
     finals = [api.wait_task(t, timeout=90) for t in accepted]
-    assert all(f["status"] == "done" for f in finals), [f for f in finals if f["status"] != "done"]
+    failed = [(f["task_id"], f.get("error")) for f in finals if f["status"] != "done"]
+    # On failure, what the workers logged about those jobs says why.
+    logs = "".join(p.read_text(errors="replace") for p in fragile.tmp.glob("worker-*.log"))
+    told = [line for line in logs.splitlines() if any(t in line for t, _ in failed)][-20:]
+    assert not failed, (failed, told)
     with api.client() as client:
         fresh = client.post("/v1/synthesize", json={"text": unique("After Redis came back.")})
         assert fresh.status_code == 202

@@ -9,7 +9,7 @@ import pytest
 
 from ttsd.config import Settings
 from ttsd.engines import REGISTRY, Engine, EngineSpec, select
-from ttsd.jobs.synth import synthesize_master
+from ttsd.jobs.slot import synthesize_master
 from ttsd.keys import SynthesisSpec
 
 SAMPLES = {

@@ -20,11 +20,17 @@ from ttsd.config import Settings
 from ttsd.state.base import CacheEntry
 from ttsd.state.recent import RecentEntries
 
-from .conftest import Server, start_server, stop_server, unique
+from .conftest import Clock, Server, start_server, stop_server, unique, wait_for
 from .test_bad_input import CASES
 
 KEY = "hot-key-123456"
-ENV = {"TTSD_ENGINES": "piper", "TTSD_ENGINE_SLOTS": "1", "TTSD_API_KEYS": KEY}
+# One secret for both servers of the pair, so that their links are alike too.
+ENV = {
+    "TTSD_ENGINES": "piper",
+    "TTSD_ENGINE_SLOTS": "1",
+    "TTSD_API_KEYS": KEY,
+    "TTSD_URL_SECRET": "the pair's secret",
+}
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -193,7 +199,16 @@ def test_hits_are_metered_logged_and_rate_limited(tmp_path: Path) -> None:
         assert server.metric("ttsd_http_requests_total", route="/v1/synthesize", status="429") >= 1
         assert server.metric("ttsd_cache_requests_total", result="hit") - hits_before == 2
         assert server.metric("ttsd_http_request_seconds_count", route="/v1/tasks/{task_id}") >= 2
-        time.sleep(0.5)  # the access log is written in batches, at most 0.1 s late
+        # The access log is written in batches. A request made after the hit was counted (the counter
+        # moves in the same step that queues its line) is logged after it: once its line is in the
+        # file, so is every line of the hit, and counting them below sees them all.
+        httpx.get(f"{server.url}/v1/tasks/{'0' * 32}", headers={**AUTH, "X-Request-Id": "hot-after-1"})
+        wait_for(
+            lambda: any(e.get("request_id") == "hot-after-1" for e in server.events()),
+            timeout=10,
+            retry_on=(ValueError,),  # a line read while it was being written
+            message="the access log never caught up with a request made after the hit",
+        )
         logged = [e for e in server.events() if e.get("request_id") == "hot-hit-1"]
         assert len(logged) == 1
         line = logged[0]
@@ -211,19 +226,30 @@ def test_hits_are_metered_logged_and_rate_limited(tmp_path: Path) -> None:
 
 
 def test_an_entry_purged_by_another_process_is_forgotten_within_a_second(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env=ENV)
+    server = start_server(tmp_path, env={**ENV, "TTSD_RECENT_REVALIDATE": "0.5"})
     try:
         body = {"text": unique("Purged from under the API.")}
         _synthesized(server, body)
+        # The API last read the entry from the index during _synthesized, before this instant; it may
+        # serve it from memory for twice TTSD_RECENT_REVALIDATE after that read, no longer.
+        remembered_until = time.monotonic() + 1.0
         subprocess.run(
             [sys.executable, "-m", "ttsd.cli", "cache", "purge", "--all"],
             env={"TTSD_DATA_DIR": str(server.data_dir), "PATH": "/usr/bin:/bin"},
             check=True,
             capture_output=True,
         )
-        time.sleep(1.1)
+        # Asked until it misses. Only a request sent inside that second may still be a hit, so the
+        # outcome no longer depends on how long the purge or the requests take.
         with server.client(headers=AUTH) as client:
-            again = client.post("/v1/synthesize", json=body)
+            while True:
+                sent = time.monotonic()
+                again = client.post("/v1/synthesize", json=body)
+                if again.status_code != 200:
+                    break
+                # 10 ms: how far the server's clock and ours may drift apart in a second, and more.
+                assert sent < remembered_until + 0.01, f"still a hit {sent - remembered_until:.3f} s too late"
+                time.sleep(0.05)
         assert again.status_code == 202, again.text  # a miss: the API no longer remembers the entry
     finally:
         stop_server(server)
@@ -268,20 +294,27 @@ def test_presigned_url_is_renewed_after_half_its_life(monkeypatch: pytest.Monkey
     assert store.locate("ab/" + "ab" * 32 + "/audio.mp3") != first
 
 
-def _entry(key: str, fmt: str = "mp3", expires_in: float = 60.0) -> CacheEntry:
-    now = time.time()
+def _entry(key: str, fmt: str = "mp3", expires_in: float = 60.0, now: float | None = None) -> CacheEntry:
+    now = time.time() if now is None else now
     return CacheEntry(key, fmt, f"{key}/{fmt}", 10, "e", "audio/mpeg", 22050, 1.0, now, now + expires_in)
 
 
-def test_recent_entries_revalidate_expire_and_stay_bounded() -> None:
-    recent = RecentEntries(revalidate=0.2, capacity=3)
-    recent.put(_entry("a"))
+def test_recent_entries_revalidate_expire_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sleeping past a window says nothing about where its edge is, and a loaded machine can sleep
+    # past any edge: a clock of the test's own checks each one from both sides.
+    clock = Clock.replacing_time(monkeypatch, RecentEntries)
+    recent = RecentEntries(revalidate=0.25, capacity=3)
+    recent.put(_entry("a", now=clock.now))
     assert recent.get("a", "mp3") is not None and recent.get("a", "wav") is None
-    time.sleep(0.25)
+    clock.now += 0.125
+    assert recent.get("a", "mp3") is not None  # inside the window: from memory
+    clock.now += 0.125
     assert recent.get("a", "mp3") is None  # read from the index again after the window
-    recent.put(_entry("b", expires_in=0.05))
-    time.sleep(0.06)
-    assert recent.get("b", "mp3") is None  # expiry is exact
+    recent.put(_entry("b", expires_in=0.125, now=clock.now))
+    clock.now += 0.0625
+    assert recent.get("b", "mp3") is not None
+    clock.now += 0.0625
+    assert recent.get("b", "mp3") is None  # expiry is exact (the window is not over yet)
     for key in "cdef":
         recent.put(_entry(key))
     assert len(recent) == 3 and recent.get("c", "mp3") is None and recent.get("f", "mp3") is not None
@@ -296,9 +329,9 @@ def test_leased_rate_limit_tokens_never_exceed_the_shared_bucket(stack: Any) -> 
 
     import redis.asyncio
 
-    from ttsd.state.autopipeline import AutoPipeline
-    from ttsd.state.redis import RedisRateLimiter
-    from ttsd.state.redis_keys import RedisKeys
+    from ttsd.state.redis.autopipeline import AutoPipeline
+    from ttsd.state.redis.keys import RedisKeys
+    from ttsd.state.redis.rate import RedisRateLimiter
 
     rate, burst, seconds = 200.0, 80, 1.5
 

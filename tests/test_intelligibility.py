@@ -12,7 +12,7 @@ import soundfile
 import soxr
 
 from ttsd.engines import REGISTRY
-from ttsd.jobs.synth import synthesize_master
+from ttsd.jobs.slot import synthesize_master
 from ttsd.keys import SynthesisSpec
 
 from .conftest import Server, transcribe

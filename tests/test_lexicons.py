@@ -21,13 +21,15 @@ from ttsd.engines import REGISTRY, select
 from ttsd.engines.base import Phonemes, phoneme_span, segments
 from ttsd.errors import ConfigError, InvalidRequest, UnknownLexicon, UnsupportedLexicon
 from ttsd.jobs.model import Job
-from ttsd.jobs.synth import piece_keys
+from ttsd.jobs.pieces import piece_keys
+from ttsd.links import Links
 from ttsd.pls import LexiconError
-from ttsd.service import SynthesisRequest, prepare_job
+from ttsd.prepare import SynthesisRequest, prepare_job
 from ttsd.voices import Catalogue
 
 from .conftest import Server, base_env, finished, start_server, stop_server, transcribe
 
+LINKS = Links(b"a secret for the tests")
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 NS = 'xmlns="http://www.w3.org/2005/01/pronunciation-lexicon"'
 
@@ -74,7 +76,7 @@ def catalogue(
 
 
 def job(cat: Catalogue, text: str, **kwargs: object) -> Job:
-    return prepare_job(SynthesisRequest(text, **kwargs), cat, max_text_chars=5000)  # type: ignore[arg-type]
+    return prepare_job(SynthesisRequest(text, **kwargs), cat, LINKS, max_text_chars=5000)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -281,8 +283,8 @@ def test_key_carries_the_lexicons_and_pieces_carry_what_is_said(tmp_path: Path) 
     directory = write(tmp_path / "lex", {"acme.pls": ACME})
     text = "Welcome to TTSD. Your order has shipped."
     plain = job(plain_cat, text)
-    # Without lexicons the key is the one made before lexicons existed: no field added.
-    legacy = {k: v for k, v in dataclasses.asdict(plain.spec).items() if k != "lexicons"}
+    # Without lexicons (and scope) the key is the one made before they existed: no field added.
+    legacy = {k: v for k, v in dataclasses.asdict(plain.spec).items() if k not in ("lexicons", "scope")}
     canonical = json.dumps(legacy, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert plain.key == hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -9,11 +9,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import Server, base_env, start_server, stop_server, unique
+from .conftest import Server, base_env, start_server, stop_server, unique, wait_for
 
 
 def test_metrics_move_for_hit_miss_merge_and_failure(server: Server) -> None:
@@ -61,21 +62,40 @@ def test_logs_are_json_with_ids_and_never_the_text(server: Server) -> None:
         assert response.headers["x-request-id"] == "req-ops-1"
         task = response.json()
         server.wait_task(task["task_id"])
-    time.sleep(0.5)  # let the workers' logs reach their files
-    logs = [p for p in server.log_path.parent.glob("*.log") if p.name != "redis.log"]
-    events = []
-    for path in logs:
-        for line in path.read_text(errors="replace").splitlines():
-            assert marker not in line, f"request text leaked into {path.name}"
-            start = line.find('{"ts"')
-            if start >= 0:
-                events.append(json.loads(line[start:]))
-    requests = [e for e in events if e.get("event") == "request" and e.get("request_id") == "req-ops-1"]
+
+    def logged() -> tuple[list[dict[str, Any]], set[str]]:
+        """This request's access-log lines and this task's stages, from every process's log."""
+        requests: list[dict[str, Any]] = []
+        stages: set[str] = set()
+        for path in server.log_path.parent.glob("*.log"):
+            if path.name == "redis.log":
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                assert marker not in line, f"request text leaked into {path.name}"
+                start = line.find('{"ts"')
+                if start < 0:
+                    continue
+                event = json.loads(line[start:])
+                if event.get("event") == "request" and event.get("request_id") == "req-ops-1":
+                    requests.append(event)
+                elif event.get("event") == "job stage" and event.get("task_id") == task["task_id"]:
+                    stages.add(event["stage"])
+        return requests, stages
+
+    def complete() -> tuple[list[dict[str, Any]], set[str]] | None:
+        requests, stages = logged()
+        return (requests, stages) if requests and {"synthesizing", "encoding", "storing"} <= stages else None
+
+    # The access log is written in batches and, in distributed mode, the stages by other processes:
+    # both reach their files some time after the task is done.
+    requests, stages = wait_for(
+        complete,
+        timeout=10,
+        retry_on=(ValueError,),  # a line read while it was being written
+        message=lambda: f"request line or job stages not logged: {logged()!r}",
+    )
     assert requests and requests[0]["task_id"] == task["task_id"] and requests[0]["key"] == task["key"]
     assert requests[0]["text_length"] > 10 and requests[0]["status"] == 202 and "latency_ms" in requests[0]
-    stages = {
-        e["stage"] for e in events if e.get("event") == "job stage" and e.get("task_id") == task["task_id"]
-    }
     assert {"synthesizing", "encoding", "storing"} <= stages
 
 

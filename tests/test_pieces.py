@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ttsd.engines import select
-from ttsd.jobs.synth import piece_keys
-from ttsd.service import SynthesisRequest, prepare_job
+from ttsd.jobs.pieces import piece_keys
+from ttsd.prepare import SynthesisRequest, prepare_job
 from ttsd.store.base import PIECE, object_name
 from ttsd.text import split_sentences
 from ttsd.voices import Catalogue
@@ -160,9 +160,10 @@ def test_a_near_hit_never_takes_a_slot(one_slot: Server) -> None:
 
 def piece_paths(server: Server, text: str) -> list[Path]:
     catalogue = Catalogue(select(("hibari", "piper")), VOICE)
-    job = prepare_job(SynthesisRequest(text, VOICE), catalogue, max_text_chars=5000)
+    links = server.links
+    job = prepare_job(SynthesisRequest(text, VOICE), catalogue, links, max_text_chars=5000)
     keys = piece_keys(job.spec, split_sentences(job.spec.text))
-    return [server.data_dir / "audio" / object_name(key, PIECE) for key in keys]
+    return [server.data_dir / "audio" / object_name(key, PIECE, links.object_tag(key)) for key in keys]
 
 
 def test_a_missing_or_corrupt_piece_is_made_again_never_served(one_slot: Server) -> None:

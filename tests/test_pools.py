@@ -15,9 +15,10 @@ import pytest
 from ttsd.backends import build_api_backends
 from ttsd.config import Settings
 from ttsd.errors import ConfigError, EngineDown
-from ttsd.jobs.inprocess import InProcessQueue
+from ttsd.jobs.embedded.queue import InProcessQueue
 from ttsd.jobs.model import Job
 from ttsd.keys import SynthesisSpec
+from ttsd.links import Links
 from ttsd.metrics import Metrics
 from ttsd.pools import PoolSpec, check_devices, gpu_count, parse_pools
 
@@ -133,7 +134,7 @@ def test_a_pool_that_cannot_load_refuses_only_its_engine(tmp_path: Path) -> None
     async def scenario() -> None:
         # The queue itself, not create_app, whose start-up check would refuse cuda:0 here.
         settings = Settings(pools="espeak:1,piper:1@cuda:0", data_dir=tmp_path / "data")
-        backends = build_api_backends(settings, Metrics())
+        backends = build_api_backends(settings, Metrics(), Links.of(settings))
         queue = backends.queue
         assert isinstance(queue, InProcessQueue)
         await queue.start()

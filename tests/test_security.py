@@ -16,11 +16,14 @@ from websockets.sync.client import connect
 from .conftest import Server, start_server, stop_server, unique
 
 KEYS = "k1-secret-abcdef,k2-secret-uvwxyz"
+# Used by test_rate_limit_per_key alone, so their buckets are full when it starts: no other test
+# spends their tokens, and waiting for a bucket to refill would be waiting on the clock.
+RATE_KEYS = ("k3-secret-ratea1", "k4-secret-rateb2")
 
 
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
 def secured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"TTSD_API_KEYS": KEYS, "TTSD_RATE_LIMIT": "2", "TTSD_RATE_BURST": "3"}
+    env = {"TTSD_API_KEYS": ",".join([KEYS, *RATE_KEYS]), "TTSD_RATE_LIMIT": "2", "TTSD_RATE_BURST": "3"}
     if request.param == "embedded":
         srv = start_server(tmp_path_factory.mktemp("secured"), env=env)
     else:
@@ -63,6 +66,8 @@ def test_websocket_needs_a_key(secured: Server) -> None:
 
 
 def test_rate_limit_per_key(secured: Server) -> None:
+    first_key, other_key = RATE_KEYS
+
     def burst(key: str) -> list[httpx.Response]:
         with secured.client(headers=bearer(key)) as client, ThreadPoolExecutor(6) as pool:
             return list(
@@ -74,8 +79,7 @@ def test_rate_limit_per_key(secured: Server) -> None:
                 )
             )
 
-    time.sleep(2)  # a full bucket
-    first = burst("k1-secret-abcdef")
+    first = burst(first_key)
     codes = sorted(r.status_code for r in first)
     assert codes.count(202) == 3 and codes.count(429) == 3, codes
     for r in first:
@@ -84,10 +88,39 @@ def test_rate_limit_per_key(secured: Server) -> None:
             assert int(r.headers["retry-after"]) >= 1
             assert r.headers["ratelimit-limit"] == "2" and r.headers["ratelimit-remaining"] == "0"
     # Another key has its own bucket; the first one refills at the configured rate.
-    assert sorted(r.status_code for r in burst("k2-secret-uvwxyz")).count(202) == 3
-    time.sleep(1.2)
-    with secured.client(headers=bearer("k1-secret-abcdef")) as client:
-        assert client.post("/v1/synthesize", json={"text": unique("Refilled.")}).status_code == 202
+    assert sorted(r.status_code for r in burst(other_key)).count(202) == 3
+    with secured.client(headers=bearer(first_key)) as client:
+
+        def post() -> httpx.Response:
+            return client.post("/v1/synthesize", json={"text": unique("Refilled.")})
+
+        # Whatever the first key regained while the other burst ran is spent first: after a refusal
+        # its bucket holds less than one token.
+        for _ in range(10):
+            emptied_at = time.monotonic()  # the refusal comes after this instant
+            answer = post()
+            if answer.status_code == 429:
+                break
+            assert answer.status_code == 202, answer.text
+        else:
+            raise AssertionError("the first key was never refused again")
+        # Then two admissions: the bucket needs at least one whole token more, which at 2 a second
+        # takes half a second. A slow machine only makes that longer, so the lower bound cannot fail
+        # by luck; the deadline only bounds a bucket that never refills.
+        admitted = 0
+        deadline = emptied_at + 10
+        while admitted < 2:
+            answer = post()
+            if answer.status_code == 202:
+                admitted += 1
+                continue
+            assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limited", answer.text
+            assert time.monotonic() < deadline, f"the bucket refilled {admitted} token(s) in 10 s, not 2"
+            time.sleep(0.05)
+        refilled_in = time.monotonic() - emptied_at
+        assert refilled_in >= 0.5, (
+            f"two requests admitted {refilled_in:.2f} s after a refusal: over 2 per second"
+        )
 
 
 def test_warning_when_exposed_without_keys() -> None:

@@ -12,6 +12,8 @@ from ttsd.state.sqlite import SqliteCacheIndex
 from ttsd.store.base import LocalFile, object_name
 from ttsd.store.local import LocalStore
 
+from .conftest import Clock
+
 
 def entry(key: str, fmt: str = "wav", size: int = 100, ttl: float = 60) -> CacheEntry:
     now = time.time()
@@ -67,9 +69,12 @@ def test_store_writes_atomically_and_refuses_escapes(tmp_path: Path) -> None:
     assert not store.exists(name)
 
 
-def test_board_keeps_unfinished_tasks_and_expires_finished_ones() -> None:
-    board = MemoryTaskBoard(ttl=0.05)
-    now = time.time()
+def test_board_keeps_unfinished_tasks_and_expires_finished_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sleep past the TTL cannot tell "expired" from "never stored"; a clock of the test's own
+    # checks the finished task on both sides of its expiry, and the unfinished one long after.
+    clock = Clock.replacing_time(monkeypatch, MemoryTaskBoard)
+    board = MemoryTaskBoard(ttl=0.5)
+    now = clock.now
     queued = TaskStatus(
         task_id="1" * 32,
         status=Status.QUEUED,
@@ -81,9 +86,13 @@ def test_board_keeps_unfinished_tasks_and_expires_finished_ones() -> None:
     )
     board.put(queued)
     board.put(queued.model_copy(update={"task_id": "2" * 32}).advance(Stage.DONE, 100))
-    time.sleep(0.1)
+    clock.now += 0.25
+    assert board.get("2" * 32) is not None  # finished, kept until its TTL is over
+    clock.now += 0.25
     assert board.get("1" * 32) is not None
     assert board.get("2" * 32) is None
+    clock.now += 3600
+    assert board.get("1" * 32) is not None  # an unfinished task is kept however long it runs
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
@@ -92,8 +101,8 @@ def test_pieces_share_the_byte_budget_and_are_counted_apart(backend: str, tmp_pa
     tells the two levels apart."""
     import redis
 
-    from ttsd.state.redis import RedisCacheIndex
-    from ttsd.state.redis_keys import RedisKeys
+    from ttsd.state.redis.index import RedisCacheIndex
+    from ttsd.state.redis.keys import RedisKeys
     from ttsd.store.base import PIECE
 
     from .conftest import Redis

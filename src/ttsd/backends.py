@@ -3,41 +3,20 @@ processes) or distributed (Redis state, Celery queue, S3 or local files)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import gc
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .config import Settings
-from .engines import Engine, select
-from .jobs.base import JobQueue
+from .jobs.queue import JobQueue
+from .links import Links
 from .metrics import Metrics, PrometheusJobStats
-from .state.base import CacheIndex, IdempotencyKeys, RateLimiter, TaskBoard
-from .state.recent import RecentEntries
+from .state import build_index
+from .state.base import CacheEntry, CacheIndex, IdempotencyKeys, RateLimiter, TaskBoard
+from .state.recent import RecentEntries, Slot
+from .store import build_store
 from .store.base import AudioStore
-
-WARM_TEXT = "Ready."
-WARM_TEXTS = {"ja": "準備ができました。", "cmn": "准备好了。"}
-
-
-def build_store(settings: Settings) -> AudioStore:
-    if settings.storage == "s3":
-        from .store.s3 import S3Store
-
-        return S3Store(settings)
-    from .store.local import LocalStore
-
-    return LocalStore(settings.audio_dir)
-
-
-def build_index(settings: Settings) -> CacheIndex:
-    """The cache index of the configured mode: SQLite under the data directory, or Redis."""
-    if settings.queue == "celery":
-        from .state.redis import RedisCacheIndex, connect
-        from .state.redis_keys import RedisKeys
-
-        return RedisCacheIndex(connect(settings), RedisKeys(settings.redis_prefix))
-    from .state.sqlite import SqliteCacheIndex
-
-    return SqliteCacheIndex(settings.index_path)
 
 
 @dataclass
@@ -52,22 +31,30 @@ class ApiBackends:
     recent: RecentEntries
 
 
-def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
-    store = build_store(settings)
-    recent = RecentEntries()
+# The collector's young-generation threshold in an API process: far above the objects of the
+# requests in flight (a few thousand under load). At Python's default (700) every few requests start
+# a young collection, which moves the requests then in flight to an older generation, and enough of
+# those moves start a full collection: every second or two under load, each pausing the event loop
+# for tens of milliseconds once the caches hold a working set of texts (most of a hit's P99).
+# Reference counting still frees every object the moment it is dropped; only garbage in reference
+# cycles waits longer for its collection.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def build_api_backends(settings: Settings, metrics: Metrics, links: Links) -> ApiBackends:
+    young, middle, old = gc.get_threshold()
+    if young:  # 0: the collector was turned off on purpose
+        gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
+    store = build_store(settings, links)
     if settings.queue == "celery":
-        from .jobs.celery_queue import CeleryQueue
-        from .state.autopipeline import AutoPipeline
-        from .state.redis import (
-            RedisCacheIndex,
-            RedisIdempotencyKeys,
-            RedisJobStats,
-            RedisRateLimiter,
-            RedisTaskBoard,
-            connect,
-            connect_async,
-        )
-        from .state.redis_keys import RedisKeys
+        from .jobs.distributed.queue import CeleryQueue
+        from .state.redis.autopipeline import AutoPipeline
+        from .state.redis.board import RedisIdempotencyKeys, RedisTaskBoard
+        from .state.redis.client import connect, connect_async
+        from .state.redis.index import RedisCacheIndex
+        from .state.redis.keys import RedisKeys
+        from .state.redis.rate import RedisRateLimiter
+        from .state.redis.stats import RedisJobStats
 
         client = connect(settings)
         aclient = connect_async(settings)  # what requests wait on must not block the event loop
@@ -75,8 +62,10 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
         keys = RedisKeys(settings.redis_prefix)
         board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl, batch)
         metrics.registry.register(RedisJobStats(client, keys))  # job figures come from the workers
+        redis_index = RedisCacheIndex(client, keys, batch)
+        recent = _recent(settings, _pipelined_reads(redis_index))
         return ApiBackends(
-            index=RedisCacheIndex(client, keys, batch),
+            index=redis_index,
             board=board,
             idempotency=RedisIdempotencyKeys(aclient, keys),
             limiter=RedisRateLimiter(batch, keys),
@@ -85,11 +74,12 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
             metrics=metrics,
             recent=recent,
         )
-    from .jobs.inprocess import InProcessQueue
+    from .jobs.embedded.queue import InProcessQueue
     from .state.memory import MemoryIdempotencyKeys, MemoryRateLimiter, MemoryTaskBoard
 
     board = MemoryTaskBoard(ttl=settings.task_ttl)
     index = build_index(settings)
+    recent = _recent(settings, _threaded_reads(index))
     return ApiBackends(
         index=index,
         board=board,
@@ -104,14 +94,31 @@ def build_api_backends(settings: Settings, metrics: Metrics) -> ApiBackends:
     )
 
 
-def load_engines(settings: Settings, names: Iterable[str], device: str = "cpu") -> dict[str, Engine]:
-    """Load a pool's engines onto its device and run one synthesis with each of their voices' first,
-    so the first real request does not pay for lazy initialisation (G2P tables, onnxruntime
-    arenas, kernels)."""
-    engines: dict[str, Engine] = {}
-    for name, spec in select(names, settings).items():
-        engine = spec.load(threads=settings.engine_threads, device=device)
-        for voice in spec.warm_voices:
-            engine.synthesize(WARM_TEXTS.get(voice.language, WARM_TEXT), voice, speed=1.0, seed=0)
-        engines[name] = engine
-    return engines
+def _recent(
+    settings: Settings, read_many: Callable[[Sequence[Slot]], Awaitable[Sequence[CacheEntry | None]]]
+) -> RecentEntries:
+    return RecentEntries(
+        revalidate=settings.recent_revalidate, capacity=settings.hot_entries, read_many=read_many
+    )
+
+
+def _threaded_reads(index: CacheIndex) -> Callable[[Sequence[Slot]], Awaitable[list[CacheEntry | None]]]:
+    """A local index's reads are synchronous: a batch of them runs on one thread, away from the
+    event loop (SQLite lets go of the GIL while it searches)."""
+
+    def read(slots: Sequence[Slot]) -> list[CacheEntry | None]:
+        return [index.get(key, fmt) for key, fmt in slots]
+
+    async def read_many(slots: Sequence[Slot]) -> list[CacheEntry | None]:
+        return await asyncio.to_thread(read, slots)
+
+    return read_many
+
+
+def _pipelined_reads(index: CacheIndex) -> Callable[[Sequence[Slot]], Awaitable[list[CacheEntry | None]]]:
+    """A networked index's reads issued together: its auto-pipeline sends them in one round trip."""
+
+    async def read_many(slots: Sequence[Slot]) -> list[CacheEntry | None]:
+        return list(await asyncio.gather(*(index.aget(key, fmt) for key, fmt in slots)))
+
+    return read_many

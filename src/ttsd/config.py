@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     s3_presign_ttl: int = Field(3600, ge=60)
     # Base URL under which the bucket's objects are public (a CDN); else presigned URLs.
     public_base_url: str | None = None
+    # Keys the names of audio links, task ids and stored objects (see links.py). Embedded mode
+    # makes one in the data directory when unset; distributed mode does not start without it.
+    url_secret: SecretStr | None = Field(None, repr=False)
 
     engines: Annotated[tuple[str, ...], NoDecode] = ("piper", "hibari", "espeak")
     # ChatTTS's weights (its asset/ tree), loaded from here only: never downloaded.
@@ -83,6 +86,9 @@ class Settings(BaseSettings):
     # Post-processing threads per process that runs jobs: reading cached sentences, joining,
     # encoding, storing and indexing happen there, beside the engine slots, never on them.
     post_workers: int = Field(default_factory=_default_slots, ge=1, le=256)
+    # Operations post-processing may hold (given, not finished) before the engine slots pause:
+    # what bounds the audio held in memory when an engine outruns encoding and storing.
+    post_backlog: int = Field(32, ge=1, le=100_000)
     # Cache each sentence's audio and assemble texts from cached sentences. Off for an engine whose
     # prosody spans sentences: name it in TTSD_SENTENCE_REUSE_EXCEPT (or turn it off everywhere).
     sentence_reuse: bool = True
@@ -99,8 +105,14 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)
     task_ttl: int = Field(3600, ge=1)
 
-    # Clients must send one of these (Authorization: Bearer, or X-API-Key) when any is set.
+    # Clients must send one of these (Authorization: Bearer, or X-API-Key) when any is set: keys
+    # or their SHA-256, each optionally named for its tenant, or a JSON list (see tenants.py).
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), repr=False)
+    # shared: one cache for every tenant. tenant: each tenant's texts, sentences, in-flight jobs
+    # and task ids are its own, so neither answers nor timing tell one tenant about another.
+    cache_scope: Literal["shared", "tenant"] = "shared"
+    # Requests with a wrong or missing key, per client address and minute, before they get 429.
+    auth_failures: int = Field(30, ge=1)
     # Synthesis requests per second per API key (per client address without keys); 0 = off.
     rate_limit: float = Field(0.0, ge=0)
     # Requests a client may send at once before the rate applies; default twice the rate.
@@ -111,6 +123,14 @@ class Settings(BaseSettings):
     # Answer cache hits, task polls and audio files without FastAPI's routing machinery (the same
     # models, checks and handlers; see api/hot.py). Off only to compare the two.
     hot_paths: bool = True
+    # Distinct texts whose hits the API answers from memory (each remembered as a parsed body, a
+    # prepared job, an index entry and an answer, about 3 KB in all): cover the working set.
+    hot_entries: int = Field(32_768, ge=1, le=10_000_000)
+    # An index entry read this long ago is read again in the background (still served meanwhile);
+    # one read twice this long ago is read again by the request. Bounds how late an unannounced
+    # deletion (``ttsd cache purge`` beside a live embedded API) is noticed: 2 x this; and how stale
+    # the index's LRU order of entries in use may be (SQLite records reads by the minute anyway).
+    recent_revalidate: float = Field(30.0, gt=0, le=3600)
 
     max_text_chars: int = Field(5000, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
@@ -122,6 +142,8 @@ class Settings(BaseSettings):
     @field_validator("engines", "api_keys", "sentence_reuse_except", "default_lexicons", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return (value,)  # TTSD_API_KEYS as JSON (tenants.py), parsed whole
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

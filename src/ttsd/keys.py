@@ -1,21 +1,18 @@
-"""Cache keys and task ids.
+"""Cache keys.
 
 The key names what is synthesized, not how it is packaged: the format is left out, so a text is
-synthesized once into a master and every format is encoded from it. The task id adds the format,
-so identical requests arriving together share one task.
+synthesized once into a master and every format is encoded from it. Task ids add the format, so
+identical requests arriving together share one task; they and every other name handed out are
+keyed by a server secret (``links``), since anyone can compute a key from a guessed text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 
 from .engines.base import Voice
-
-KEY_RE = re.compile(r"^[0-9a-f]{64}$")
-TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +29,9 @@ class SynthesisSpec:
     seed: int | None
     # The content hashes of the pronunciation lexicons applied, in order ("" for none).
     lexicons: str = ""
+    # The tenant whose cache this is, under TTSD_CACHE_SCOPE=tenant ("" for the shared cache):
+    # sentence pieces keep it, so one tenant's sentences are never another's either.
+    scope: str = ""
 
     @property
     def voice_ref(self) -> Voice:
@@ -41,23 +41,15 @@ class SynthesisSpec:
     @property
     def key(self) -> str:
         fields = asdict(self)
-        if not self.lexicons:
-            del fields["lexicons"]  # keys made before lexicons existed stay valid
+        # Keys made before lexicons and scopes existed stay valid.
+        for name in ("lexicons", "scope"):
+            if not fields[name]:
+                del fields[name]
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def task_id(key: str, fmt: str) -> str:
-    return hashlib.sha256(f"{key}:{fmt}".encode()).hexdigest()[:32]
-
-
-def audio_id(key: str, fmt: str) -> str:
-    """The public name of one encoded file, as in ``/v1/audio/{audio_id}``."""
+def file_id(key: str, fmt: str) -> str:
+    """One encoded file's name within the cache, recorded on a finished task (``audio_id``: the
+    field's name predates capability links). Never handed out: see ``links.Links.audio_id``."""
     return f"{key}.{fmt}"
-
-
-def parse_audio_id(value: str) -> tuple[str, str] | None:
-    key, dot, fmt = value.partition(".")
-    if not dot or not KEY_RE.match(key) or not fmt.isalnum():
-        return None
-    return key, fmt

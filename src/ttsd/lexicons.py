@@ -2,17 +2,13 @@
 
 A request names lexicons (``"lexicons": ["acme"]``); ``TTSD_DEFAULT_LEXICONS`` add theirs after
 them. Only those of the request's language apply, the request's first: for a grapheme in several,
-the first lexicon that has it wins (as Polly does). Each sentence is rewritten just before synthesis:
-at every place, the longest grapheme found there is replaced. A grapheme that starts or ends with a
-letter or digit matches whole words only, except in scripts written without spaces (Chinese,
-Japanese, Thai...), where it matches anywhere. Matching is case-sensitive, as PLS says.
+the first lexicon that has it wins (as Polly does). Each sentence is rewritten just before synthesis
+by the table of the lexicons applied (``lexicon_table.Table``: the longest grapheme at each place,
+whole words where the script has spaces).
 
 Compiled means one table per (lexicon, engine): every grapheme mapped to what that engine is
 given, the lexeme's first pronunciation the engine can say (an alias, spoken as text, or phonemes
-in one of the engine's ``alphabets``, passed as a span). Graphemes are also indexed by their first
-character with their lengths, longest first, and one compiled pattern finds the places where a
-grapheme may start (its first character, at a word start where it needs one), so a sentence is
-rewritten in one pass of a few dictionary lookups per such place, however large the lexicon.
+in one of the engine's ``alphabets``, passed as a span).
 
 Cache keys: a text's key carries the content hashes of the lexicons applied to it, so editing a
 lexicon never serves stale audio and an unchanged one never costs a miss. A sentence's key is the
@@ -32,6 +28,7 @@ from typing import Any, NamedTuple
 from .engines import REGISTRY, EngineSpec
 from .engines.base import phoneme_span
 from .errors import ConfigError, InvalidRequest, UnknownLanguage, UnknownLexicon, UnsupportedLexicon
+from .lexicon_table import Table
 from .pls import Lexicon, LexiconError, read
 
 log = logging.getLogger("ttsd.lexicons")
@@ -40,70 +37,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SUFFIXES = (".pls", ".xml")
 MAX_PER_REQUEST = 16
 _APPLIED_MAX = 1024
-
-# Scripts written without spaces between words: a grapheme there needs no word boundary.
-_UNSPACED_RANGES = (
-    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff"
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff"
-)
-_UNSPACED = re.compile(f"[{_UNSPACED_RANGES}]")
-# A character that continues a word written with spaces around it (\w: alphanumerics and "_").
-_WORDLIKE = f"[^\\W{_UNSPACED_RANGES}]"
-
-
-def _wordlike(ch: str) -> bool:
-    return (ch.isalnum() or ch == "_") and _UNSPACED.match(ch) is None
-
-
-@dataclass(frozen=True)
-class Table:
-    """Graphemes and what an engine is given for each, indexed for the longest match."""
-
-    replacements: Mapping[str, str]
-    lengths: Mapping[str, tuple[int, ...]]  # first character -> grapheme lengths, longest first
-    starts: re.Pattern[str]  # where a grapheme may start
-
-    @classmethod
-    def of(cls, replacements: Mapping[str, str]) -> Table:
-        lengths: dict[str, set[int]] = {}
-        for grapheme in replacements:
-            lengths.setdefault(grapheme[0], set()).add(len(grapheme))
-        firsts = sorted(lengths)
-        word = "".join(re.escape(ch) for ch in firsts if _wordlike(ch))
-        other = "".join(re.escape(ch) for ch in firsts if not _wordlike(ch))
-        starts = [f"(?<!{_WORDLIKE})[{word}]"] if word else []
-        starts += [f"[{other}]"] if other else []
-        return cls(
-            replacements,
-            {ch: tuple(sorted(ls, reverse=True)) for ch, ls in lengths.items()},
-            re.compile("|".join(starts) or "(?!)"),
-        )
-
-    def speak(self, text: str) -> str:
-        """``text`` with every grapheme replaced, leftmost first, the longest at each place."""
-        lengths, replacements, search = self.lengths, self.replacements, self.starts.search
-        out: list[str] = []
-        n, done = len(text), 0
-        found = search(text)
-        while found is not None:
-            i = found.start()
-            for length in lengths[text[i]]:
-                end = i + length
-                said = replacements.get(text[i:end]) if end <= n else None
-                if said is not None and (
-                    end == n or not _wordlike(text[end - 1]) or not _wordlike(text[end])
-                ):
-                    out.append(text[done:i])
-                    out.append(said)
-                    done = end
-                    found = search(text, end)
-                    break
-            else:
-                found = search(text, i + 1)
-        if not out:
-            return text
-        out.append(text[done:])
-        return "".join(out)
 
 
 class Applied(NamedTuple):

@@ -2,13 +2,13 @@
 
 Job figures (syntheses, audio seconds, encodes, failures) are recorded where jobs finish: in the API
 process in embedded mode (``PrometheusJobStats``), in Redis by the Celery workers in distributed
-mode (``state.redis.RedisJobStats``, exported by the API under the same names).
+mode (``state.redis.stats.RedisJobStats``, exported by the API under the same names).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -91,6 +91,7 @@ class PoolGauges(Collector):
 
     def __init__(self) -> None:
         self.read: Callable[[], Iterable[PoolFigures]] = list
+        self.post_backlog: Callable[[], float] = lambda: 0.0
 
     def figures(self) -> list[PoolFigures]:
         try:
@@ -99,14 +100,17 @@ class PoolGauges(Collector):
             return []  # a scrape while Redis is away must not fail
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _POOL_GAUGES]
+        return [
+            *(GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _POOL_GAUGES),
+            GaugeMetricFamily(*_POST_BACKLOG),
+        ]
 
     def collect(self) -> Iterable[Metric]:
         families = [GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _POOL_GAUGES]
         for figures in self.figures():
             for family, (_, _, field) in zip(families, _POOL_GAUGES, strict=True):
                 family.add_metric([figures.pool], getattr(figures, field))
-        return families
+        return [*families, GaugeMetricFamily(*_POST_BACKLOG, value=self.post_backlog())]
 
 
 _POOL_GAUGES = (
@@ -114,6 +118,11 @@ _POOL_GAUGES = (
     ("ttsd_busy_slots", "Engine slots running a job, by pool", "busy"),
     ("ttsd_slots", "Engine slots, by pool", "slots"),
     ("ttsd_engine_restarts", "Engine processes replaced after a crash, by pool", "restarts"),
+)
+_POST_BACKLOG = (
+    "ttsd_post_backlog",
+    "Post-processing operations (reading, encoding, storing, indexing) given and not yet finished"
+    " in this process; at TTSD_POST_BACKLOG the engine slots pause",
 )
 
 
@@ -143,17 +152,36 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Tenants by name (never by key); the labels are the configured names, a bounded set.
+        self.tenant_requests = Counter(
+            "ttsd_tenant_requests", "Requests with a valid API key, by tenant", ["tenant"], registry=r
+        )
+        self.auth_failures = Counter(
+            "ttsd_auth_failures",
+            "Requests with a missing or wrong API key: refused (401), or limited (429: too many from"
+            " that address)",
+            ["outcome"],
+            registry=r,
+        )
 
-    def watch_pools(self, read: Callable[[], Iterable[PoolFigures]]) -> None:
+    def watch_pools(
+        self, read: Callable[[], Iterable[PoolFigures]], post_backlog: Callable[[], float] | None = None
+    ) -> None:
         self.pools.read = read
+        if post_backlog is not None:
+            self.pools.post_backlog = post_backlog
 
-    def snapshot(self) -> dict[str, float]:
-        """The figures the playground's live panel shows (cumulative counters, current gauges)."""
+    def snapshot(self) -> dict[str, Any]:
+        """The figures the playground's live panel shows (cumulative counters, current gauges),
+        and this process's requests by tenant."""
         total_requests = 0.0
         results = {"hit": 0.0, "miss": 0.0, "merged": 0.0}
+        tenants: dict[str, float] = {}
         for family in self.registry.collect():
             for sample in family.samples:
-                if sample.name == "ttsd_http_requests_total":
+                if sample.name == "ttsd_tenant_requests_total":
+                    tenants[sample.labels["tenant"]] = sample.value
+                elif sample.name == "ttsd_http_requests_total":
                     total_requests += sample.value
                 elif sample.name == "ttsd_cache_requests_total":
                     results[sample.labels["result"]] = (
@@ -165,12 +193,14 @@ class Metrics:
             totals["queue_depth"] += figures.depth
             totals["busy_slots"] += figures.busy
             totals["slots"] += figures.slots
+        totals["post_backlog"] = self.pools.post_backlog()
         return {
             "requests_total": total_requests,
             "hits_total": results["hit"],
             "misses_total": results["miss"],
             "merged_total": results["merged"],
             **totals,
+            "tenant_requests_total": tenants,
         }
 
     def render(self) -> bytes:

@@ -16,14 +16,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .audio import Pcm16
-from .backends import build_index, build_store
 from .config import Settings
 from .errors import TtsdError
-from .jobs.pool import EnginePool, PoolRouter
-from .jobs.synth import build_host, post_executor, run_job
+from .jobs.body import run_job
+from .jobs.embedded.pool import EnginePool
+from .jobs.embedded.router import PoolRouter
+from .jobs.host import build_host
+from .jobs.lifecycle import Lifecycle
+from .jobs.post import post_stage
+from .links import Links
 from .metrics import PrometheusJobStats
-from .service import SynthesisRequest, prepare_job
-from .state.base import CacheEntry, CacheStats, Stage
+from .prepare import SynthesisRequest, prepare_job
+from .state import build_index
+from .state.base import CacheEntry, CacheStats, Stage, TaskStatus
+from .store import build_store
 from .voices import Catalogue
 
 
@@ -50,12 +56,16 @@ async def synthesize_all(
 ) -> None:
     """Run every request that is not cached (and not skipped) on a local engine pool."""
     catalogue = Catalogue.of(settings)
+    links = Links.of(settings)
     index = build_index(settings)
-    pool = PoolRouter([EnginePool(settings, spec) for spec in settings.pool_layout])
-    post = post_executor(settings)
-    host = build_host(
-        settings, pool, build_store(settings), index, PrometheusJobStats(CollectorRegistry()), post
-    )
+    post = post_stage(settings)
+    pools = [EnginePool(settings, spec, gate=lambda: post.open) for spec in settings.pool_layout]
+    for engine_pool in pools:
+        post.on_room(engine_pool.wake)
+    pool = PoolRouter(pools)
+    stats = PrometheusJobStats(CollectorRegistry())
+    host = build_host(settings, pool, build_store(settings, links), index, stats, post)
+    lifecycle = Lifecycle(timeout=settings.job_timeout, stats=stats)
     await pool.start()
     # Enough jobs at once to keep every slot busy while others are in post-processing.
     slots = asyncio.Semaphore(settings.total_slots * 2 + settings.post_workers)
@@ -64,15 +74,19 @@ async def synthesize_all(
         if skip(i):
             return
         try:
-            job = prepare_job(request, catalogue, max_text_chars=settings.max_text_chars)
+            job = prepare_job(request, catalogue, links, max_text_chars=settings.max_text_chars)
             entry = index.get(job.key, job.fmt)
             if entry is not None:
                 on_result(Result(i, entry, cached=True))
                 return
             async with slots:
-                outcome = await run_job(job, host, _Quiet())
-            on_result(Result(i, outcome.entry, cached=False))
-        except TtsdError as exc:
+                reporter = _Quiet(job.queued())
+                ended = await lifecycle.run(job, reporter, lambda: run_job(job, host, reporter))
+            if ended.outcome is None:
+                on_result(Result(i, None, cached=False, error=ended.error))
+            else:
+                on_result(Result(i, ended.outcome.entry, cached=False))
+        except TtsdError as exc:  # the request itself is invalid
             on_result(Result(i, None, cached=False, error=exc))
 
     try:
@@ -86,13 +100,19 @@ async def synthesize_all(
 class _Quiet:
     """Nobody polls or listens to an offline job."""
 
+    def __init__(self, status: TaskStatus) -> None:
+        self.status = status
+
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
-        pass
+        self.status = self.status.advance(stage, progress, **changes)
 
     async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
         pass
 
     async def audio_end(self) -> None:
+        pass
+
+    async def failed(self, error: TtsdError) -> None:
         pass
 
 
@@ -108,7 +128,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def fetch(settings: Settings, entry: CacheEntry) -> bytes:
-    return build_store(settings).get(entry.object_name)
+    return build_store(settings, Links.of(settings)).get(entry.object_name)
 
 
 def cache_stats(settings: Settings) -> CacheStats:
@@ -122,7 +142,7 @@ def cache_stats(settings: Settings) -> CacheStats:
 def purge(settings: Settings, *, everything: bool) -> int:
     """Drop expired entries (and any beyond the byte budget), or every entry; returns how many."""
     index = build_index(settings)
-    store = build_store(settings)
+    store = build_store(settings, Links.of(settings))
     try:
         dropped = index.evict(-1 if everything else settings.cache_max_bytes)
         for name in dropped:

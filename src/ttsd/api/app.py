@@ -15,10 +15,12 @@ from starlette.types import ASGIApp
 from .. import __version__
 from ..backends import build_api_backends
 from ..config import Settings
+from ..links import Links
 from ..logs import configure_logging
 from ..metrics import Metrics
 from ..pools import check_devices
 from ..service import TtsService
+from ..tenants import Tenants
 from ..voices import Catalogue
 from . import errors
 from .hot import HotPaths
@@ -75,10 +77,13 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     configure_logging(settings)
     # Validated now, so a bad TTSD_ENGINES or TTSD_DEFAULT_VOICE fails at start, not per request.
     catalogue = Catalogue.of(settings)
+    # Now too: distributed mode without its shared secret does not start.
+    links = Links.of(settings)
+    tenants = Tenants.parse(settings.api_keys)
     if settings.queue == "inprocess":  # in distributed mode, workers place their own pools
         kinds = {name: spec.device_kinds for name, spec in catalogue.specs.items()}
         check_devices(settings.pool_layout, kinds)
-    if not settings.api_keys and not is_loopback(settings.host):
+    if not tenants and not is_loopback(settings.host):
         log.warning(
             "SECURITY: serving on %s with no API keys: anyone who can reach this address can use it. "
             "Set TTSD_API_KEYS.",
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backends = build_api_backends(settings, metrics)
+        backends = build_api_backends(settings, metrics, links)
         app.state.service = TtsService(
             settings,
             catalogue,
@@ -101,6 +106,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             backends.limiter,
             backends.metrics,
             backends.recent,
+            links,
+            tenants,
         )
         await backends.queue.start()
         # What exists now lives as long as the process: leave it out of the collector's scans, or

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI
@@ -34,10 +34,12 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import TtsdError
+from ..prepare import SynthesisRequest
 from ..service import TtsService
+from .deps import annotate
 from .models import SpeechBody, SynthesizeBody
 from .routes import audio, speech, synthesize, tasks
-from .security import Caller, admit, identify
+from .security import Caller, admit, authenticate
 
 M = TypeVar("M", bound=BaseModel)
 _Handler = Callable[[Scope, TtsService, bytes], Awaitable[ASGIApp]]
@@ -113,19 +115,21 @@ class HotPaths:
         raise exc
 
     async def _synthesize(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
-        parsed = _parse(scope, body, SynthesizeBody)
+        wanted, _ = _parse(scope, service, body, _synthesis)
         headers = _headers(scope)
-        await admit(service, _caller(scope, service, headers))
+        caller = await _caller(scope, service, headers)
+        await admit(service, caller)
         key = headers.get("idempotency-key")
-        return await synthesize.answer(scope, service, parsed, redirect=False, idempotency_key=key)
+        return await synthesize.answer(scope, service, wanted, caller, redirect=False, idempotency_key=key)
 
     async def _speech(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
-        parsed = _parse(scope, body, SpeechBody)
-        await admit(service, _caller(scope, service, _headers(scope)))
-        return await speech.answer(scope, service, parsed)
+        wanted, stream_format = _parse(scope, service, body, _speech)
+        caller = await _caller(scope, service, _headers(scope))
+        await admit(service, caller)
+        return await speech.answer(scope, service, wanted, caller, stream_format)
 
     async def _task(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
-        _caller(scope, service, _headers(scope))  # the key check, as for every /v1 route
+        await _caller(scope, service, _headers(scope))  # the key check, as for every /v1 route
         return await tasks.answer(scope, service, scope["path"][len(_TASKS) :])
 
     async def _audio(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
@@ -138,13 +142,32 @@ def _leaf(path: str, prefix: str) -> bool:
     return bool(rest) and "/" not in rest
 
 
-def _parse(scope: Scope, body: bytes, model: type[M]) -> M:
+# What a body asks: the request's fields and (for speech) its stream format. Plain tuples of strings
+# and numbers, which the cyclic collector stops tracking: a parsed model is several objects it would
+# scan at every full collection, and a working set of them makes those pauses long.
+Parsed = tuple[tuple[Any, ...], str]
+
+
+def _synthesis(body: bytes) -> Parsed:
+    return tuple(_validated(body, SynthesizeBody).to_request()), ""
+
+
+def _speech(body: bytes) -> Parsed:
+    parsed = _validated(body, SpeechBody)
+    return tuple(parsed.to_request()), parsed.stream_format
+
+
+def _parse(
+    scope: Scope, service: TtsService, body: bytes, reader: Callable[[bytes], Parsed]
+) -> tuple[SynthesisRequest, str]:
     content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
     if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
         raise _Declined
     if len(body) <= _PARSED_MAX_BYTES:
-        return cast(M, _parsed(body, model))
-    return _validated(body, model)
+        fields, extra = _remembered(service.settings.hot_entries, reader)(body)
+    else:
+        fields, extra = reader(body)
+    return SynthesisRequest._make(fields), extra
 
 
 def _validated(body: bytes, model: type[M]) -> M:
@@ -161,9 +184,14 @@ def _validated(body: bytes, model: type[M]) -> M:
 
 
 # Bodies repeat as texts do: a body already validated is not validated again (only successes are
-# remembered; the models are never modified after parsing).
+# remembered), for as many as TTSD_HOT_ENTRIES.
 _PARSED_MAX_BYTES = 2048
-_parsed = functools.lru_cache(maxsize=2048)(_validated)
+
+
+@functools.cache
+def _remembered(size: int, reader: Callable[[bytes], Parsed]) -> Callable[[bytes], Parsed]:
+    """``reader``, remembering ``size`` bodies (one memory per size: the settings are fixed)."""
+    return functools.lru_cache(maxsize=size)(reader)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -172,9 +200,12 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
 
 
-def _caller(scope: Scope, service: TtsService, headers: dict[str, str]) -> Caller:
+async def _caller(scope: Scope, service: TtsService, headers: dict[str, str]) -> Caller:
     client = scope.get("client")
-    return identify(service.settings, headers, {}, client[0] if client else None)
+    caller = await authenticate(service, headers, {}, client[0] if client else None)
+    if caller.tenant is not None:
+        annotate(scope, tenant=caller.tenant.name)
+    return caller
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..lexicons import MAX_PER_REQUEST
-from ..service import SynthesisRequest
+from ..prepare import SynthesisRequest
 from ..state.base import Stage, Status, TaskError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")

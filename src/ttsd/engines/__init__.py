@@ -1,4 +1,5 @@
-"""Engine registry: names to specs. Specs are cheap; models load only in engine worker processes."""
+"""Engine registry: names to specs, and loading a pool's engines. Specs are cheap; models load only
+in engine processes (``load_engines``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ REGISTRY: dict[str, EngineSpec] = {
 }
 
 
+WARM_TEXT = "Ready."
+WARM_TEXTS = {"ja": "準備ができました。", "cmn": "准备好了。"}
+
+
 def select(names: Iterable[str], settings: Settings | None = None) -> dict[str, EngineSpec]:
     """The specs for the configured engine names, in order, bound to ``settings`` (weights
     directories) when given; unknown names are a configuration error."""
@@ -30,4 +35,17 @@ def select(names: Iterable[str], settings: Settings | None = None) -> dict[str, 
     return chosen
 
 
-__all__ = ["REGISTRY", "Engine", "EngineSpec", "Pcm", "Voice", "select"]
+def load_engines(settings: Settings, names: Iterable[str], device: str = "cpu") -> dict[str, Engine]:
+    """Load a pool's engines onto its device and run one synthesis with each of their voices' first,
+    so the first real request does not pay for lazy initialisation (G2P tables, onnxruntime
+    arenas, kernels)."""
+    engines: dict[str, Engine] = {}
+    for name, spec in select(names, settings).items():
+        engine = spec.load(threads=settings.engine_threads, device=device)
+        for voice in spec.warm_voices:
+            engine.synthesize(WARM_TEXTS.get(voice.language, WARM_TEXT), voice, speed=1.0, seed=0)
+        engines[name] = engine
+    return engines
+
+
+__all__ = ["REGISTRY", "Engine", "EngineSpec", "Pcm", "Voice", "load_engines", "select"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -79,6 +80,11 @@ class Engine(ABC):
     @abstractmethod
     def synthesize(self, text: str, voice: Voice, *, speed: float, seed: int | None) -> Pcm:
         """Speak one piece of text (a sentence or a clause). May return an empty array."""
+
+    def chunks(self, text: str, voice: Voice, *, speed: float, seed: int | None) -> Iterator[Pcm]:
+        """The same audio in the pieces the engine makes it in, so a slot can stop between them
+        (barge-in); an engine that cannot stream yields it whole."""
+        yield self.synthesize(text, voice, speed=speed, seed=seed)
 
 
 class EngineSpec(ABC):

@@ -1,4 +1,5 @@
-"""What travels to a worker (a Job) and back (a JobOutcome, progress reports)."""
+"""What a job is (a Job), what an engine slot is asked (a SentenceBatch) and answers (a
+BatchResult), what a finished job gives (a JobOutcome), and where it reports (a Reporter)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from ..audio import Pcm16
+from ..errors import TtsdError
 from ..keys import SynthesisSpec
 from ..state.base import CacheEntry, Stage, Status, TaskStatus
 from ..text import split_sentences
@@ -86,6 +88,16 @@ class SentenceBatch:
 
 
 @dataclass(frozen=True)
+class BatchResult:
+    slot_seconds: float  # wall time the batch held its slot
+    synthesis_seconds: float  # of which the engine was speaking
+
+
+# (index in the text, faded int16 samples, sample rate): one sentence as the engine spoke it.
+SentenceCallback = Callable[[int, Pcm16, int], None]
+
+
+@dataclass(frozen=True)
 class Piece:
     """A sentence of a master as it is made: int16 mono samples at the engine's rate."""
 
@@ -110,7 +122,11 @@ class JobOutcome:
 
 
 class Reporter(Protocol):
-    """Where the job body reports progress: the task board, and the audio to live listeners."""
+    """Where a job reports progress: the task board, and the audio to live listeners."""
+
+    @property
+    def status(self) -> TaskStatus:
+        """The task's status as last reported."""
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None: ...
 
@@ -122,3 +138,23 @@ class Reporter(Protocol):
     async def audio_end(self) -> None:
         """Every sentence was sent and the text is stored (not called when its master came from
         the cache whole)."""
+
+    async def failed(self, error: TtsdError) -> None:
+        """The job failed: live listeners hear why (its final status follows through ``stage``)."""
+
+
+# Each new measurement moves an average by this share of its difference from it.
+_EWMA = 0.2
+
+
+@dataclass
+class MovingAverage:
+    """An exponentially weighted moving average of seconds (None until one was measured)."""
+
+    seconds: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        if self.seconds is None:
+            self.seconds = seconds
+        else:
+            self.seconds += _EWMA * (seconds - self.seconds)

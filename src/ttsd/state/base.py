@@ -1,7 +1,10 @@
 """Shared state: the cache index (what audio exists) and the task board (what jobs are doing).
 
-Embedded mode keeps the index in SQLite (shared by the API and its engine processes, and it
-survives restarts) and the board in memory; distributed mode keeps both in Redis.
+Embedded mode keeps the index in SQLite (it survives restarts) and the board in memory;
+distributed mode keeps both in Redis. Engine processes never touch either: they only synthesize.
+The job body is a coroutine, on the API's event loop (embedded) or on a Celery worker process's
+own loop (distributed); it calls the index and board from its post-processing thread pool, hence
+the synchronous methods, and the API calls them too (``aget`` on its event loop).
 """
 
 from __future__ import annotations

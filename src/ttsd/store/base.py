@@ -1,9 +1,12 @@
 """Audio storage: immutable objects named by cache key. Synchronous, because it is called from the
-job body in worker processes (and from Celery tasks) as well as from the API."""
+job body's post-processing thread pool (the body itself is a coroutine, on the API's event loop or on
+a Celery worker process's own) and from the API, which reads files on a thread; engine processes
+never touch it, they only synthesize."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +30,21 @@ Location = LocalFile | Redirect
 
 MASTER = "master"
 # One sentence's audio, for reuse across texts: raw int16 samples, checked against the index's
-# size and digest when read (see jobs/synth.py).
+# size and digest when read (see ``jobs.pieces``).
 PIECE = "piece"
 _LEAVES = {MASTER: "master.flac", PIECE: "piece.pcm"}
 _KINDS = {leaf: kind for kind, leaf in _LEAVES.items()}
 
 
-def object_name(key: str, fmt: str) -> str:
+def object_name(key: str, fmt: str, tag: str = "") -> str:
     """Where the file for (key, format) lives; ``fmt`` is a format name, ``MASTER`` or ``PIECE``.
+    ``tag``: the keyed digest (``links.Links.object_tag``) that keeps the names in a bucket behind
+    a CDN unguessable; objects stored before it existed have none.
 
     Two hex characters of fan-out keep directories (and S3 listing prefixes) small."""
     leaf = _LEAVES.get(fmt) or f"audio.{fmt}"
-    return f"{key[:2]}/{key}/{leaf}"
+    folder = f"{key}-{tag}" if tag else key
+    return f"{key[:2]}/{folder}/{leaf}"
 
 
 def parse_object_name(name: str) -> tuple[str, str] | None:
@@ -46,15 +52,23 @@ def parse_object_name(name: str) -> tuple[str, str] | None:
     parts = name.split("/")
     if len(parts) != 3:
         return None
+    key = parts[1].partition("-")[0]
     if parts[2] in _KINDS:
-        return parts[1], _KINDS[parts[2]]
+        return key, _KINDS[parts[2]]
     stem, _, fmt = parts[2].partition(".")
-    return (parts[1], fmt) if stem == "audio" and fmt else None
+    return (key, fmt) if stem == "audio" and fmt else None
 
 
 class AudioStore(ABC):
     # True when ``locate`` hands out URLs clients fetch directly; else the API serves the files.
     direct_urls: bool = False
+    # The keyed digest in the names of a key's objects (see ``object_name``); None: the bare key.
+    tag: Callable[[str], str] | None = None
+
+    def name(self, key: str, fmt: str) -> str:
+        """The name a new object for (key, format) is stored under. Reads go by the name the
+        index recorded, so objects stored under an earlier secret are still found."""
+        return object_name(key, fmt, self.tag(key) if self.tag is not None else "")
 
     @abstractmethod
     def put(self, name: str, data: bytes, content_type: str) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..errors import AudioNotFound, StorageError
 from .base import AudioStore, LocalFile, Location
 
-# What ``object_name`` makes: hex fan-out, hex key, a plain leaf name.
-_OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}/[a-z0-9]+\.[a-z0-9]+")
+# What ``object_name`` makes: hex fan-out, hex key (and tag), a plain leaf name.
+_OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}(?:-[0-9a-f]{32})?/[a-z0-9]+\.[a-z0-9]+")
 
 
 class LocalStore(AudioStore):

@@ -16,9 +16,10 @@ from ..errors import AudioNotFound, StorageError
 from .base import AudioStore, Location, Redirect
 
 _MULTIPART_THRESHOLD = 5 * 1024 * 1024
-# Presigned URLs remembered per object, so that a hot object is handed out under one URL that
-# browsers and CDNs can cache (and signing, the costliest part of a hit, happens once a window).
-_PRESIGNED_MAX = 10_000
+# Presigned URLs are remembered per object, as many as the hits the API remembers
+# (TTSD_HOT_ENTRIES): a hot object is handed out under one URL that browsers and CDNs can cache,
+# and signing (botocore, about 1 ms: the costliest part of a hit, half the event loop's time in a
+# profile of hits over 20,000 texts with room for 10,000) happens once a window.
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -40,6 +41,7 @@ class S3Store(AudioStore):
         # half the TTL to use it.
         self._presign_reuse = settings.s3_presign_ttl / 2
         self._presigned: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._presigned_max = settings.hot_entries
         self._cache_control = f"public, max-age={settings.cache_ttl}, immutable"
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_THRESHOLD, multipart_chunksize=_MULTIPART_THRESHOLD
@@ -134,6 +136,6 @@ class S3Store(AudioStore):
         )
         self._presigned[name] = (now, url)
         self._presigned.move_to_end(name)
-        while len(self._presigned) > _PRESIGNED_MAX:
+        while len(self._presigned) > self._presigned_max:
             self._presigned.popitem(last=False)
         return Redirect(url)

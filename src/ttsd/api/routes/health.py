@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..deps import ServiceDep
+from ..security import AuthenticatedCaller
 
 router = APIRouter(tags=["operations"])
 
@@ -31,8 +32,9 @@ async def readyz(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/v1/stats")
-async def stats(service: ServiceDep) -> dict[str, float]:
-    """A JSON digest of the metrics (cumulative counters and current gauges), for dashboards."""
+async def stats(service: ServiceDep, caller: AuthenticatedCaller) -> dict[str, Any]:
+    """A JSON digest of the metrics (cumulative counters and current gauges), for dashboards.
+    Needs a key when keys are set: it names the tenants."""
     return service.metrics.snapshot()
 
 

@@ -9,11 +9,13 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Scope
 
 from ...errors import TtsdError
-from ...service import AudioStream, TtsService
+from ...prepare import SynthesisRequest
+from ...service import TtsService
 from ...store.base import LocalFile
+from ...streaming import AudioStream
 from ..deps import ServiceDep, annotate
 from ..models import ErrorResponse, SpeechBody
-from ..security import AdmittedCaller
+from ..security import AdmittedCaller, Caller
 from .audio import local_file
 
 router = APIRouter(tags=["openai"])
@@ -40,18 +42,20 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
     yield f"data: {json.dumps({'type': 'speech.audio.done', 'key': stream.key})}\n\n"
 
 
-async def answer(scope: Scope, service: TtsService, body: SpeechBody) -> Response:
+async def answer(
+    scope: Scope, service: TtsService, wanted: SynthesisRequest, caller: Caller, stream_format: str
+) -> Response:
     """The route's work once the request is parsed and admitted: shared with the hot path."""
-    stream = await service.stream(body.to_request())
+    stream = await service.stream(service.scoped(wanted, caller.tenant_name))
     headers = stream_headers(stream)
     annotate(
         scope,
         key=stream.key,
         task_id=stream.task_id,
         cache="hit" if stream.cached else "merged" if stream.merged else "miss",
-        text_length=len(body.input),
+        text_length=len(wanted.text),
     )
-    if body.stream_format == "sse":
+    if stream_format == "sse":
         return StreamingResponse(sse_events(stream), media_type="text/event-stream", headers=headers)
     if stream.entry is not None:
         # A hit is a whole file: sent with its length, from disk where it is local.
@@ -74,4 +78,4 @@ async def answer(scope: Scope, service: TtsService, body: SpeechBody) -> Respons
 async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
     hit is sent whole at once). ``model`` is accepted and ignored; the voice picks the engine."""
-    return await answer(request.scope, service, body)
+    return await answer(request.scope, service, body.to_request(), caller, body.stream_format)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from ...errors import InvalidRequest, MalformedRequest, TtsdError
-from ...service import SynthesisRequest, TtsService
-from ..security import admit, identify
+from ...prepare import SynthesisRequest
+from ...service import TtsService
+from ..security import admit, authenticate
 
 router = APIRouter(tags=["streaming"])
 
@@ -50,7 +51,7 @@ async def stream(ws: WebSocket) -> None:
     await ws.accept()
     address = ws.client.host if ws.client else None
     try:
-        caller = identify(service.settings, ws.headers, ws.query_params, address)
+        caller = await authenticate(service, ws.headers, ws.query_params, address)
     except TtsdError as exc:
         await _error(ws, exc)
         await ws.close(code=1008)  # policy violation: browsers cannot set headers, so ?api_key= works too
@@ -65,7 +66,7 @@ async def stream(ws: WebSocket) -> None:
         try:
             request = _parse(message)
             await admit(service, caller)
-            opened = await service.stream(request)
+            opened = await service.stream(service.scoped(request, caller.tenant_name))
         except TtsdError as exc:
             await _error(ws, exc)
             continue

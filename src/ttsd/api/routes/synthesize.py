@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import Scope
 
+from ...prepare import SynthesisRequest
 from ...service import Hit, TtsService
 from ..deps import ServiceDep, annotate, api_base, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
-from ..security import AdmittedCaller
+from ..security import AdmittedCaller, Caller
 
 router = APIRouter(tags=["synthesis"])
 
@@ -19,23 +21,35 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
-def _done(key: str, fmt: str, url: str, duration: float) -> str:
-    """A hit's body, the same for every repeat of it: made once."""
+def _done_body(key: str, fmt: str, url: str, duration: float) -> str:
     done = Done(key=key, format=fmt, url=url, duration=round(duration, 3))
     return done.model_dump_json(exclude={"task_id", "sentences", "sentences_reused"})
 
 
+@functools.cache
+def _done(size: int) -> Callable[[str, str, str, float], str]:
+    """A hit's body, the same for every repeat of it: made once, for as many as TTSD_HOT_ENTRIES
+    texts (one memory per size: the settings are fixed)."""
+    return functools.lru_cache(maxsize=size)(_done_body)
+
+
 async def answer(
-    scope: Scope, service: TtsService, body: SynthesizeBody, *, redirect: bool, idempotency_key: str | None
+    scope: Scope,
+    service: TtsService,
+    wanted: SynthesisRequest,
+    caller: Caller,
+    *,
+    redirect: bool,
+    idempotency_key: str | None,
 ) -> Response:
     """The route's work once the request is parsed and admitted: shared with the hot path."""
-    result = await service.synthesize(body.to_request(), idempotency_key)
+    wanted = service.scoped(wanted, caller.tenant_name)
+    result = await service.synthesize(wanted, idempotency_key, owner=caller.tenant_name)
     base = api_base(scope)
     if isinstance(result, Hit):
         entry = result.entry
-        annotate(scope, key=entry.key, cache="hit", text_length=len(body.text))
-        url = service.audio_url(entry.key, entry.fmt, base)
+        annotate(scope, key=entry.key, cache="hit", text_length=len(wanted.text))
+        url = service.audio_url(entry.key, entry.fmt, base, entry.object_name)
         if redirect:
             return RedirectResponse(url, status_code=302)
         if result.sentences is not None:  # assembled from cached sentences just now
@@ -50,14 +64,15 @@ async def answer(
                 sentences_reused=result.sentences,
             )
             return Response(done.model_dump_json(), media_type="application/json")
-        return Response(_done(entry.key, entry.fmt, url, entry.duration), media_type="application/json")
+        body_json = _done(service.settings.hot_entries)(entry.key, entry.fmt, url, entry.duration)
+        return Response(body_json, media_type="application/json")
     status = result.status
     annotate(
         scope,
         key=status.key,
         task_id=status.task_id,
         cache="merged" if result.merged else "miss",
-        text_length=len(body.text),
+        text_length=len(wanted.text),
     )
     queued = QueuedResponse(
         status=status.status,
@@ -93,4 +108,6 @@ async def synthesize(
 ) -> Response:
     """A cache hit answers 200 with the audio URL (or 302 to it with ``?redirect=true``); a miss
     answers 202 with the task to poll. Identical requests in flight share one task."""
-    return await answer(request.scope, service, body, redirect=redirect, idempotency_key=idempotency_key)
+    return await answer(
+        request.scope, service, body.to_request(), caller, redirect=redirect, idempotency_key=idempotency_key
+    )

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis.asyncio
 
-from ..errors import BackendUnavailable
-from .redis_keys import RedisKeys
+from ...errors import BackendUnavailable
+from .keys import RedisKeys
 
 LEASE_SECONDS = 6.0
 # KEYS: claims ARGV: holder, lease_ms, "|job". Free claims, and those held for the same job by an

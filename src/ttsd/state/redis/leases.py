@@ -1,7 +1,7 @@
 """Job leases: who may work on a distributed job right now, and how a lost worker's jobs come back.
 
 A worker takes a lease on every job it receives, before it starts it, and renews it while it holds
-the job (``jobs.celery_app.LeaseKeeper``); the lease's deadline lives in Redis, by Redis's clock.
+the job (``jobs.distributed.keeper.LeaseKeeper``); the lease's deadline lives in Redis, by Redis's clock.
 An API process sweeps once a second for lapsed deadlines and publishes those jobs again, so a
 worker that was killed, frozen or cut off loses its jobs ``TTSD_JOB_LEASE`` seconds after its last
 renewal, whatever the job timeout or the broker's visibility timeout (as BullMQ's job locks).
@@ -20,10 +20,10 @@ from typing import Any
 
 import redis
 
-from ..errors import TtsdError
-from .base import TaskStatus
-from .redis import guarded
-from .redis_keys import RedisKeys
+from ...errors import TtsdError
+from ..base import TaskStatus
+from .client import guarded
+from .keys import RedisKeys
 
 
 class LeaseLost(TtsdError):

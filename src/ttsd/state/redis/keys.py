@@ -37,6 +37,11 @@ class RedisKeys:
         return f"{self.prefix}:bytes"
 
     @property
+    def objects(self) -> str:
+        """Each member's object name: what eviction deletes once the entry itself has expired."""
+        return f"{self.prefix}:objects"
+
+    @property
     def evicted(self) -> str:
         """Pub/sub channel: members the index dropped (space-separated), for API processes to forget."""
         return f"{self.prefix}:evicted"
@@ -58,7 +63,7 @@ class RedisKeys:
         return f"{self.prefix}:pcm:{task_id}"
 
     def lease(self, task_id: str) -> str:
-        """The token of the delivery that holds a job's lease (``state.leases``)."""
+        """The token of the delivery that holds a job's lease (``state.redis.leases``)."""
         return f"{self.prefix}:lease:{task_id}"
 
     @property

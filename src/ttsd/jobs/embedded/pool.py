@@ -3,7 +3,7 @@
 Each process loads its pool's engines once, on its slot's device, and speaks one batch of sentences
 at a time, so synthesis never touches the event loop and a crash takes down one batch, not the
 service. A slot is held only while its engine speaks: results stream back sentence by sentence, and
-everything else a job does happens in the post-processing stage (``jobs.synth``). A dead process is
+everything else a job does happens in the post-processing stage (``jobs.body``). A dead process is
 replaced; its batch is retried once, from the first sentence not yet returned, on another process,
 and fails cleanly if that one dies too.
 """
@@ -11,7 +11,6 @@ and fails cleanly if that one dies too.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import itertools
@@ -20,57 +19,20 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
-import numpy as np
-
-from ..config import Settings
-from ..errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_from
-from ..pools import PoolSpec
-from .model import SentenceBatch
-from .worker import worker_main
+from ...config import Settings
+from ...errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_from
+from ...pools import PoolSpec
+from ..messages import BatchDone, BatchFailed, Cancel, Fatal, FromSlot, Ready, Spoken, Stop
+from ..model import BatchResult, SentenceBatch, SentenceCallback
+from .handle import Assignment, EngineProcess, WorkerDied, spawn
+from .line import Line
 
 log = logging.getLogger("ttsd.pool")
 
-# (index in the text, faded int16 samples, sample rate): one sentence as the engine spoke it.
-SentenceCallback = Callable[[int, "np.ndarray[Any, np.dtype[np.int16]]", int], None]
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
-
-
-class _WorkerDied(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    slot_seconds: float  # wall time the batch held its slot
-    synthesis_seconds: float  # of which the engine was speaking
-
-
-@dataclass(eq=False)
-class _Assignment:
-    request_id: str  # the caller's (a task id: the same again when the task is asked for again)
-    future: asyncio.Future[float]  # the slot seconds the engine process measured
-    on_sentence: Callable[[int, Any, int, float], None]
-
-
-@dataclass(eq=False)
-class _Worker:
-    no: int
-    slot: int  # which of the pool's slots (its device follows from it); a replacement keeps it
-    process: BaseProcess
-    conn: Connection
-    ready: bool = False
-    alive: bool = True
-    # Batches sent to this process by wire id (unique per attempt, so a late answer or cancel of
-    # an abandoned batch never touches a newer one of the same task), in the order it speaks them:
-    # the first is being spoken, the next waits in its pipe (``_DEPTH``).
-    assigned: dict[str, _Assignment] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.monotonic)
 
 
 # Batches a process holds at once: the one it speaks and the next. Handing over the next batch
@@ -89,14 +51,18 @@ class EnginePool:
         settings: Settings,
         spec: PoolSpec,
         on_batch: BatchHook | None = None,
+        gate: Callable[[], bool] = lambda: True,
     ) -> None:
         self._settings = settings
         self.spec = spec
         self._on_batch = on_batch
+        # Whether post-processing can take what another batch makes (``jobs.post``): while it
+        # cannot, no slot takes a batch, and the wake-up comes from that stage (``wake``).
+        self._gate = gate
         self._ctx = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: set[_Worker] = set()
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._workers: set[EngineProcess] = set()
+        self._line = Line()
         self._stopping = False
         self._next_no = 0
         self.fatal: str | None = None
@@ -136,10 +102,6 @@ class EnginePool:
             return "ready"
         return "restarting" if self.was_ready else "loading"
 
-    @property
-    def ready_workers(self) -> int:
-        return sum(1 for w in self._workers if w.ready and w.alive)
-
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive and w.process.pid is not None]
 
@@ -149,25 +111,15 @@ class EnginePool:
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         no = self._next_no
         self._next_no += 1
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, self._settings, self.spec, slot, no),
-            name=f"ttsd-engine-{self.name}-{no}",
-            daemon=True,
-        )
-        process.start()
-        # Only the child holds its end now, so its death shows up here as EOF.
-        child_conn.close()
-        worker = _Worker(no=no, slot=slot, process=process, conn=parent_conn)
+        worker = spawn(self._ctx, self._settings, self.spec, slot, no)
         self._workers.add(worker)
         threading.Thread(
             target=self._read, args=(worker,), name=f"ttsd-pool-reader-{no}", daemon=True
         ).start()
 
-    def _read(self, worker: _Worker) -> None:
+    def _read(self, worker: EngineProcess) -> None:
         """Blocking reads on a thread; every message is handled on the event loop."""
         assert self._loop is not None
         while True:
@@ -182,33 +134,33 @@ class EnginePool:
         with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
             self._loop.call_soon_threadsafe(self._on_exit, worker)
 
-    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
-            worker.ready = self.was_ready = True
-            self._wake()
-        elif kind == "fatal":
-            _, code, text = message
-            self.fatal = f"{code}: {text}"
-            log.error(
-                "engine worker cannot start",
-                extra={"worker": worker.no, "pool": self.name, "error": self.fatal},
-            )
-        elif kind == "sentence":
-            _, request_id, index, rate, data, seconds = message
-            assignment = worker.assigned.get(request_id)
-            if assignment is not None:
-                assignment.on_sentence(int(index), np.frombuffer(data, dtype=np.int16), int(rate), seconds)
-        elif kind in ("done", "failed"):
-            assignment = worker.assigned.pop(message[1], None)
-            if assignment is not None and not assignment.future.done():
-                if kind == "done":
-                    assignment.future.set_result(message[2])
-                else:
-                    assignment.future.set_exception(job_error_from(message[2], message[3]))
-            self._wake()
+    def _on_message(self, worker: EngineProcess, message: FromSlot) -> None:
+        match message:
+            case Spoken():
+                assignment = worker.assigned.get(message.request_id)
+                if assignment is not None:
+                    assignment.on_sentence(
+                        message.index, message.samples, message.sample_rate, message.seconds
+                    )
+            case BatchDone() | BatchFailed():
+                assignment = worker.assigned.pop(message.request_id, None)
+                if assignment is not None and not assignment.future.done():
+                    if isinstance(message, BatchDone):
+                        assignment.future.set_result(message.slot_seconds)
+                    else:
+                        assignment.future.set_exception(job_error_from(message.code, message.message))
+                self._wake()
+            case Ready():
+                worker.ready = self.was_ready = True
+                self._wake()
+            case Fatal():
+                self.fatal = f"{message.code}: {message.message}"
+                log.error(
+                    "engine worker cannot start",
+                    extra={"worker": worker.no, "pool": self.name, "error": self.fatal},
+                )
 
-    def _on_exit(self, worker: _Worker) -> None:
+    def _on_exit(self, worker: EngineProcess) -> None:
         worker.alive = False
         self._workers.discard(worker)
         with contextlib.suppress(OSError):
@@ -216,7 +168,7 @@ class EnginePool:
         lost = list(worker.assigned)
         for assignment in worker.assigned.values():
             if not assignment.future.done():
-                assignment.future.set_exception(_WorkerDied(f"engine process {worker.no} died"))
+                assignment.future.set_exception(WorkerDied(f"engine process {worker.no} died"))
         worker.assigned.clear()
         if self._stopping:
             return
@@ -237,44 +189,23 @@ class EnginePool:
         self.restarts += 1
         self._spawn(worker.slot)
 
-    def _free(self) -> _Worker | None:
+    def _free(self) -> EngineProcess | None:
         """The least loaded live process with room for a batch (an idle one first)."""
+        if not self._gate():
+            return None
         ready = [w for w in self._workers if w.ready and w.alive and len(w.assigned) < _DEPTH]
         return min(ready, key=lambda w: (len(w.assigned), w.no), default=None)
 
-    def _wake(self, *, everyone: bool = False) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if not everyone:
-                    return
+    def wake(self) -> None:
+        """Room may have come from outside the pool (the gate opened)."""
+        self._line.wake()
 
-    async def _acquire(self) -> _Worker:
-        """A process to send a batch to; FIFO among waiters."""
-        first = True
-        while True:
-            if self.fatal is not None:
-                raise EngineUnavailable(f"the {self.name} pool failed to load ({self.fatal})")
-            worker = self._free()
-            if worker is not None and (not first or not self._waiters):
-                if self._waiters and self._free() is not None:
-                    self._wake()  # room left for the next in line
-                return worker
-            waiter = asyncio.get_running_loop().create_future()
-            if first:
-                self._waiters.append(waiter)
-            else:  # woken, and the room was gone: first in line again
-                self._waiters.appendleft(waiter)
-            first = False
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done():
-                    self._wake()  # pass the wake-up this waiter took on
-                else:
-                    self._waiters.remove(waiter)
-                raise
+    def _wake(self, *, everyone: bool = False) -> None:
+        self._line.wake(everyone=everyone)
+
+    def _check(self) -> None:
+        if self.fatal is not None:
+            raise EngineUnavailable(f"the {self.name} pool failed to load ({self.fatal})")
 
     def cancel(self, request_id: str) -> bool:
         """Ask the process holding ``request_id`` to stop after its current sentence (or never to
@@ -283,7 +214,7 @@ class EnginePool:
             for wire, assignment in list(worker.assigned.items()):
                 if assignment.request_id == request_id and worker.alive:
                     with contextlib.suppress(OSError):
-                        worker.conn.send(("cancel", wire))
+                        worker.conn.send(Cancel(wire))
                     return True
         return False
 
@@ -313,7 +244,7 @@ class EnginePool:
             )
             self.waiting += 1
             try:
-                worker = await self._acquire()
+                worker = await self._line.take(self._free, self._check)
             finally:
                 self.waiting -= 1
             if on_start is not None and attempt == 1:
@@ -321,14 +252,14 @@ class EnginePool:
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             wire = f"{batch.request_id}/{next(self._serial)}"
             request = dataclasses.replace(request, request_id=wire)
-            worker.assigned[wire] = _Assignment(batch.request_id, future, forward)
+            worker.assigned[wire] = Assignment(batch.request_id, future, forward)
             spoken = 0.0
             started = time.monotonic()
             held: float | None = None
             try:
                 worker.conn.send(request)
                 held = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
-            except (_WorkerDied, BrokenPipeError, OSError) as exc:
+            except (WorkerDied, BrokenPipeError, OSError) as exc:
                 worker.assigned.pop(wire, None)
                 log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
                 if attempt == _MAX_ATTEMPTS:
@@ -357,39 +288,9 @@ class EnginePool:
         self._stopping = True
         for worker in list(self._workers):
             with contextlib.suppress(OSError):
-                worker.conn.send(None)
+                worker.conn.send(Stop())
         for worker in list(self._workers):
             await asyncio.to_thread(worker.process.join, _STOP_GRACE)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=1)
-
-
-class PoolRouter:
-    """A deployment's pools as one synthesizer: each batch goes to the pool of its engine."""
-
-    def __init__(self, pools: list[EnginePool]) -> None:
-        self.pools = pools
-        self._by_engine = {engine: pool for pool in pools for engine in pool.spec.engines}
-
-    def of(self, engine: str) -> EnginePool:
-        return self._by_engine[engine]
-
-    async def synthesize(
-        self,
-        batch: SentenceBatch,
-        on_sentence: SentenceCallback,
-        on_start: Callable[[], None] | None = None,
-    ) -> BatchResult:
-        return await self._by_engine[batch.spec.engine].synthesize(batch, on_sentence, on_start)
-
-    def cancel(self, request_id: str) -> None:
-        for pool in self.pools:
-            pool.cancel(request_id)
-
-    async def start(self) -> None:
-        for pool in self.pools:
-            await pool.start()
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(pool.stop() for pool in self.pools))

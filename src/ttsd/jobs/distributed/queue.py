@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,27 +15,26 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio
-from kombu.exceptions import OperationalError
 
-from ..config import Settings
-from ..errors import BackendUnavailable, EngineDown, Overloaded, job_error_from
-from ..metrics import Metrics, PoolFigures
-from ..state.base import TaskBoard, TaskStatus
-from ..state.leases import JobLeases
-from ..state.recent import RecentEntries
-from ..state.redis import WorkerRegistry, redis_errors
-from ..state.redis_keys import RedisKeys, parse_member
-from .base import JobQueue, Submission
-from .celery_app import TASK_NAME, broker_queue_key, make_celery, mark_ttl, publication, queue_name
-from .model import Job, Piece
+from ...config import Settings
+from ...errors import BackendUnavailable, EngineDown, Overloaded, job_error_from
+from ...metrics import Metrics, PoolFigures
+from ...state.base import TaskBoard, TaskStatus
+from ...state.recent import RecentEntries
+from ...state.redis.client import redis_errors
+from ...state.redis.keys import RedisKeys, parse_member
+from ...state.redis.leases import JobLeases
+from ...state.redis.registry import WorkerRegistry
+from ..admission import Admission, JobTime
+from ..model import Job, Piece
+from ..queue import JobQueue, Submission
+from .broker import make_celery, publish
+from .protocol import StreamEntry, broker_queue_key, leftovers, mark_ttl
+from .sweeper import Sweeper
 
 log = logging.getLogger("ttsd.queue")
 
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
-# Lapsed leases are looked for this often (each lapsed job is handed on by exactly one API
-# process), and so are jobs published but not taken (by one API process at a time).
-_SWEEP_SECONDS = 1.0
-_POPPED_GRACE = 2.0
 _XREAD_BLOCK_MS = 500
 # Which pools have live workers is read from the registry at most this often: every miss needs it.
 _POOLS_FRESH = 1.0
@@ -64,9 +62,9 @@ class CeleryQueue(JobQueue):
         self._async_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         # A mark outlives every redelivery; a job not heard of for this long is presumed lost.
         self._mark_ttl = mark_ttl(settings)
-        self._leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
-        self._gone: dict[str, float] = {}  # pending jobs seen missing from the queue, since when
-        self._requeued = metrics.requeued
+        self._admission = Admission(settings.queue_limit, settings.max_wait)
+        leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
+        self.sweeper = Sweeper(settings, client, self._keys, board, leases, self._publish, metrics.requeued)
         metrics.watch_pools(self._figures)
 
     def _figures(self) -> list[PoolFigures]:
@@ -124,7 +122,7 @@ class CeleryQueue(JobQueue):
 
     async def start(self) -> None:
         # Connections are made on first use, so the API starts (not ready) while Redis is away.
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._sweeper = asyncio.create_task(self.sweeper.run())
         self._eviction_watcher = asyncio.create_task(self._watch_evictions())
 
     async def stop(self) -> None:
@@ -160,9 +158,7 @@ class CeleryQueue(JobQueue):
         with redis_errors():
             pipe = self._client.pipeline(transaction=False)
             pipe.set(mark, b"1", ex=self._mark_ttl)
-            # Leftovers of an earlier run of this task (cancelled or failed) must not leak in.
-            for stale in (self._keys.pcm, self._keys.cancel, self._keys.listeners, self._keys.pinned):
-                pipe.delete(stale(job.task_id))
+            pipe.delete(*leftovers(self._keys, job.task_id))
             pipe.execute()
         self._register(job.task_id, stream)
         self._board.put(status)
@@ -196,22 +192,12 @@ class CeleryQueue(JobQueue):
             pipe = self._client.pipeline(transaction=False)
             pipe.llen(broker_queue_key(self._settings, engine))
             pipe.get(self._keys.job_seconds(engine))
-            depth_raw, seconds_raw = pipe.execute()
-        depth = int(depth_raw)
-        wait = math.ceil(depth * (float(seconds_raw) if seconds_raw else 1.0) / slots) if depth else 0
-        if depth >= self._settings.queue_limit or wait > self._settings.max_wait:
-            raise Overloaded(
-                f"the {engine} queue is full ({depth} jobs waiting, about {wait} s)", retry_after=wait or 1
-            )
+            depth, seconds = pipe.execute()
+        job_time = JobTime(float(seconds) if seconds else None)
+        self._admission.admit(engine, int(depth), slots, job_time)
 
     def _publish(self, task_id: str, payload: dict[str, Any]) -> None:
-        engine = Job.from_dict(payload).spec.engine
-        try:
-            self._app.send_task(
-                TASK_NAME, args=[publication(payload)], task_id=task_id, queue=queue_name(engine), retry=False
-            )
-        except (OperationalError, redis.RedisError, OSError) as exc:
-            raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
+        publish(self._app, task_id, Job.from_dict(payload).spec.engine, payload)
 
     async def _watch_evictions(self) -> None:
         """Forget what any worker evicts, as it happens. While not subscribed (Redis away, or
@@ -227,78 +213,6 @@ class CeleryQueue(JobQueue):
                             self._recent.drop(*parse_member(dropped))
             except (redis.RedisError, OSError):
                 await asyncio.sleep(1.0)
-
-    async def _sweep_forever(self) -> None:
-        resumed = True
-        while True:
-            await asyncio.sleep(_SWEEP_SECONDS)
-            try:
-                if resumed:
-                    # Redis was away: no worker could renew its lease either. Give them a beat to
-                    # renew before handing on what only looks lapsed.
-                    resumed = False
-                    await asyncio.sleep(self._settings.job_lease / 2)
-                await asyncio.to_thread(self.sweep)
-            except BackendUnavailable:
-                resumed = True
-            except Exception:  # the sweeper must outlive any one bad sweep
-                log.exception("sweep failed")
-
-    def sweep(self) -> int:
-        """Publish again the jobs whose lease lapsed (their worker is lost), and those published but
-        not taken: popped from the queue by a worker that stopped before it took the lease, or
-        lost by the broker. Returns how many."""
-        republished = 0
-        for task_id, given_up in self._leases.sweep():
-            republished += self._republish(task_id, "given_up" if given_up else "lease_lapsed")
-        now = time.time()
-        with redis_errors():
-            if not self._client.set(self._keys.sweeper, b"1", nx=True, px=int(_SWEEP_SECONDS * 900)):
-                return republished  # another API process sweeps the pending jobs this second
-            found: Any = self._client.zrangebyscore(
-                self._keys.pending, "-inf", now - self._settings.job_lease, withscores=True
-            )
-        waiting = {task_id.decode(): published for task_id, published in found}
-        gone = self._popped(waiting) if waiting else set()
-        # A message is taken within milliseconds of leaving the queue: one missing from it for a
-        # couple of sweeps went to a worker that stopped at that instant.
-        self._gone = {t: self._gone.get(t, now) for t in gone}
-        for task_id, published in waiting.items():
-            if task_id in gone and now - self._gone[task_id] >= _POPPED_GRACE:
-                republished += self._republish(task_id, "popped_not_taken")
-            elif published < now - self._settings.requeue_after:
-                republished += self._republish(task_id, "never_taken")
-        return republished
-
-    def _popped(self, waiting: dict[str, float]) -> set[str]:
-        """Of these jobs (published, not taken), those whose message is no longer in the queue."""
-        with redis_errors():
-            pipe = self._client.pipeline(transaction=False)
-            for engine in self._engines:
-                pipe.lrange(broker_queue_key(self._settings, engine), 0, -1)
-            messages = [m for listed in pipe.execute() for m in listed]
-        queued = set()
-        for message in messages:
-            try:
-                queued.add(json.loads(message)["headers"]["id"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        return {task_id for task_id in waiting if task_id not in queued}
-
-    def _republish(self, task_id: str, reason: str) -> int:
-        with redis_errors():
-            payload: Any = self._client.get(self._keys.job(task_id))
-        status = self._board.get(task_id)
-        if payload is None or status is None or status.finished:
-            with redis_errors():
-                self._client.zrem(self._keys.pending, task_id)
-            return 0
-        log.warning("publishing a job again", extra={"task_id": task_id, "reason": reason})
-        with redis_errors():
-            self._client.zadd(self._keys.pending, {task_id: time.time()})
-        self._publish(task_id, json.loads(payload))
-        self._requeued.labels(reason).inc()
-        return 1
 
     def _register(self, task_id: str, stream: bool) -> None:
         with redis_errors():
@@ -338,18 +252,18 @@ class CeleryQueue(JobQueue):
             for _, entries in batch:
                 for entry_id, fields in entries:
                     last = entry_id
-                    if b"end" in fields:
+                    entry = StreamEntry.parse(fields)
+                    if entry.end:
                         return
-                    if b"error" in fields:
-                        raise job_error_from(fields[b"error"].decode(), fields[b"message"].decode())
-                    entry_attempt = int(fields.get(b"attempt", 0))
-                    if entry_attempt != attempt:
-                        attempt, heard = entry_attempt, 0
+                    if entry.error is not None:
+                        raise job_error_from(*entry.error)
+                    if entry.attempt != attempt:
+                        attempt, heard = entry.attempt, 0
                     heard += 1
                     if heard <= sent:
                         continue
                     sent += 1
-                    yield Piece(np.frombuffer(fields[b"pcm"], dtype=np.int16), int(fields[b"rate"]))
+                    yield Piece(np.frombuffer(entry.pcm, dtype=np.int16), entry.rate)
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         delay = _POLL_FIRST

@@ -1,105 +1,66 @@
 """Embedded mode's queue: job bodies on the API's event loop, in front of the engine process pool.
 
 Single flight: the task id is derived from the key and format, so an identical request joins the
-job in flight; below that, jobs share sentences in flight (``jobs.synth.Flights``), so a job for
+job in flight; below that, jobs share sentences in flight (``jobs.flights.Flights``), so a job for
 the same text in another format, or for another text with a sentence in common, waits for the
 sentence instead of synthesizing it again. Each engine pool (``TTSD_POOLS``) is a lane of its own:
 its own processes, queue depth, queue limit, Retry-After and readiness, so a backlog for one
 engine never delays another's. A lane's depth is its jobs that still wait for an engine slot;
-post-processing runs on one bounded thread pool shared by all and never holds a slot.
+post-processing runs on one bounded stage shared by all (``jobs.post``), never holds a slot, and
+pauses every slot while it is behind, so its backlog shows in the lanes' depths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..audio import Pcm16
-from ..config import Settings
-from ..errors import EngineDown, JobCancelled, JobError, JobTimeout, NotReady, Overloaded
-from ..keys import audio_id
-from ..metrics import JobStats, Metrics, PoolFigures
-from ..pools import PoolSpec
-from ..state.base import CacheIndex, Stage, TaskBoard, TaskError, TaskStatus
-from ..state.recent import RecentEntries
-from ..store.base import AudioStore, parse_object_name
-from .base import JobQueue, Submission
-from .model import Job, Piece, SentenceBatch
-from .pool import EnginePool, PoolRouter
-from .synth import build_host, post_executor, run_job
+from ...audio import Pcm16
+from ...config import Settings
+from ...errors import EngineDown, JobCancelled, NotReady, TtsdError
+from ...metrics import JobStats, Metrics, PoolFigures
+from ...pools import PoolSpec
+from ...state.base import CacheIndex, Stage, TaskBoard, TaskStatus
+from ...state.recent import RecentEntries
+from ...store.base import AudioStore, parse_object_name
+from ..admission import Admission, JobTime
+from ..body import run_job
+from ..host import build_host
+from ..lifecycle import Lifecycle
+from ..model import Job, JobOutcome, Piece, SentenceBatch
+from ..post import PostStage, post_stage
+from ..queue import JobQueue, Submission
+from .feed import Feed, Interest
+from .pool import EnginePool
+from .router import PoolRouter
 
 log = logging.getLogger("ttsd.queue")
-
-# A job's duration before any was measured: used for Retry-After only. Shedding on a predicted
-# wait starts once real durations are known, so a cold server does not refuse work on a guess.
-_INITIAL_JOB_SECONDS = 1.0
-_EWMA = 0.2
-
-
-@dataclass(eq=False)
-class _Feed:
-    """The pieces of one job's master, kept while the job is in flight so a listener that joins
-    late hears it from the start."""
-
-    pieces: list[Piece] = field(default_factory=list)
-    ended: bool = False
-    error: JobError | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def push(self, piece: Piece | None) -> None:
-        if piece is None:
-            self.ended = True
-        else:
-            self.pieces.append(piece)
-        self.changed.set()
-
-    def close(self, error: JobError | None) -> None:
-        if not self.ended:
-            self.ended, self.error = True, error
-        self.changed.set()
-
-
-@dataclass
-class _Interest:
-    listeners: int = 0
-    pinned: bool = False
-    cancelled: bool = False
 
 
 class _Lane:
     """One pool and the jobs waiting for it."""
 
-    def __init__(self, settings: Settings, spec: PoolSpec, stats: JobStats, metrics: Metrics) -> None:
-        self.pool = EnginePool(settings, spec, on_batch=self._on_batch)
+    def __init__(
+        self, settings: Settings, spec: PoolSpec, stats: JobStats, metrics: Metrics, post: PostStage
+    ) -> None:
+        self.pool = EnginePool(settings, spec, on_batch=self._on_batch, gate=lambda: post.open)
+        post.on_room(self.pool.wake)
         self.waiting: set[str] = set()  # accepted jobs that have not yet had one of its slots
         self._stats = stats
-        self._job_seconds = _INITIAL_JOB_SECONDS
-        self._measured = False
+        # Retry-After and shedding divide the work ahead by what a slot takes per job.
+        self.job_time = JobTime()
         self.queue_wait = metrics.queue_wait.labels(spec.name)
 
     def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
         self._stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
-        # Retry-After and shedding divide the work ahead by what a slot takes per job.
-        if self._measured:
-            self._job_seconds += _EWMA * (busy_seconds - self._job_seconds)
-        else:
-            self._job_seconds, self._measured = busy_seconds, True
+        self.job_time.observe(busy_seconds)
 
     @property
     def depth(self) -> int:
         return len(self.waiting)
-
-    def predicted_wait(self) -> float:
-        return self.depth * self._job_seconds / self.pool.size if self._measured else 0.0
-
-    def retry_after(self) -> int:
-        """An honest wait: the work ahead divided among the slots."""
-        return max(1, math.ceil(self.depth * self._job_seconds / self.pool.size))
 
     def figures(self) -> PoolFigures:
         return PoolFigures(self.pool.name, self.depth, self.pool.busy, self.pool.size, self.pool.restarts)
@@ -136,6 +97,9 @@ class _Reporter:
     async def audio_end(self) -> None:
         self._feed.push(None)
 
+    async def failed(self, error: TtsdError) -> None:
+        self._feed.close(error)
+
 
 class InProcessQueue(JobQueue):
     def __init__(
@@ -152,19 +116,21 @@ class InProcessQueue(JobQueue):
         self._settings = settings
         self._board = board
         self._stats = stats
+        self._post = post_stage(settings)
         self._lanes: dict[str, _Lane] = {}
         for spec in settings.pool_layout:
-            lane = _Lane(settings, spec, stats, metrics)
+            lane = _Lane(settings, spec, stats, metrics, self._post)
             self._lanes.update(dict.fromkeys(spec.engines, lane))
         self._pools = PoolRouter([lane.pool for lane in self.lanes])
-        self._post = post_executor(settings)
         self._host = build_host(settings, self._pools, store, index, stats, self._post)
+        self._lifecycle = Lifecycle(timeout=settings.job_timeout, stats=stats)
+        self._admission = Admission(settings.queue_limit, settings.max_wait)
         self._inflight: dict[str, asyncio.Future[TaskStatus]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._feeds: dict[str, _Feed] = {}
-        self._interest: dict[str, _Interest] = {}
+        self._feeds: dict[str, Feed] = {}
+        self._interest: dict[str, Interest] = {}
         self._draining = False
-        metrics.watch_pools(lambda: [lane.figures() for lane in self.lanes])
+        metrics.watch_pools(lambda: [lane.figures() for lane in self.lanes], lambda: self._post.pending)
 
     @property
     def lanes(self) -> list[_Lane]:
@@ -200,7 +166,7 @@ class InProcessQueue(JobQueue):
             for task in unfinished:
                 task.cancel()
         await self._pools.stop()
-        self._post.shutdown(wait=False, cancel_futures=True)
+        self._post.shutdown()
 
     async def submit(self, job: Job, *, stream: bool = False) -> Submission:
         status = job.queued()
@@ -217,15 +183,10 @@ class InProcessQueue(JobQueue):
                 retry_after=2 if lane.pool.fatal is None else 30,
                 details={"engine": job.spec.engine},
             )
-        predicted = lane.predicted_wait()
-        if lane.depth >= self._settings.queue_limit or predicted > self._settings.max_wait:
-            raise Overloaded(
-                f"the {lane.pool.name} queue is full ({lane.depth} jobs waiting, about {predicted:.0f} s)",
-                retry_after=lane.retry_after(),
-            )
+        self._admission.admit(lane.pool.name, lane.depth, lane.pool.size, lane.job_time, self._post.load())
         self._board.put(status)
-        self._feeds[job.task_id] = _Feed()
-        self._interest[job.task_id] = _Interest()
+        self._feeds[job.task_id] = Feed()
+        self._interest[job.task_id] = Interest()
         self._register(job.task_id, stream)
         done: asyncio.Future[TaskStatus] = asyncio.get_running_loop().create_future()
         self._inflight[job.task_id] = done
@@ -237,52 +198,24 @@ class InProcessQueue(JobQueue):
 
     async def _run(self, job: Job, status: TaskStatus, done: asyncio.Future[TaskStatus]) -> None:
         reporter = _Reporter(self, job, status)
-        feed = self._feeds[job.task_id]
-        error: JobError
-        try:
-            if self._interest[job.task_id].cancelled:
+        interest = self._interest[job.task_id]
+
+        async def body() -> JobOutcome:
+            if interest.cancelled:
                 raise JobCancelled("every listener of this stream left before it started")
-            outcome = await asyncio.wait_for(run_job(job, self._host, reporter), self._settings.job_timeout)
-        except TimeoutError:
-            outcome, error = None, JobTimeout(f"the job took longer than {self._settings.job_timeout:g} s")
-        except JobError as exc:
-            outcome, error = None, exc
-        except Exception:  # a fault boundary: one bad text must not take the queue down
-            log.exception("job failed", extra={"task_id": job.task_id, "key": job.key})
-            outcome, error = None, JobError("the job failed on this text")
+            return await run_job(job, self._host, reporter)
+
+        try:
+            ended = await self._lifecycle.run(job, reporter, body)
         except asyncio.CancelledError:  # shutdown grace over
             self._forget(job.task_id)
             raise
-        if outcome is None:
-            feed.close(error)
-            self._stats.failed(error.code)
-            log.warning("job failed", extra={"task_id": job.task_id, "key": job.key, "code": error.code})
-            final = reporter.status.advance(
-                Stage.FAILED,
-                reporter.status.progress,
-                error=TaskError(code=error.code, message=error.message),
-            )
-        else:
-            for name in outcome.evicted:
+        if ended.outcome is not None:
+            for name in ended.outcome.evicted:
                 if (dropped := parse_object_name(name)) is not None:
                     self._recent.drop(*dropped)
-            log.info(
-                "job done",
-                extra={
-                    "task_id": job.task_id,
-                    "key": job.key,
-                    "synthesized": outcome.synthesized,
-                    "sentences": outcome.sentences,
-                    "sentences_reused": outcome.sentences_reused,
-                    "audio_seconds": round(outcome.audio_seconds, 3),
-                    "slot_seconds": round(outcome.slot_seconds, 3),
-                },
-            )
-            final = reporter.status.advance(Stage.DONE, 100, audio_id=audio_id(job.key, job.fmt))
-        feed.close(None)
-        self._board.put(final)
         self._forget(job.task_id)
-        done.set_result(final)
+        done.set_result(ended.status)
 
     def _forget(self, task_id: str) -> None:
         self._feeds.pop(task_id).close(None)

@@ -1,0 +1,295 @@
+"""The one job body: pieces -> synthesize what is missing -> join -> encode -> store -> index.
+
+Every runner calls ``run_job`` through the one lifecycle (``jobs.lifecycle``): the embedded queue
+on the API's event loop, the Celery worker on its own loop, the offline tools on theirs. It is a
+coroutine because it waits on two scarce things and must not hold either while waiting for the
+other: an engine slot (``JobHost.synthesizer``: processes or threads that only speak sentences)
+and the post-processing stage (``JobHost.post``: a bounded thread pool for reading, encoding,
+storing and indexing). The slot is released the moment its engine has spoken the last sentence of
+a batch; everything after that runs here, beside the slots.
+
+Two cache levels. The whole text (master and formats) answers repeats with one lookup and never
+reaches this function. Below it, every sentence's audio is a piece (``jobs.pieces``), so texts
+built from the same templates share their common sentences: a job loads the pieces that exist,
+streams the leading ones at once, and asks the engine only for the rest. A piece another job is
+making right now is awaited, not made again (``jobs.flights``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import audio
+from ..errors import JobError, StorageError
+from ..metrics import JobStats
+from ..state.base import Stage
+from .flights import await_flight, await_remote
+from .host import JobHost
+from .model import Job, JobOutcome, Reporter, SentenceBatch
+from .pieces import cached_master, keep_piece, keep_text, load_piece, load_pieces, piece_keys
+
+log = logging.getLogger("ttsd.jobs")
+
+# A piece that another job failed to make is tried again, by this job, this many times in all.
+_ROUNDS = 3
+# Markers on a round's arrival queue, beside sentence indices.
+_STARTED, _ENDED = -2, -1
+
+
+def _progress(pieces: list[Any]) -> int:
+    """Synthesis is the first 80 % of a job's progress."""
+    return int(80 * sum(p is not None for p in pieces) / len(pieces))
+
+
+@dataclass
+class _Made:
+    pcm: audio.Pcm16
+    rate: int
+    sentences: int = 0
+    reused: int = 0
+    merged: int = 0
+    synthesized: int = 0  # sentences this job had an engine speak
+    synthesized_audio: float = 0.0
+    slot_seconds: float = 0.0
+    synthesis_seconds: float = 0.0
+    from_cache: bool = False
+
+
+class _InOrder:
+    """Passes sentences to the reporter in text order, each as soon as it and all before it exist."""
+
+    def __init__(self, reporter: Reporter, pieces: list[audio.Pcm16 | None], rate: int, speed: float) -> None:
+        self._reporter = reporter
+        self._pieces = pieces
+        self._rate = rate
+        self._gap = audio.pause(rate, speed)
+        self._next = 0
+        self._sounded = False
+
+    async def flush(self) -> None:
+        while self._next < len(self._pieces) and (pcm := self._pieces[self._next]) is not None:
+            self._next += 1
+            if pcm.size:
+                await self._reporter.audio(
+                    np.concatenate([self._gap, pcm]) if self._sounded else pcm, self._rate
+                )
+                self._sounded = True
+
+
+async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
+    spec = job.spec
+    rate = host.sample_rates[spec.engine]
+    sentences = job.sentences
+    n = len(sentences)
+    reuse = spec.engine in host.reuse_engines
+    keys = piece_keys(spec, sentences)
+    pieces: list[audio.Pcm16 | None] = (
+        await host.run(load_pieces, host.store, host.index, keys, rate) if reuse else [None] * n
+    )
+    made = _Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
+    out = _InOrder(reporter, pieces, rate, spec.speed)
+    # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
+    # once if it needs none), which is what the queue's depth and Retry-After count.
+    await reporter.stage(Stage.QUEUED, 0, sentences=n, sentences_reused=made.reused)
+    await out.flush()  # cached leading sentences go out before any engine is asked
+    for _ in range(_ROUNDS):
+        missing = [i for i in range(n) if pieces[i] is None]
+        if not missing:
+            break
+        await _round(job, host, reporter, out, sentences, pieces, keys, missing, made)
+    else:
+        raise JobError("the sentences of this text could not be made")
+    made.pcm = audio.finish(audio.joined([p for p in pieces if p is not None], rate, spec.speed), rate)
+    return made
+
+
+async def _round(
+    job: Job,
+    host: JobHost,
+    reporter: Reporter,
+    out: _InOrder,
+    sentences: Sequence[str],
+    pieces: list[audio.Pcm16 | None],
+    keys: list[str],
+    missing: list[int],
+    made: _Made,
+) -> None:
+    """Make or await every missing sentence once. A sentence whose maker gave up stays missing."""
+    spec = job.spec
+    rate = made.rate
+    reuse = spec.engine in host.reuse_engines
+    own: list[int] = []
+    waits: dict[int, Awaitable[audio.Pcm16 | None]] = {}
+    claimed: list[str] = []  # in-process flights this job must resolve or abandon
+    remote: list[str] = []  # cross-process claims this job holds
+    for i in missing:
+        if not reuse:
+            own.append(i)
+            continue
+        flight = host.flights.claim(keys[i])
+        if flight is not None:
+            waits[i] = await_flight(flight)
+        else:
+            claimed.append(keys[i])
+            own.append(i)
+    if host.claims is not None and own and reuse:
+        granted = await host.claims.claim([keys[i] for i in own], job.task_id)
+        for i, ok in zip(list(own), granted, strict=True):
+            if ok:
+                remote.append(keys[i])
+            else:
+                own.remove(i)
+                load = functools.partial(host.run, load_piece, host.store, host.index, keys[i], rate)
+                waits[i] = await_remote(host.claims, keys[i], load)
+
+    arrivals: asyncio.Queue[tuple[int, audio.Pcm16 | None]] = asyncio.Queue()
+
+    def on_sentence(i: int, pcm: audio.Pcm16, sample_rate: int) -> None:
+        arrivals.put_nowait((i, pcm))
+
+    async def waited(i: int, wait: Awaitable[audio.Pcm16 | None]) -> None:
+        arrivals.put_nowait((i, await wait))
+
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
+    batch: asyncio.Task[Any] | None = None
+    if own:
+        request = SentenceBatch(job.task_id, spec, tuple(own), tuple(sentences[i] for i in own))
+        batch = asyncio.create_task(
+            host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
+        )
+        batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
+    else:
+        await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
+    stores: list[asyncio.Future[Any]] = []
+    expected = len(own) + len(waits)
+    batch_open = batch is not None
+    try:
+        while expected or batch_open:
+            i, pcm = await arrivals.get()
+            if i == _STARTED:
+                await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
+                continue
+            if i == _ENDED:  # a failure ends the job; success leaves nothing to wait for
+                assert batch is not None
+                batch_open = False
+                result = batch.result()
+                made.slot_seconds += result.slot_seconds
+                made.synthesis_seconds += result.synthesis_seconds
+                continue
+            expected -= 1
+            if i in waits and keys[i] in claimed:
+                # Awaited from another process under this job's own flight: waiters on that flight
+                # (other jobs here, or this text's repeats of the sentence) must hear now what came
+                # of it, or a repeat would wait for this very loop to end.
+                claimed.remove(keys[i])
+                if pcm is None:
+                    host.flights.abandon(keys[i])
+                else:
+                    host.flights.resolve(keys[i], pcm)
+            if pcm is None:
+                continue  # its maker gave up; the next round makes it here
+            pieces[i] = pcm
+            if i in waits:
+                made.merged += 1
+            else:
+                made.synthesized += 1
+                made.synthesized_audio += len(pcm) / rate
+                if reuse:
+                    host.flights.resolve(keys[i], pcm)
+                    claimed.remove(keys[i])
+                    stores.append(asyncio.ensure_future(_store_piece(host, keys[i], pcm, rate, remote)))
+            await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
+            await out.flush()
+    finally:
+        for task in tasks:
+            task.cancel()
+        if batch is not None and not batch.done():
+            batch.cancel()
+            with contextlib.suppress(BaseException):
+                await batch
+        for key in claimed:
+            host.flights.abandon(key)
+        if stores:
+            # A finished sentence is complete, valid audio: it is kept even when the text fails.
+            await asyncio.gather(*stores, return_exceptions=True)
+        if host.claims is not None and remote:
+            with contextlib.suppress(JobError, StorageError):
+                await host.claims.release(remote)
+            remote.clear()
+
+
+async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, rate: int, remote: list[str]) -> None:
+    try:
+        await host.run(keep_piece, host.store, host.index, key, pcm, rate, host.cache_ttl)
+    except Exception:
+        log.warning("could not cache a sentence", extra={"key": key}, exc_info=True)
+    if host.claims is not None and key in remote:
+        # Released only once the piece is indexed, so a process that waited on the claim finds it.
+        remote.remove(key)
+        with contextlib.suppress(Exception):
+            await host.claims.release([key])
+
+
+def _encode(job: Job, pcm: audio.Pcm16, rate: int, with_master: bool) -> tuple[bytes | None, bytes]:
+    fmt = audio.get_format(job.fmt)
+    master = audio.encode(pcm, rate, audio.MASTER) if with_master else None
+    return master, audio.encode(pcm, rate, fmt)
+
+
+async def run_job(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
+    with host.post.tally():  # what the job costs post-processing, for admission
+        return await _run(job, host, reporter)
+
+
+async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
+    cached = await host.run(cached_master, job.key, host.store, host.index)
+    if cached is not None:
+        made = _Made(cached[0], cached[1], from_cache=True)
+    else:
+        made = await _make_master(job, host, reporter)
+    try:
+        await reporter.stage(Stage.ENCODING, 85)
+        # With its sentences cached as pieces a text's master is redundant (any other format of it
+        # is a near-hit, assembled from them), so it is kept only for engines without sentence
+        # reuse: one encode, one file and one index write fewer per text.
+        with_master = not made.from_cache and job.spec.engine not in host.reuse_engines
+        master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
+        await reporter.stage(Stage.STORING, 95)
+        duration = len(made.pcm) / made.rate
+        entry, evicted = await host.run(
+            keep_text, host.store, host.index, job.key, audio.get_format(job.fmt), made.rate, duration,
+            master, data, host.cache_ttl, host.cache_max_bytes,
+        )  # fmt: skip
+        await host.run(_record, host.stats, job, made)
+    finally:
+        if not made.from_cache:
+            # Streams end once the text is stored and counted, so a repeat right after a stream is
+            # a hit. They end cleanly even if storing failed: every sample was already sent.
+            await reporter.audio_end()
+    return JobOutcome(
+        entry=entry,
+        synthesized=made.synthesized > 0,
+        audio_seconds=len(made.pcm) / made.rate,
+        synthesis_seconds=made.synthesis_seconds,
+        slot_seconds=made.slot_seconds,
+        sentences=made.sentences,
+        sentences_reused=made.reused,
+        sentences_merged=made.merged,
+        evicted=evicted,
+    )
+
+
+def _record(stats: JobStats, job: Job, made: _Made) -> None:
+    if made.synthesized:
+        stats.synthesized(job.spec.engine, job.spec.voice, made.synthesized_audio)
+    if made.sentences:
+        stats.sentences(reused=made.reused, made=made.synthesized, merged=made.merged)
+    stats.encoded(job.fmt)

@@ -1,0 +1,59 @@
+"""A distributed job's progress to the task board, its master's sentences to a Redis stream the
+listening API reads; both fenced by the delivery's lease token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ...audio import Pcm16
+from ...errors import JobCancelled, TtsdError
+from ...state.base import Stage, TaskStatus
+from ...state.redis.leases import JobLeases
+from .protocol import PCM_STREAM_TTL, StreamEntry
+
+log = logging.getLogger("ttsd.worker")
+
+
+class RedisReporter:
+    """Once the job has been handed to another worker, every write raises ``LeaseLost`` and changes
+    nothing. The writes are synchronous Redis round trips; the job body awaits them off the
+    worker's event loop (``to_thread``), which the job's flights and claims share."""
+
+    def __init__(
+        self, leases: JobLeases, token: str, status: TaskStatus, attempt: int, task_ttl: int
+    ) -> None:
+        self._leases = leases
+        self._token = token
+        self.status = status
+        self._attempt = attempt
+        self._task_ttl = task_ttl
+
+    def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        status = self.status.advance(stage, progress, **changes)
+        self._leases.put_status(self._token, status, self._task_ttl)
+        if stage is not self.status.stage:
+            log.info("job stage", extra={"task_id": status.task_id, "key": status.key, "stage": stage.value})
+        self.status = status
+
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        await asyncio.to_thread(self.put_stage, stage, progress, **changes)
+
+    def _publish(self, entry: StreamEntry) -> None:
+        if self._leases.publish(self.status.task_id, self._token, entry.fields(), PCM_STREAM_TTL):
+            raise JobCancelled("every listener of this stream left")
+
+    async def audio(self, pcm: Pcm16, sample_rate: int) -> None:
+        await asyncio.to_thread(
+            self._publish, StreamEntry(self._attempt, pcm=pcm.tobytes(), rate=sample_rate)
+        )
+
+    async def audio_end(self) -> None:
+        await asyncio.to_thread(self._publish, StreamEntry(self._attempt, end=True))
+
+    async def failed(self, error: TtsdError) -> None:
+        with contextlib.suppress(JobCancelled):
+            entry = StreamEntry(self._attempt, error=(error.code, error.message))
+            await asyncio.to_thread(self._publish, entry)

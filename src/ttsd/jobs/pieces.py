@@ -1,0 +1,114 @@
+"""Sentence pieces and whole texts in the cache: their keys, how they are stored and indexed (the
+object first, so a reader never finds an entry whose object is not whole), and how they are read
+back checked (a missing or corrupt one is dropped and made again, never served)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import audio
+from ..errors import AudioNotFound
+from ..keys import SynthesisSpec
+from ..state.base import CacheEntry, CacheIndex
+from ..store.base import MASTER, PIECE, AudioStore
+
+log = logging.getLogger("ttsd.jobs")
+
+
+def piece_keys(spec: SynthesisSpec, sentences: Sequence[str]) -> list[str]:
+    """Each sentence keyed like a text of its own (engine, version, voice, language, speed, seed),
+    by what the engine says: ``sentences`` have the lexicons applied, so a lexicon edit misses only
+    the sentences whose words it changes."""
+    return [dataclasses.replace(spec, text=s, lexicons="").key for s in sentences]
+
+
+def keep(
+    store: AudioStore, index: CacheIndex, key: str, fmt: str, data: bytes, content_type: str, rate: int,
+    duration: float, ttl: float,
+) -> CacheEntry:  # fmt: skip
+    """Store one file, then index it: a reader never finds an entry whose object is not whole."""
+    name = store.name(key, fmt)
+    store.put(name, data, content_type)
+    now = time.time()
+    entry = CacheEntry(
+        key=key,
+        fmt=fmt,
+        object_name=name,
+        size=len(data),
+        etag=hashlib.sha256(data).hexdigest()[:32],
+        content_type=content_type,
+        sample_rate=rate,
+        duration=duration,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    index.put(entry)
+    return entry
+
+
+def keep_piece(
+    store: AudioStore, index: CacheIndex, key: str, pcm: audio.Pcm16, rate: int, ttl: float
+) -> None:
+    keep(store, index, key, PIECE, pcm.astype("<i2").tobytes(), "audio/pcm", rate, len(pcm) / rate, ttl)
+
+
+def load_piece(store: AudioStore, index: CacheIndex, key: str, rate: int) -> audio.Pcm16 | None:
+    """A cached piece, or None. One whose object is missing, or whose bytes do not match what was
+    indexed (size, digest, sample rate), is dropped so the sentence is synthesized again."""
+    entry = index.get(key, PIECE)
+    if entry is None:
+        return None
+    try:
+        data = store.get(entry.object_name)
+    except AudioNotFound:
+        data = None
+    if (
+        data is None
+        or len(data) != entry.size
+        or entry.sample_rate != rate
+        or hashlib.sha256(data).hexdigest()[:32] != entry.etag
+    ):
+        log.warning("cached piece missing or corrupt; synthesizing it again", extra={"key": key})
+        index.delete(key, PIECE)
+        if data is not None:
+            store.delete(entry.object_name)
+        return None
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
+def load_pieces(store: AudioStore, index: CacheIndex, keys: list[str], rate: int) -> list[audio.Pcm16 | None]:
+    return [load_piece(store, index, key, rate) for key in keys]
+
+
+def cached_master(key: str, store: AudioStore, index: CacheIndex) -> tuple[audio.Pcm16, int] | None:
+    """A text's lossless master, decoded, when the cache holds one."""
+    entry = index.get(key, MASTER)
+    if entry is None:
+        return None
+    try:
+        return audio.decode(store.get(entry.object_name))
+    except AudioNotFound:
+        index.delete(key, MASTER)  # the object went away under the index: make it again
+        return None
+
+
+def keep_text(
+    store: AudioStore, index: CacheIndex, key: str, fmt: audio.AudioFormat, rate: int, duration: float,
+    master: bytes | None, data: bytes, ttl: float, max_bytes: int,
+) -> tuple[CacheEntry, tuple[str, ...]]:  # fmt: skip
+    """A text's master (when made here) and format stored and indexed; then the byte budget kept.
+    Returns the format's entry and the objects evicted."""
+    if master is not None:
+        keep(store, index, key, MASTER, master, audio.MASTER.media_type, rate, duration, ttl)
+    rate_out = audio.encoded_rate(fmt, rate)
+    entry = keep(store, index, key, fmt.name, data, fmt.media_type, rate_out, duration, ttl)
+    evicted = tuple(index.evict(max_bytes))
+    for dropped in evicted:
+        store.delete(dropped)
+    return entry, evicted

@@ -1,0 +1,83 @@
+"""Worker-side job counters in Redis, exported by every API process as Prometheus counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from ...metrics import (
+    AUDIO_SECONDS,
+    ENCODES,
+    FAILURES,
+    SENTENCES,
+    SLOT_BUSY_SECONDS,
+    SYNTHESES,
+    SYNTHESIS_SECONDS,
+)
+from .client import REDIS_DOWN, guarded
+from .keys import RedisKeys
+
+
+class RedisJobStats:
+    """Worker-side job counters in one Redis hash, exported by the API as Prometheus counters.
+
+    Fields are ``metric|label|label``: e.g. ``ttsd_syntheses|piper|en-joe``."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+
+    def _add(self, *fields: tuple[str, float]) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for field, amount in fields:
+            pipe.hincrbyfloat(self._k.stats, field, amount)
+        pipe.execute()
+
+    @guarded
+    def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
+        labels = f"{engine}|{voice}"
+        self._add((f"{SYNTHESES[0]}|{labels}", 1), (f"{AUDIO_SECONDS[0]}|{labels}", audio_seconds))
+
+    @guarded
+    def engine_time(self, engine: str, voice: str, busy_seconds: float, synthesis_seconds: float) -> None:
+        labels = f"{engine}|{voice}"
+        self._add(
+            (f"{SLOT_BUSY_SECONDS[0]}|{labels}", busy_seconds),
+            (f"{SYNTHESIS_SECONDS[0]}|{labels}", synthesis_seconds),
+        )
+
+    @guarded
+    def sentences(self, *, reused: int, made: int, merged: int) -> None:
+        counts = (("hit", reused), ("miss", made), ("merged", merged))
+        self._add(*((f"{SENTENCES[0]}|{result}", count) for result, count in counts if count))
+
+    @guarded
+    def encoded(self, fmt: str) -> None:
+        self._r.hincrbyfloat(self._k.stats, f"{ENCODES[0]}|{fmt}", 1)
+
+    @guarded
+    def failed(self, code: str) -> None:
+        self._r.hincrbyfloat(self._k.stats, f"{FAILURES[0]}|{code}", 1)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            SYNTHESES[0]: CounterMetricFamily(*SYNTHESES, labels=["engine", "voice"]),
+            SYNTHESIS_SECONDS[0]: CounterMetricFamily(*SYNTHESIS_SECONDS, labels=["engine", "voice"]),
+            SLOT_BUSY_SECONDS[0]: CounterMetricFamily(*SLOT_BUSY_SECONDS, labels=["engine", "voice"]),
+            SENTENCES[0]: CounterMetricFamily(*SENTENCES, labels=["result"]),
+            AUDIO_SECONDS[0]: CounterMetricFamily(*AUDIO_SECONDS, labels=["engine", "voice"]),
+            ENCODES[0]: CounterMetricFamily(*ENCODES, labels=["format"]),
+            FAILURES[0]: CounterMetricFamily(*FAILURES, labels=["code"]),
+        }
+        try:
+            fields: dict[Any, Any] = self._r.hgetall(self._k.stats)
+        except REDIS_DOWN:
+            fields = {}  # a scrape while Redis is away shows no job figures rather than failing
+        for field, value in fields.items():
+            name, *labels = field.decode().split("|")
+            if name in families:
+                families[name].add_metric(labels, float(value))
+        yield from families.values()

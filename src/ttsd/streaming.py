@@ -1,0 +1,126 @@
+"""Streams of a request's audio: from storage on a hit, else encoded piece by piece as the engine
+speaks (the encoding itself is ``audio_stream``'s). ``TtsService.stream`` opens them here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import audio
+from .audio_stream import STREAMABLE, StreamEncoder
+from .errors import AudioNotFound, job_error_from
+from .jobs.model import Job
+from .state.base import CacheEntry
+from .store.base import MASTER
+
+if TYPE_CHECKING:
+    from .prepare import SynthesisRequest
+    from .service import TtsService
+
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """Audio on its way: from storage on a hit, else encoded piece by piece as the engine speaks."""
+
+    key: str
+    format: audio.AudioFormat
+    sample_rate: int
+    cached: bool
+    task_id: str
+    chunks: AsyncGenerator[bytes, None]
+    merged: bool = False
+    # On a hit, the stored file: the HTTP layer may send it whole (zero-copy) instead of ``chunks``,
+    # which are then never started.
+    entry: CacheEntry | None = None
+
+
+class AudioStreams:
+    """Opens streams for one service, which it asks for lookups, jobs and stored files."""
+
+    def __init__(self, service: TtsService) -> None:
+        self._service = service
+
+    async def open(self, request: SynthesisRequest) -> AudioStream:
+        """Open a stream. On a miss the first chunk is awaited here, so a job that fails before
+        making any audio is still an ordinary error response rather than a broken stream; on a hit
+        nothing is read yet, since the caller may send the stored file whole."""
+        service = self._service
+        job = service.prepare(request)
+        fmt = audio.get_format(job.fmt)
+        native = service.catalogue.specs[job.spec.engine].sample_rate
+        rate = audio.encoded_rate(fmt, native)
+        entry = await service.lookup(job.key, job.fmt)
+        if entry is not None:
+            service.count_hit()
+            return AudioStream(job.key, fmt, rate, True, job.task_id, self._stored(entry), entry=entry)
+        merged = False
+        chunks: AsyncGenerator[bytes, None]
+        if fmt.name not in STREAMABLE or await service.lookup(job.key, MASTER) is not None:
+            # Nothing to hear live: a format that cannot stream, or only an encode to wait for.
+            chunks = self._stored_when_done(request)
+        else:
+            submission = await service.queue.submit(job, stream=True)
+            merged = submission.merged
+            service.count_submission(merged)
+            chunks = self._live(job, fmt)
+        try:
+            first = await anext(chunks, b"")
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return AudioStream(job.key, fmt, rate, False, job.task_id, _prepend(first, chunks), merged)
+
+    async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
+        data = await self._service.read(entry)
+        for start in range(0, len(data), _READ_CHUNK):
+            yield data[start : start + _READ_CHUNK]
+
+    async def _stored_when_done(self, request: SynthesisRequest) -> AsyncGenerator[bytes, None]:
+        entry = await self._service.synthesize_and_wait(request)
+        async for chunk in self._stored(entry):
+            yield chunk
+
+    async def _live(self, job: Job, fmt: audio.AudioFormat) -> AsyncGenerator[bytes, None]:
+        queue = self._service.queue
+        encoder: StreamEncoder | None = None
+        complete = False
+        try:
+            async for piece in queue.audio(job.task_id):
+                if encoder is None:
+                    encoder = StreamEncoder(fmt, piece.sample_rate)
+                data = await asyncio.to_thread(encoder.feed, piece.pcm)
+                if data:
+                    yield data
+            complete = True
+        finally:
+            if not complete:
+                # The listener left (or the job failed): the engine may stop if nobody else waits.
+                await queue.release(job.task_id)
+        if encoder is None:
+            # The job made no pieces: its master was already cached, so the file only needed encoding.
+            status = await queue.wait(job.task_id)
+            if status is not None and status.error is not None:
+                raise job_error_from(status.error.code, status.error.message)
+            entry = await self._service.lookup(job.key, job.fmt)
+            if entry is None:
+                raise AudioNotFound("the audio was evicted before it could be sent")
+            async for chunk in self._stored(entry):
+                yield chunk
+            return
+        tail = await asyncio.to_thread(encoder.finish)
+        if tail:
+            yield tail
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()

@@ -1,0 +1,410 @@
+"""Distributed mode's recovery pieces in process, against a real Redis of this module's own: the
+API's sweeper, the worker node's lease keeper, the cross-process sentence claims and the live
+stream's entries. No broker, no workers: a test plays their part by writing what they would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from celery.exceptions import WorkerLostError
+from prometheus_client import CollectorRegistry, Counter
+
+from ttsd.config import Settings
+from ttsd.errors import BackendUnavailable
+from ttsd.jobs.distributed.keeper import LeaseKeeper
+from ttsd.jobs.distributed.protocol import StreamEntry, broker_queue_key, lease_token, publication
+from ttsd.jobs.distributed.sweeper import Sweeper
+from ttsd.jobs.model import Job
+from ttsd.state.base import Stage
+from ttsd.state.redis.board import RedisTaskBoard
+from ttsd.state.redis.claims import RedisClaims
+from ttsd.state.redis.client import connect
+from ttsd.state.redis.keys import RedisKeys
+from ttsd.state.redis.leases import JobLeases, LeaseLost
+
+from .conftest import Clock, Redis, free_port, wait_for
+from .job_fakes import ENGINE, job
+
+LEASE = 2.0  # the shortest TTSD_JOB_LEASE allowed
+REQUEUE_AFTER = 60.0
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: Redis, tmp_path: Path) -> Settings:
+    # A prefix per test: tests share the server, never a key.
+    return Settings(
+        data_dir=tmp_path,
+        queue="celery",
+        redis_url=redis_server.url,
+        redis_prefix=f"t{uuid.uuid4().hex[:12]}",
+        job_lease=LEASE,
+        requeue_after=REQUEUE_AFTER,
+        engines=(ENGINE,),
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[redis.Redis]:
+    c = connect(settings)
+    yield c
+    c.close()
+
+
+def redis_ms(client: redis.Redis) -> int:
+    """Redis's clock, by which lease deadlines are kept."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def deadline(client: redis.Redis, keys: RedisKeys, task_id: str) -> float | None:
+    score: Any = client.zscore(keys.leases, task_id)
+    return None if score is None else float(score)
+
+
+def redis_clock_passes(client: redis.Redis, ms: float) -> None:
+    wait_for(lambda: redis_ms(client) > ms, timeout=5, interval=0.001, message=f"Redis's clock to pass {ms}")
+
+
+# -- the sweeper ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    """One API process's side of recovery: its sweeper, with what it published and counted."""
+
+    settings: Settings
+    client: redis.Redis
+    keys: RedisKeys
+    board: RedisTaskBoard
+    leases: JobLeases
+    clock: Clock
+    registry: CollectorRegistry
+    sweeper: Sweeper
+    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def submit(self, j: Job, at: float) -> None:
+        """What ``CeleryQueue.submit`` leaves behind for a job published at ``at``."""
+        self.board.put(j.queued())
+        self.client.set(self.keys.job(j.task_id), json.dumps(j.to_dict()))
+        self.client.zadd(self.keys.pending, {j.task_id: at})
+
+    def sweep(self) -> int:
+        # One API process sweeps pending jobs per second, under a lock that outlives a test's
+        # instant: each sweep here stands for the next second's.
+        self.client.delete(self.keys.sweeper)
+        return self.sweeper.sweep()
+
+    def requeued(self, reason: str) -> float:
+        return self.registry.get_sample_value("ttsd_jobs_requeued_total", {"reason": reason}) or 0.0
+
+    def pending(self, task_id: str) -> float | None:
+        score: Any = self.client.zscore(self.keys.pending, task_id)
+        return None if score is None else float(score)
+
+
+@pytest.fixture
+def api(settings: Settings, client: redis.Redis) -> Api:
+    keys = RedisKeys(settings.redis_prefix)
+    board = RedisTaskBoard(client, keys, ttl=3600)
+    leases = JobLeases(client, keys, settings.job_lease, ttl=600)
+    registry = CollectorRegistry()
+    requeued = Counter("ttsd_jobs_requeued", "Jobs queued again", ["reason"], registry=registry)
+    clock = Clock(time.time())
+    published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(task_id: str, payload: dict[str, Any]) -> None:
+        published.append((task_id, payload))
+
+    sweeper = Sweeper(settings, client, keys, board, leases, publish, requeued, clock=clock.time)
+    return Api(settings, client, keys, board, leases, clock, registry, sweeper, published)
+
+
+def test_a_job_whose_lease_lapsed_is_published_again_once(api: Api) -> None:
+    j = job("A frozen worker's job.")
+    api.submit(j, at=api.clock.now)
+    worker = JobLeases(api.client, api.keys, lease_seconds=0.001, ttl=600)
+    assert worker.acquire(j.task_id, "node-a/1") == 1
+    assert api.pending(j.task_id) is None  # taken: no longer pending
+    lapses_at = deadline(api.client, api.keys, j.task_id)
+    assert lapses_at is not None
+    redis_clock_passes(api.client, lapses_at)
+
+    assert api.sweep() == 1
+    assert api.published == [(j.task_id, j.to_dict())]
+    assert api.requeued("lease_lapsed") == 1 and api.requeued("given_up") == 0
+    # Pending again until a worker takes the new message; the old delivery is fenced out.
+    assert api.pending(j.task_id) == api.clock.now
+    assert deadline(api.client, api.keys, j.task_id) is None
+    with pytest.raises(LeaseLost):
+        worker.put_status("node-a/1", j.queued(), 60)
+    assert api.sweep() == 0 and len(api.published) == 1
+
+
+def test_a_job_given_up_is_published_as_given_up_and_a_live_lease_is_left_alone(api: Api) -> None:
+    lost, busy = job("A job whose process died."), job("A job still being spoken.")
+    for j in (lost, busy):
+        api.submit(j, at=api.clock.now)
+        assert api.leases.acquire(j.task_id, f"node-a/{j.task_id}") == 1
+    api.leases.lapse(lost.task_id, f"node-a/{lost.task_id}")
+
+    assert api.sweep() == 1
+    assert api.published == [(lost.task_id, lost.to_dict())]
+    assert api.requeued("given_up") == 1 and api.requeued("lease_lapsed") == 0
+    live = deadline(api.client, api.keys, busy.task_id)
+    assert live is not None and live > redis_ms(api.client)
+
+
+@pytest.mark.parametrize("why", ["finished", "payload expired"])
+def test_a_pending_entry_of_a_finished_or_forgotten_job_is_dropped_unpublished(api: Api, why: str) -> None:
+    j = job("A job that already ended.")
+    api.submit(j, at=api.clock.now - REQUEUE_AFTER - 10)  # long past every deadline
+    if why == "finished":
+        api.board.put(j.queued().advance(Stage.DONE, 100, audio_id=f"{j.key}.pcm"))
+    else:
+        api.client.delete(api.keys.job(j.task_id))
+
+    assert api.sweep() == 0
+    assert api.published == [] and api.pending(j.task_id) is None
+    assert api.requeued("never_taken") == 0
+
+
+def test_a_job_popped_but_never_taken_is_published_again_after_the_grace(api: Api) -> None:
+    popped, queued = job("Popped by a worker that died."), job("Still waiting in the queue.")
+    published_at = api.clock.now - LEASE - 1  # old enough to be looked at, far from requeue_after
+    api.submit(popped, at=published_at)
+    api.submit(queued, at=published_at)
+    messages = broker_queue_key(api.settings, ENGINE)
+    api.client.rpush(messages, "not a message", json.dumps({"headers": {"id": queued.task_id}}))
+
+    assert api.sweep() == 0  # seen missing from the queue: a worker may be about to take it
+    api.clock.now += 1.0
+    assert api.sweep() == 0
+    api.clock.now += 1.0
+    assert api.sweep() == 1
+    assert api.published == [(popped.task_id, popped.to_dict())]
+    assert api.requeued("popped_not_taken") == 1
+    assert api.pending(popped.task_id) == api.clock.now
+    api.clock.now += 1.0
+    assert api.sweep() == 0  # once: its new publication is fresh
+    assert api.pending(queued.task_id) == published_at
+
+
+def test_a_job_not_taken_for_requeue_after_is_published_again(api: Api) -> None:
+    j = job("Nobody took this one.")
+    api.submit(j, at=api.clock.now)
+    api.client.rpush(broker_queue_key(api.settings, ENGINE), json.dumps({"headers": {"id": j.task_id}}))
+    api.clock.now += REQUEUE_AFTER - 1
+    assert api.sweep() == 0
+    api.clock.now += 2
+    assert api.sweep() == 1
+    assert api.requeued("never_taken") == 1 and api.requeued("popped_not_taken") == 0
+
+
+def test_only_one_api_process_sweeps_pending_jobs_each_second(api: Api) -> None:
+    j = job("Two API processes see this.")
+    api.submit(j, at=api.clock.now - REQUEUE_AFTER - 1)
+    assert api.sweeper.sweep() == 1
+    api.client.zadd(api.keys.pending, {j.task_id: api.clock.now - REQUEUE_AFTER - 1})
+    assert api.sweeper.sweep() == 0  # the lock is held for this second
+    assert len(api.published) == 1
+
+
+# -- the lease keeper -------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """What the keeper reads of a Celery request."""
+
+    id: str
+    args: list[Any]
+
+
+@dataclass
+class Node:
+    keeper: LeaseKeeper
+    reserved: list[Request]
+    leases: JobLeases
+    keys: RedisKeys
+    client: redis.Redis
+
+    def deliver(self, j: Job) -> tuple[Request, str]:
+        payload = publication(j.to_dict())
+        return Request(j.task_id, [payload]), lease_token("node-a", payload)
+
+    def holder(self, task_id: str) -> bytes | None:
+        value: Any = self.client.get(self.keys.lease(task_id))
+        return None if value is None else bytes(value)
+
+
+@pytest.fixture
+def node(settings: Settings, client: redis.Redis) -> Node:
+    reserved: list[Request] = []
+    keys = RedisKeys(settings.redis_prefix)
+    keeper = LeaseKeeper(settings, "node-a", reserved=lambda: reserved)
+    return Node(keeper, reserved, JobLeases(client, keys, settings.job_lease, ttl=600), keys, client)
+
+
+def test_a_received_job_is_leased_and_renewed_while_celery_holds_it(node: Node) -> None:
+    j = job("Received, waiting for a free process.")
+    request, token = node.deliver(j)
+    node.reserved.append(request)
+    node.keeper.received(request)
+    assert node.holder(j.task_id) == token.encode()
+    first = deadline(node.client, node.keys, j.task_id)
+    assert first is not None and first > redis_ms(node.client)
+
+    redis_clock_passes(node.client, first - LEASE * 1000)  # time moved on since the lease was taken
+    node.keeper._renew()
+    renewed = deadline(node.client, node.keys, j.task_id)
+    assert renewed is not None and renewed > first
+    assert node.holder(j.task_id) == token.encode()
+    assert node.leases.sweep() == []
+
+
+def test_a_job_celery_let_go_of_unfinished_is_given_up(node: Node) -> None:
+    j = job("Its process was killed.")
+    request, _ = node.deliver(j)
+    node.reserved.append(request)
+    node.keeper.received(request)
+    node.reserved.clear()
+    node.keeper._renew()
+    assert deadline(node.client, node.keys, j.task_id) == 0  # handed on at the next sweep
+    assert node.leases.sweep() == [(j.task_id, True)]
+
+
+def test_a_finished_job_is_not_handed_on_when_celery_lets_go(node: Node) -> None:
+    j = job("Done and released.")
+    request, token = node.deliver(j)
+    node.reserved.append(request)
+    node.keeper.received(request)
+    assert node.leases.release(j.task_id, token)  # the run finished it
+    node.reserved.clear()
+    node.keeper._renew()
+    assert deadline(node.client, node.keys, j.task_id) is None
+    assert node.leases.sweep() == []
+
+
+def test_a_lost_process_hands_its_job_on_at_once_not_at_the_next_beat(node: Node) -> None:
+    lost, other = job("Its process died."), job("It failed the ordinary way.")
+    for j in (lost, other):
+        request, _ = node.deliver(j)
+        node.reserved.append(request)
+        node.keeper.received(request)
+    node.reserved.clear()
+    node.keeper.failed(task_id=other.task_id, exception=ValueError("an ordinary failure"))
+    assert (deadline(node.client, node.keys, lost.task_id) or 0) > 0
+    node.keeper.failed(task_id=lost.task_id, exception=WorkerLostError("signal 9"))
+    assert deadline(node.client, node.keys, lost.task_id) == 0
+
+
+def test_a_job_another_delivery_holds_is_neither_renewed_nor_given_up(node: Node) -> None:
+    j = job("Redelivered while the first delivery still runs.")
+    assert node.leases.acquire(j.task_id, "node-b/first") == 1
+    theirs = deadline(node.client, node.keys, j.task_id)
+    request, _ = node.deliver(j)
+    node.reserved.append(request)
+    node.keeper.received(request)
+    node.keeper._renew()
+    node.reserved.clear()
+    node.keeper._renew()
+    assert node.holder(j.task_id) == b"node-b/first"
+    assert deadline(node.client, node.keys, j.task_id) == theirs
+    assert node.leases.sweep() == []
+
+
+def test_stopping_the_node_gives_up_every_job_it_holds(node: Node) -> None:
+    jobs = [job("First held job."), job("Second held job.")]
+    for j in jobs:
+        request, _ = node.deliver(j)
+        node.reserved.append(request)
+        node.keeper.received(request)
+    node.keeper.stop()
+    assert sorted(node.leases.sweep()) == sorted((j.task_id, True) for j in jobs)
+
+
+# -- sentence claims --------------------------------------------------------------------------------
+
+
+def test_sentence_claims_across_workers(settings: Settings) -> None:
+    keys = RedisKeys(settings.redis_prefix)
+
+    async def scenario() -> None:
+        r = redis.asyncio.Redis.from_url(settings.redis_url)
+        try:
+            a, b = RedisClaims(r, keys, "worker-a"), RedisClaims(r, keys, "worker-b")
+            assert await a.claim(["k1", "k2"], "job-1") == [True, True]
+            assert await b.claim(["k1", "k3"], "job-2") == [False, True]
+            assert await b.held("k1") and not await b.held("k4")
+            ttl: Any = await r.pttl(keys.piece_claim("k1"))
+            assert 0 < ttl <= 6000  # a lease: a dead holder lets go by itself
+            # The next delivery of job-1, on another worker, takes its earlier run's claim at once.
+            assert await b.claim(["k2"], "job-1") == [True]
+            await a.release(["k1", "k2"])
+            assert not await a.held("k1")
+            assert await a.held("k2")  # an earlier holder's release does not drop the new one's
+            await b.release(["k2", "k3", "never-claimed"])
+            assert not any([await b.held("k2"), await b.held("k3")])
+            assert await a.claim(["k2"], "job-3") == [True]
+            await a.release(["k2"])
+        finally:
+            await r.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_sentence_claims_with_redis_away_are_a_backend_error(settings: Settings) -> None:
+    keys = RedisKeys(settings.redis_prefix)
+
+    async def scenario() -> None:
+        r = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+        try:
+            claims = RedisClaims(r, keys, "worker-a")
+            with pytest.raises(BackendUnavailable):
+                await claims.claim(["k1"], "job-1")
+            with pytest.raises(BackendUnavailable):
+                await claims.held("k1")
+        finally:
+            await r.aclose()
+
+    asyncio.run(scenario())
+
+
+# -- the live stream's entries ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        StreamEntry(2, pcm=bytes(range(256)) + b"\x00\x00", rate=24000),
+        StreamEntry(1, end=True),
+        StreamEntry(3, error=("cancelled", "every listener left — all of them")),
+    ],
+    ids=["audio", "end", "error"],
+)
+def test_a_stream_entry_survives_a_redis_stream(
+    client: redis.Redis, settings: Settings, entry: StreamEntry
+) -> None:
+    stream = RedisKeys(settings.redis_prefix).pcm("task")
+    client.xadd(stream, entry.fields())  # type: ignore[arg-type]
+    found: Any = client.xrange(stream)
+    ((_, fields),) = found
+    assert StreamEntry.parse(fields) == entry

@@ -1,0 +1,395 @@
+"""The job body (``run_job``) in process: a tone synthesizer in place of engine slots, a real local
+store and SQLite index, and a reporter that records what listeners and pollers were told."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttsd import audio
+from ttsd.errors import EngineCrashed
+from ttsd.jobs.body import run_job
+from ttsd.jobs.model import Job, JobOutcome
+from ttsd.jobs.pieces import keep_piece, load_piece, piece_keys
+from ttsd.state.base import CacheIndex, Stage
+from ttsd.store.base import MASTER, PIECE, object_name
+
+from .job_fakes import (
+    ENGINE,
+    RATE,
+    WHOLE,
+    Bench,
+    RecordingReporter,
+    ToneSynthesizer,
+    bench,
+    job,
+    tone,
+    wire,
+)
+
+A, B, C, D = "Good morning.", "The parcel left the depot.", "It arrives today!", "Sign for it at the door."
+
+
+def text(*sentences: str) -> str:
+    return " ".join(sentences)
+
+
+def heard(reporter: RecordingReporter) -> list[np.ndarray]:
+    assert all(rate == RATE for _, rate in reporter.sent)
+    return [pcm for pcm, _ in reporter.sent]
+
+
+def same(got: list[np.ndarray], want: list[np.ndarray]) -> bool:
+    return len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def stored_pcm(b: Bench, j: Job) -> np.ndarray:
+    entry = b.index.get(j.key, j.fmt)
+    assert entry is not None, "the text was not indexed"
+    return np.frombuffer(b.store.get(entry.object_name), dtype="<i2")
+
+
+def piece(b: Bench, sentence: str) -> np.ndarray | None:
+    (key,) = piece_keys(job(sentence).spec, [sentence])
+    return load_piece(b.store, b.index, key, RATE)
+
+
+def run(j: Job, b: Bench) -> tuple[JobOutcome, RecordingReporter]:
+    reporter = RecordingReporter(j)
+    return asyncio.run(run_job(j, b.host, reporter)), reporter
+
+
+def test_a_text_is_streamed_in_order_stored_and_kept_as_pieces(tmp_path: Path) -> None:
+    j = job(text(A, B, C))
+    assert j.sentences == (A, B, C)
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        outcome, reporter = run(j, b)
+
+        assert reporter.distinct_stages == [Stage.QUEUED, Stage.SYNTHESIZING, Stage.ENCODING, Stage.STORING]
+        assert reporter.status.progress == 95  # storing is the body's last word: DONE is the lifecycle's
+        assert reporter.changes[0] == {"sentences": 3, "sentences_reused": 0}
+        # One batch for the whole text, its sentences in their places.
+        assert [(bt.indices, bt.sentences) for bt in synth.batches] == [((0, 1, 2), (A, B, C))]
+
+        # Listeners hear each sentence once, in text order, with the pause before all but the first.
+        assert same(heard(reporter), wire([A, B, C]))
+        assert reporter.ended == 1
+        # The stored text is exactly what was streamed.
+        assert np.array_equal(stored_pcm(b, j), np.concatenate(wire([A, B, C])))
+        assert outcome.entry == b.index.get(j.key, "pcm")
+
+        # Each sentence is a piece of its own; the master is redundant with pieces and not kept.
+        for sentence in (A, B, C):
+            found = piece(b, sentence)
+            assert found is not None and np.array_equal(found, tone(sentence))
+        assert b.index.get(j.key, MASTER) is None
+
+        assert outcome.synthesized and outcome.sentences == 3
+        assert (outcome.sentences_reused, outcome.sentences_merged) == (0, 0)
+        assert outcome.slot_seconds == 1.5 and outcome.synthesis_seconds == 0.75
+        assert outcome.audio_seconds == len(np.concatenate(wire([A, B, C]))) / RATE
+        assert b.metric("ttsd_sentence_requests_total", result="miss") == 3
+        assert b.metric("ttsd_sentence_requests_total", result="hit") == 0
+        assert b.metric("ttsd_syntheses_total", engine=ENGINE, voice="t-voice") == 1
+        assert b.metric("ttsd_encodes_total", format="pcm") == 1
+
+
+def test_progress_only_rises_and_synthesis_is_its_first_80_percent(tmp_path: Path) -> None:
+    with bench(tmp_path, ToneSynthesizer()) as b:
+        _, reporter = run(job(text(A, B, C, D)), b)
+    progress = reporter.progress
+    assert progress == sorted(progress)
+    assert progress[0] == 0 and progress[-2:] == [85, 95]
+    assert max(progress[:-2]) == 80
+
+
+def test_a_second_text_asks_the_engine_only_for_its_new_sentence(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    synth = ToneSynthesizer(gate=gate)
+    with bench(tmp_path, synth) as b:
+        gate.set()
+        run(job(text(A, B, C)), b)
+        gate.clear()
+        second = job(text(A, D, C))
+
+        async def scenario() -> tuple[JobOutcome, RecordingReporter]:
+            synth.arrived.clear()
+            reporter = RecordingReporter(second)
+            task = asyncio.create_task(run_job(second, b.host, reporter))
+            await synth.arrived.wait()
+            # The cached leading sentence went out before any engine was asked for the rest.
+            assert same(heard(reporter), wire([A]))
+            gate.set()
+            return await task, reporter
+
+        outcome, reporter = asyncio.run(scenario())
+        assert [(bt.indices, bt.sentences) for bt in synth.batches[1:]] == [((1,), (D,))]
+        assert reporter.changes[0] == {"sentences": 3, "sentences_reused": 2}
+        assert (outcome.sentences, outcome.sentences_reused, outcome.sentences_merged) == (3, 2, 0)
+        assert same(heard(reporter), wire([A, D, C]))
+        assert np.array_equal(stored_pcm(b, second), np.concatenate(wire([A, D, C])))
+        assert b.metric("ttsd_sentence_requests_total", result="hit") == 2
+        assert b.metric("ttsd_sentence_requests_total", result="miss") == 4
+
+
+def test_a_text_made_entirely_of_cached_sentences_needs_no_engine(tmp_path: Path) -> None:
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        run(job(text(A, B)), b)
+        run(job(text(C)), b)
+        outcome, reporter = run(job(text(C, A)), b)
+    assert len(synth.batches) == 2
+    assert not outcome.synthesized and outcome.sentences_reused == 2
+    # It leaves the queue at once, never waiting for a slot.
+    assert reporter.distinct_stages == [Stage.QUEUED, Stage.ENCODING, Stage.STORING]
+    assert same(heard(reporter), wire([C, A]))
+    assert reporter.ended == 1
+
+
+def test_two_concurrent_jobs_needing_one_sentence_make_it_once(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    synth = ToneSynthesizer(gate=gate)
+    first, second = job(text(A, B)), job(text(B, C))
+    with bench(tmp_path, synth) as b:
+
+        async def scenario() -> list[tuple[JobOutcome, RecordingReporter]]:
+            reporters = [RecordingReporter(first), RecordingReporter(second)]
+            one = asyncio.create_task(run_job(first, b.host, reporters[0]))
+            await synth.arrived.wait()
+            synth.arrived.clear()
+            two = asyncio.create_task(run_job(second, b.host, reporters[1]))
+            await synth.arrived.wait()
+            # The second job asked only for what nobody was making; it waits for B.
+            assert synth.batches[1].sentences == (C,)
+            assert len(b.host.flights) == 3
+            gate.set()
+            outcomes = await asyncio.gather(one, two)
+            return list(zip(outcomes, reporters, strict=True))
+
+        (o1, r1), (o2, r2) = asyncio.run(scenario())
+        assert synth.spoken.count(B) == 1
+        assert (o1.sentences_merged, o2.sentences_merged) == (0, 1)
+        assert b.metric("ttsd_sentence_requests_total", result="merged") == 1
+        assert same(heard(r1), wire([A, B])) and same(heard(r2), wire([B, C]))
+        assert len(b.host.flights) == 0  # every flight resolved, none left for a later job to wait on
+
+
+class OtherProcessClaims:
+    """``Claims`` where another process holds some pieces' claims until the test lets them go."""
+
+    def __init__(self, index: CacheIndex, others: set[str]) -> None:
+        self.index = index
+        self.others = set(others)
+        self.asked: list[tuple[list[str], str]] = []
+        # Each release, with whether its piece was indexed by then (a waiter must find it).
+        self.released: list[tuple[str, bool]] = []
+        self.polled = asyncio.Event()
+
+    async def claim(self, keys: list[str], job: str) -> list[bool]:
+        self.asked.append((list(keys), job))
+        return [key not in self.others for key in keys]
+
+    async def release(self, keys: list[str]) -> None:
+        self.released += [(key, self.index.get(key, PIECE) is not None) for key in keys]
+
+    async def held(self, key: str) -> bool:
+        self.polled.set()
+        return key in self.others
+
+
+def test_a_sentence_another_process_is_making_is_awaited_and_read_from_the_cache(tmp_path: Path) -> None:
+    synth = ToneSynthesizer()
+    j = job(text(A, B))
+    key_a, key_b = piece_keys(j.spec, [A, B])
+    theirs = tone("how the other process said it")  # tells their piece from one made here
+    with bench(tmp_path, synth) as b:
+        claims = OtherProcessClaims(b.index, {key_b})
+        b.host.claims = claims
+
+        async def scenario() -> tuple[JobOutcome, RecordingReporter]:
+            reporter = RecordingReporter(j)
+            task = asyncio.create_task(run_job(j, b.host, reporter))
+            await claims.polled.wait()
+            assert not task.done()
+            keep_piece(b.store, b.index, key_b, theirs, RATE, 3600)
+            claims.others.clear()
+            return await task, reporter
+
+        outcome, reporter = asyncio.run(scenario())
+        assert synth.spoken == [A]
+        assert claims.asked == [([key_a, key_b], j.task_id)]
+        assert claims.released == [(key_a, True)]
+        assert outcome.sentences_merged == 1
+        assert same(heard(reporter), audio.joined([tone(A), theirs], RATE, 1.0))
+
+
+def test_a_claim_let_go_without_a_piece_is_made_here(tmp_path: Path) -> None:
+    synth = ToneSynthesizer()
+    j = job(text(A, B))
+    key_a, key_b = piece_keys(j.spec, [A, B])
+    with bench(tmp_path, synth) as b:
+        claims = OtherProcessClaims(b.index, {key_b})
+        b.host.claims = claims
+
+        async def scenario() -> JobOutcome:
+            task = asyncio.create_task(run_job(j, b.host, RecordingReporter(j)))
+            await claims.polled.wait()
+            claims.others.clear()  # the other process died: its claim lapsed, nothing stored
+            return await task
+
+        outcome = asyncio.run(scenario())
+        assert [bt.sentences for bt in synth.batches] == [(A,), (B,)]
+        assert claims.asked == [([key_a, key_b], j.task_id), ([key_b], j.task_id)]
+        assert sorted(claims.released) == sorted([(key_a, True), (key_b, True)])
+        assert outcome.sentences_merged == 0
+        found = piece(b, B)
+        assert found is not None and np.array_equal(found, tone(B))
+
+
+def test_an_in_process_waiter_gets_a_piece_its_maker_read_from_another_process(tmp_path: Path) -> None:
+    """Job one waits on another process for B; job two, here, waits on job one. When B appears in
+    the cache, job two must get it through job one's flight, not make it again."""
+    gate = asyncio.Event()
+    synth = ToneSynthesizer(gate=gate)
+    first, second = job(text(A, B)), job(text(B, C))
+    key_b = piece_keys(first.spec, [B])[0]
+    theirs = tone("how the other process said it")
+    with bench(tmp_path, synth) as b:
+        claims = OtherProcessClaims(b.index, {key_b})
+        b.host.claims = claims
+
+        async def scenario() -> list[JobOutcome]:
+            one = asyncio.create_task(run_job(first, b.host, RecordingReporter(first)))
+            await synth.arrived.wait()
+            await claims.polled.wait()
+            synth.arrived.clear()
+            two = asyncio.create_task(run_job(second, b.host, RecordingReporter(second)))
+            await synth.arrived.wait()
+            keep_piece(b.store, b.index, key_b, theirs, RATE, 3600)
+            claims.others.clear()
+            gate.set()
+            return list(await asyncio.gather(one, two))
+
+        o1, o2 = asyncio.run(scenario())
+        assert B not in synth.spoken
+        assert (o1.sentences_merged, o2.sentences_merged) == (1, 1)
+
+
+@pytest.mark.parametrize("left", ["a piece", "nothing"])
+def test_a_sentence_said_twice_and_made_by_another_process_does_not_stall_the_job(
+    tmp_path: Path, left: str
+) -> None:
+    """The second "Yes." waits on this job's own flight for the first, which waits on another
+    process: whatever that process leaves must reach both, or the job waits for itself."""
+    synth = ToneSynthesizer()
+    j = job(text("Yes.", A, "Yes."))
+    key = piece_keys(j.spec, ["Yes."])[0]
+    theirs = tone("their yes")
+    with bench(tmp_path, synth) as b:
+        claims = OtherProcessClaims(b.index, {key})
+        b.host.claims = claims
+
+        async def scenario() -> tuple[JobOutcome, RecordingReporter]:
+            reporter = RecordingReporter(j)
+            task = asyncio.create_task(run_job(j, b.host, reporter))
+            await claims.polled.wait()
+            if left == "a piece":
+                keep_piece(b.store, b.index, key, theirs, RATE, 3600)
+            claims.others.clear()
+            # Bounded, so a regression fails here instead of hanging the suite.
+            return await asyncio.wait_for(task, 10), reporter
+
+        outcome, reporter = asyncio.run(scenario())
+        yes = theirs if left == "a piece" else tone("Yes.")
+        assert same(heard(reporter), audio.joined([yes, tone(A), yes], RATE, 1.0))
+        assert len(b.host.flights) == 0
+        if left == "a piece":
+            assert synth.spoken == [A] and outcome.sentences_merged == 2
+        else:
+            assert synth.spoken == [A, "Yes."]
+
+
+def test_a_failing_synthesizer_keeps_finished_sentences_but_not_the_text(tmp_path: Path) -> None:
+    j = job(text(A, B, C))
+    with bench(tmp_path, ToneSynthesizer(fail={B: EngineCrashed("the engine died on B")})) as b:
+        reporter = RecordingReporter(j)
+        with pytest.raises(EngineCrashed, match="died on B"):
+            asyncio.run(run_job(j, b.host, reporter))
+        assert b.index.get(j.key, "pcm") is None and b.index.get(j.key, MASTER) is None
+        found = piece(b, A)
+        assert found is not None and np.array_equal(found, tone(A))
+        assert piece(b, B) is None and piece(b, C) is None
+        assert len(b.host.flights) == 0  # abandoned, so a later job makes them instead of waiting
+        assert reporter.ended == 0  # a failure is the lifecycle's to report, not a clean end
+        assert b.metric("ttsd_encodes_total", format="pcm") == 0
+
+        # A retry speaks only what the failure left unsaid.
+        retry = ToneSynthesizer()
+        b.host.synthesizer = retry
+        outcome, reporter = run(j, b)
+        assert [bt.sentences for bt in retry.batches] == [(B, C)]
+        assert outcome.sentences_reused == 1
+        assert same(heard(reporter), wire([A, B, C]))
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])
+def test_a_corrupt_piece_is_dropped_and_made_again(tmp_path: Path, damage: str) -> None:
+    j = job(text(A, B))
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        run(j, b)
+        path = b.store.root / object_name(piece_keys(j.spec, [B])[0], PIECE)
+        data = bytearray(path.read_bytes())
+        if damage == "flipped":  # same size: only the digest tells
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+        elif damage == "truncated":
+            path.write_bytes(bytes(data[: len(data) // 2]))
+        else:
+            path.unlink()
+
+        # The same text again: with pieces and no master, it is assembled from them.
+        outcome, reporter = run(j, b)
+        assert [bt.sentences for bt in synth.batches] == [(A, B), (B,)]
+        assert outcome.sentences_reused == 1
+        assert same(heard(reporter), wire([A, B]))
+        found = piece(b, B)
+        assert found is not None and np.array_equal(found, tone(B))
+
+
+def test_an_engine_without_sentence_reuse_keeps_a_master_and_no_pieces(tmp_path: Path) -> None:
+    synth = ToneSynthesizer()
+    as_pcm, as_wav = job(text(A, B), engine=WHOLE), job(text(A, B), fmt="wav", engine=WHOLE)
+    with bench(tmp_path, synth) as b:
+        run(as_pcm, b)
+        assert b.index.get(as_pcm.key, MASTER) is not None
+        assert all(load_piece(b.store, b.index, k, RATE) is None for k in piece_keys(as_pcm.spec, [A, B]))
+
+        # Another format of it is encoded from the master: no engine, no stream, no pieces.
+        outcome, reporter = run(as_wav, b)
+        assert len(synth.batches) == 1
+        assert not outcome.synthesized and outcome.sentences == 0
+        assert reporter.distinct_stages == [Stage.ENCODING, Stage.STORING]
+        assert reporter.sent == [] and reporter.ended == 0
+        entry = b.index.get(as_wav.key, "wav")
+        assert entry is not None
+        pcm, rate = audio.decode(b.store.get(entry.object_name))
+        assert rate == RATE and np.array_equal(pcm, stored_pcm(b, as_pcm))
+
+
+def test_a_text_over_the_byte_budget_evicts_the_oldest_objects(tmp_path: Path) -> None:
+    one, two = job(text(A)), job(text(B))
+    size_a, size_b = 2 * len(tone(A)), 2 * len(tone(B))
+    # Room for the newest text and its piece, not for the older ones besides.
+    with bench(tmp_path, ToneSynthesizer(), max_bytes=2 * size_b + size_a // 2) as b:
+        first, _ = run(one, b)
+        assert first.evicted == ()
+        second, _ = run(two, b)
+        gone = {object_name(piece_keys(one.spec, [A])[0], PIECE), object_name(one.key, "pcm")}
+        assert set(second.evicted) == gone
+        assert not any(b.store.exists(name) for name in gone)
+        assert b.index.get(one.key, "pcm") is None and b.index.get(two.key, "pcm") is not None

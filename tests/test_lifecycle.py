@@ -1,0 +1,257 @@
+"""The one job lifecycle in process: how a body's outcome or fault becomes the task's final status,
+which faults are retried (with back-off on an injected sleep and clock), and what is raised through."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ttsd.errors import BackendUnavailable, EngineCrashed, JobError, StorageError
+from ttsd.jobs.body import run_job
+from ttsd.jobs.lifecycle import Ended, Lifecycle, Retries
+from ttsd.jobs.model import Job, JobOutcome
+from ttsd.metrics import PrometheusJobStats
+from ttsd.state.base import CacheEntry, Stage, Status
+from ttsd.state.redis.leases import LeaseLost
+
+from .job_fakes import RecordingReporter, ToneSynthesizer, bench, job
+
+A, B = "Hello there.", "This is the second sentence."
+
+
+class Sleeps:
+    """An injected ``sleep`` and ``clock``: a back-off moves time on by exactly its delay."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.delays: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+def outcome(j: Job) -> JobOutcome:
+    now = time.time()
+    entry = CacheEntry(
+        j.key, j.fmt, f"{j.key[:2]}/{j.key}/audio.pcm", 4, "e", "audio/pcm", 16000, 0.1, now, now
+    )
+    return JobOutcome(entry=entry, synthesized=True, audio_seconds=0.1, synthesis_seconds=0.05, sentences=1)
+
+
+def failing(error: BaseException, *, times: int | None = None, then: JobOutcome | None = None) -> tuple[
+    Callable[[], Awaitable[JobOutcome]], list[int]
+]:  # fmt: skip
+    """A body that raises ``error`` (the first ``times`` tries, else always), then returns ``then``."""
+    tries: list[int] = []
+
+    async def body() -> JobOutcome:
+        tries.append(len(tries) + 1)
+        if times is None or len(tries) <= times:
+            raise error
+        assert then is not None
+        return then
+
+    return body, tries
+
+
+def failures(registry: CollectorRegistry, code: str) -> float:
+    return registry.get_sample_value("ttsd_job_failures_total", {"code": code}) or 0.0
+
+
+def lifecycle(
+    registry: CollectorRegistry,
+    *,
+    timeout: float = 5.0,
+    retries: Retries | None = None,
+    on_timeout: Callable[[], None] | None = None,
+    passthrough: tuple[type[BaseException], ...] = (),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Lifecycle:
+    return Lifecycle(
+        timeout,
+        PrometheusJobStats(registry),
+        retries=retries or Retries(),
+        on_timeout=on_timeout,
+        passthrough=passthrough,
+        sleep=sleep,
+        clock=clock,
+    )
+
+
+def test_success_ends_done_with_the_audio_id() -> None:
+    j, registry = job(A), CollectorRegistry()
+    reporter = RecordingReporter(j)
+    done = outcome(j)
+
+    async def body() -> JobOutcome:
+        return done
+
+    ended = asyncio.run(lifecycle(registry).run(j, reporter, body))
+    assert ended.outcome is done and ended.error is None
+    assert ended.status.status is Status.DONE and ended.status.stage is Stage.DONE
+    assert ended.status.progress == 100 and ended.status.audio_id == f"{j.key}.pcm"
+    assert ended.status == reporter.status
+    assert reporter.errors == []
+
+
+def test_a_job_error_fails_the_task_with_its_code_and_caches_nothing(tmp_path: Path) -> None:
+    j = job(f"{A} {B}")
+    crash = EngineCrashed("the engine process died, twice")
+    with bench(tmp_path, ToneSynthesizer(fail={B: crash})) as b:
+        reporter = RecordingReporter(j)
+        cycle = Lifecycle(5.0, b.host.stats)  # the job's own figures and its failure, one registry
+        ended = asyncio.run(cycle.run(j, reporter, lambda: run_job(j, b.host, reporter)))
+        assert ended.error is crash and ended.outcome is None
+        assert ended.status.status is Status.FAILED and ended.status.stage is Stage.FAILED
+        assert ended.status.error is not None
+        assert (ended.status.error.code, ended.status.error.message) == ("engine_crashed", crash.message)
+        assert ended.status.audio_id is None
+        # It keeps the progress it had: a poller sees how far it got.
+        assert ended.status.progress == 40
+        assert reporter.errors == [crash]
+        assert failures(b.registry, "engine_crashed") == 1
+        assert b.index.get(j.key, "pcm") is None
+
+
+def test_a_try_that_times_out_fails_with_job_timeout_and_calls_on_timeout() -> None:
+    j, registry = job(A), CollectorRegistry()
+    timeouts: list[bool] = []
+    stopped = asyncio.Event()
+
+    async def body() -> JobOutcome:
+        try:
+            await asyncio.Event().wait()  # a hung engine
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    async def scenario() -> Ended:
+        cycle = lifecycle(registry, timeout=0.05, on_timeout=lambda: timeouts.append(True))
+        ended = await cycle.run(j, RecordingReporter(j), body)
+        assert stopped.is_set()  # the body was cancelled, not left running
+        return ended
+
+    ended = asyncio.run(scenario())
+    assert ended.error is not None and ended.error.code == "job_timeout"
+    assert "0.05 s" in ended.error.message
+    assert timeouts == [True]
+    assert failures(registry, "job_timeout") == 1
+
+
+@pytest.mark.parametrize(
+    ("storage", "most", "delays"),
+    [(3, 10.0, [1.0, 2.0, 4.0]), (5, 4.0, [1.0, 2.0, 4.0, 4.0, 4.0]), (0, 10.0, [])],
+)
+def test_storage_errors_are_retried_with_capped_back_off_then_fail(
+    storage: int, most: float, delays: list[float]
+) -> None:
+    j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
+    body, tries = failing(StorageError("the bucket is away"))
+    cycle = lifecycle(registry, retries=Retries(storage=storage, first=1.0, most=most), sleep=time_.sleep)
+    reporter = RecordingReporter(j)
+    ended = asyncio.run(cycle.run(j, reporter, body))
+    assert time_.delays == delays
+    assert len(tries) == storage + 1
+    assert ended.status.status is Status.FAILED and ended.status.error is not None
+    assert ended.status.error.code == "storage_error"
+    assert failures(registry, "storage_error") == 1  # the job failed once, whatever its tries
+    assert len(reporter.errors) == 1
+
+
+def test_a_storage_error_that_clears_ends_done() -> None:
+    j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
+    body, tries = failing(StorageError("the bucket is away"), times=2, then=outcome(j))
+    cycle = lifecycle(registry, retries=Retries(storage=8), sleep=time_.sleep)
+    ended = asyncio.run(cycle.run(j, RecordingReporter(j), body))
+    assert ended.status.status is Status.DONE
+    assert (len(tries), time_.delays) == (3, [1.0, 2.0])
+    assert failures(registry, "storage_error") == 0
+
+
+def test_backend_unavailable_is_retried_until_backend_for_then_raised_to_the_runner() -> None:
+    j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
+    body, tries = failing(BackendUnavailable("Redis is unreachable"))
+    cycle = lifecycle(
+        registry, retries=Retries(backend_for=10.0, most=8.0), sleep=time_.sleep, clock=time_.clock
+    )
+    reporter = RecordingReporter(j)
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(cycle.run(j, reporter, body))
+    # Tries at 0, 1, 3, 7 and 15 s: the last is past the 10 s deadline.
+    assert time_.delays == [1.0, 2.0, 4.0, 8.0] and len(tries) == 5
+    # Not failed: the runner hands the job on, so nothing final is written.
+    assert reporter.stages == [] and reporter.errors == []
+    assert failures(registry, "backend_unavailable") == 0
+
+
+def test_backend_unavailable_without_a_deadline_fails_the_job_at_once() -> None:
+    j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
+    body, tries = failing(BackendUnavailable("Redis is unreachable"))
+    ended = asyncio.run(lifecycle(registry, sleep=time_.sleep).run(j, RecordingReporter(j), body))
+    assert len(tries) == 1 and time_.delays == []
+    assert ended.status.error is not None and ended.status.error.code == "backend_unavailable"
+
+
+def test_other_job_errors_are_not_retried() -> None:
+    j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
+    body, tries = failing(EngineCrashed("died"))
+    cycle = lifecycle(registry, retries=Retries(storage=8, backend_for=60.0), sleep=time_.sleep)
+    ended = asyncio.run(cycle.run(j, RecordingReporter(j), body))
+    assert len(tries) == 1 and time_.delays == []
+    assert ended.status.error is not None and ended.status.error.code == "engine_crashed"
+
+
+def test_an_unexpected_exception_becomes_a_generic_synthesis_failure() -> None:
+    j, registry = job(A), CollectorRegistry()
+    body, _ = failing(KeyError("a bug"))
+    reporter = RecordingReporter(j)
+    ended = asyncio.run(lifecycle(registry).run(j, reporter, body))
+    assert type(ended.error) is JobError
+    assert ended.status.error is not None
+    assert ended.status.error.code == "synthesis_failed"
+    assert "a bug" not in ended.status.error.message  # internals stay in the log
+    assert [type(e) for e in reporter.errors] == [JobError]
+    assert failures(registry, "synthesis_failed") == 1
+
+
+@pytest.mark.parametrize("passed_through", [True, False])
+def test_passthrough_exceptions_propagate_untouched(passed_through: bool) -> None:
+    j, registry = job(A), CollectorRegistry()
+    lost = LeaseLost("handed to another worker")
+    body, _ = failing(lost)
+    cycle = lifecycle(registry, passthrough=(LeaseLost,) if passed_through else ())
+    reporter = RecordingReporter(j)
+    if passed_through:
+        with pytest.raises(LeaseLost) as raised:
+            asyncio.run(cycle.run(j, reporter, body))
+        assert raised.value is lost
+        assert reporter.stages == [] and reporter.errors == []
+        assert failures(registry, "lease_lost") == 0
+    else:  # the same error, not named, is a typed failure like any other
+        ended = asyncio.run(cycle.run(j, reporter, body))
+        assert ended.status.error is not None and ended.status.error.code == "lease_lost"
+
+
+def test_retrying_returns_what_the_attempt_gives_after_transient_faults() -> None:
+    time_ = Sleeps()
+    cycle = lifecycle(CollectorRegistry(), retries=Retries(storage=1, backend_for=5.0), sleep=time_.sleep)
+    faults: list[BaseException] = [BackendUnavailable("away"), StorageError("away")]
+
+    async def attempt() -> str:
+        if faults:
+            raise faults.pop(0)
+        return "begun"
+
+    assert asyncio.run(cycle.retrying(attempt)) == "begun"
+    # One back-off sequence across both kinds of fault.
+    assert time_.delays == [1.0, 2.0]
