@@ -2,7 +2,10 @@
 
 Everything is encoded from one int16 master (mono, the engine's native rate), so every format of a
 text carries the same samples. soundfile's bundled libsndfile writes wav, flac, ogg-vorbis, ogg-opus
-and mp3; opus only takes 8/12/16/24/48 kHz, so it is resampled first (soxr).
+and mp3; opus only takes 8/12/16/24/48 kHz, so it is resampled first (soxr). Phone audio (G.711
+μ-law and A-law, 8 kHz) and raw pcm or wav at a chosen rate are formats of their own
+(``ulaw``, ``alaw``, ``pcm_16000``, ``wav_8000``…): resampled by soxr from the master, which stays at
+the engine's rate, and cached beside the other encodings.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import g711
 from .errors import UnknownFormat
 
 Pcm16 = npt.NDArray[np.int16]
@@ -25,35 +29,79 @@ _EMPTY_SECONDS = 0.1
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
+# The rates pcm and wav may be asked for besides the engine's own (the ones telephony, WebRTC and
+# speech APIs use).
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+PHONE_RATE = 8000
+
+
 @dataclass(frozen=True)
 class AudioFormat:
     name: str
     media_type: str
-    container: str  # libsndfile major format, or "RAW" for headerless s16le
-    subtype: str
+    container: str  # libsndfile major format, or "RAW" for headerless samples
+    subtype: str  # PCM_16 (s16le), ULAW, ALAW, or libsndfile's codec
+    # The rate every file of this format has; None: the engine's own (opus: the next it takes).
+    rate: int | None = None
+
+    @property
+    def base(self) -> str:
+        """The name without its rate: pcm_16000 -> pcm."""
+        return self.name.partition("_")[0]
 
 
-FORMATS: dict[str, AudioFormat] = {
-    f.name: f
-    for f in (
-        AudioFormat("wav", "audio/wav", "WAV", "PCM_16"),
-        AudioFormat("mp3", "audio/mpeg", "MP3", "MPEG_LAYER_III"),
-        AudioFormat("ogg", "audio/ogg", "OGG", "VORBIS"),
-        AudioFormat("opus", "audio/ogg; codecs=opus", "OGG", "OPUS"),
-        AudioFormat("flac", "audio/flac", "FLAC", "PCM_16"),
-        AudioFormat("pcm", "audio/pcm", "RAW", "PCM_16"),
-    )
+_BASE = (
+    AudioFormat("wav", "audio/wav", "WAV", "PCM_16"),
+    AudioFormat("mp3", "audio/mpeg", "MP3", "MPEG_LAYER_III"),
+    AudioFormat("ogg", "audio/ogg", "OGG", "VORBIS"),
+    AudioFormat("opus", "audio/ogg; codecs=opus", "OGG", "OPUS"),
+    AudioFormat("flac", "audio/flac", "FLAC", "PCM_16"),
+    AudioFormat("pcm", "audio/pcm", "RAW", "PCM_16"),
+    AudioFormat("ulaw", "audio/basic", "RAW", "ULAW", PHONE_RATE),
+    AudioFormat("alaw", "audio/x-alaw-basic", "RAW", "ALAW", PHONE_RATE),
+)
+FORMATS: dict[str, AudioFormat] = {f.name: f for f in _BASE} | {
+    f"{f.name}_{rate}": AudioFormat(f"{f.name}_{rate}", f.media_type, f.container, f.subtype, rate)
+    for f in _BASE
+    if f.name in ("pcm", "wav")
+    for rate in SAMPLE_RATES
 }
+# Names other APIs give the same formats (ElevenLabs' output_format, G.711's own names).
+_ALIASES = {"ulaw_8000": "ulaw", "mulaw": "ulaw", "pcmu": "ulaw", "alaw_8000": "alaw", "pcma": "alaw"}
 MASTER = FORMATS["flac"]
 
 
 def get_format(name: str) -> AudioFormat:
-    fmt = FORMATS.get(name.lower()) if isinstance(name, str) else None
+    fmt = FORMATS.get(_ALIASES.get(name.lower(), name.lower())) if isinstance(name, str) else None
     if fmt is None:
         raise UnknownFormat(
-            f"unknown format {name!r}; valid: {', '.join(FORMATS)}", details={"valid": list(FORMATS)}
+            f"unknown format {name!r}; valid: {', '.join(_BASE_NAMES)} (pcm and wav also as "
+            f"pcm_RATE, wav_RATE, RATE one of {', '.join(map(str, SAMPLE_RATES))})",
+            details={"valid": list(FORMATS)},
         )
     return fmt
+
+
+_BASE_NAMES = [f.name for f in _BASE]
+
+
+def format_at(name: str, sample_rate: int | None) -> AudioFormat:
+    """A format and the sample rate asked for beside it (pcm at 16 kHz: ``pcm_16000``)."""
+    fmt = get_format(name)
+    if sample_rate is None or sample_rate == fmt.rate:
+        return fmt
+    if fmt.base not in ("pcm", "wav"):
+        fixed = f" ({fmt.name} is {fmt.rate} Hz)" if fmt.rate else ""
+        raise UnknownFormat(
+            f"sample_rate applies to pcm and wav{fixed}; give the format alone",
+            details={"valid": list(SAMPLE_RATES)},
+        )
+    if sample_rate not in SAMPLE_RATES:
+        raise UnknownFormat(
+            f"sample_rate {sample_rate} is not offered; valid: {', '.join(map(str, SAMPLE_RATES))}",
+            details={"valid": list(SAMPLE_RATES)},
+        )
+    return FORMATS[f"{fmt.base}_{sample_rate}"]
 
 
 def to_pcm16(samples: npt.NDArray[Any]) -> Pcm16:
@@ -108,28 +156,46 @@ def finish(pieces: list[Pcm16], sample_rate: int) -> Pcm16:
     return total
 
 
-def _resample(pcm: Pcm16, rate: int, target: int) -> Pcm16:
+def resample(pcm: Pcm16, rate: int, target: int) -> Pcm16:
+    """The whole of ``pcm`` through the streaming resampler a stream uses, so a streamed format
+    and its stored file carry the same samples."""
     if rate == target:
         return pcm
+    return np.asarray(resampler(rate, target).resample_chunk(pcm, last=True), dtype=np.int16)
+
+
+def resampler(rate: int, target: int) -> Any:
     import soxr
 
-    return np.asarray(soxr.resample(pcm, rate, target), dtype=np.int16)
+    return soxr.ResampleStream(rate, target, 1, dtype="int16")
 
 
 def encoded_rate(fmt: AudioFormat, sample_rate: int) -> int:
+    if fmt.rate is not None:
+        return fmt.rate
     if fmt.subtype == "OPUS" and sample_rate not in _OPUS_RATES:
         return next((r for r in _OPUS_RATES if r >= sample_rate), 48000)
     return sample_rate
 
 
+def raw(pcm: Pcm16, fmt: AudioFormat) -> bytes:
+    """Headerless samples, already at the format's rate: s16le, or G.711 codes."""
+    if fmt.subtype == "ULAW":
+        return g711.ulaw(pcm)
+    if fmt.subtype == "ALAW":
+        return g711.alaw(pcm)
+    return pcm.astype("<i2").tobytes()
+
+
 def encode(pcm: Pcm16, sample_rate: int, fmt: AudioFormat) -> bytes:
+    rate = encoded_rate(fmt, sample_rate)
+    pcm = resample(pcm, sample_rate, rate)
     if fmt.container == "RAW":
-        return pcm.astype("<i2").tobytes()
+        return raw(pcm, fmt)
     import soundfile
 
-    rate = encoded_rate(fmt, sample_rate)
     buf = io.BytesIO()
-    soundfile.write(buf, _resample(pcm, sample_rate, rate), rate, format=fmt.container, subtype=fmt.subtype)
+    soundfile.write(buf, pcm, rate, format=fmt.container, subtype=fmt.subtype)
     return buf.getvalue()
 
 

@@ -1,8 +1,9 @@
 """Encoding PCM pieces into one file's bytes as they arrive, for streaming responses.
 
 pcm and wav stream the master's samples unchanged (wav with the "unknown length" header that
-streaming WAV players accept), so a stream and the stored file agree sample for sample. mp3, ogg and
-opus go through libsndfile writing into a sink that emits bytes as soon as they are encoded; mp3 is
+streaming WAV players accept), so a stream and the stored file agree sample for sample; at another
+rate (pcm_16000, ulaw, alaw) they go through one streaming resampler, so pieces join without a
+seam. mp3, ogg and opus go through libsndfile writing into a sink that emits bytes as soon as they are encoded; mp3 is
 constant-bitrate here because a stream cannot carry the VBR seek header written at the end. FLAC
 records its length up front, so it is not streamed: it is sent whole once encoded.
 """
@@ -15,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioFormat, Pcm16, encoded_rate
+from .audio import FORMATS, AudioFormat, Pcm16, encoded_rate, raw, resampler
 
-STREAMABLE = frozenset({"pcm", "wav", "mp3", "ogg", "opus"})
+STREAMABLE = frozenset(name for name, fmt in FORMATS.items() if fmt.base != "flac")
 _UNKNOWN_SIZE = 0xFFFFFFFF
 _MP3_STREAM_QUALITY = 0.5  # libsndfile compression level: about 80 kbit/s CBR at 22-24 kHz
 
@@ -94,7 +95,9 @@ class StreamEncoder:
         self._file: Any = None
         self._sink: _Sink | None = None
         self._resampler: Any = None
-        if fmt.container != "RAW" and fmt.name != "wav":
+        if self.rate != sample_rate:
+            self._resampler = resampler(sample_rate, self.rate)
+        if fmt.container != "RAW" and fmt.base != "wav":
             import soundfile
 
             self._sink = _Sink()
@@ -112,35 +115,34 @@ class StreamEncoder:
                 subtype=fmt.subtype,
                 **extra,
             )
-            if self.rate != sample_rate:
-                import soxr
 
-                self._resampler = soxr.ResampleStream(sample_rate, self.rate, 1, dtype="int16")
+    def _resampled(self, pcm: Pcm16, *, last: bool = False) -> Pcm16:
+        if self._resampler is None:
+            return pcm
+        return np.asarray(self._resampler.resample_chunk(pcm, last=last), dtype=np.int16)
 
-    def feed(self, pcm: Pcm16) -> bytes:
+    def _samples(self, pcm: Pcm16) -> bytes:
         if self._file is None:
-            data = pcm.astype("<i2").tobytes()
-            if self.fmt.name == "wav" and not self._started:
-                data = wav_stream_header(self.sample_rate) + data
+            data = raw(pcm, self.fmt)
+            if self.fmt.base == "wav" and not self._started:
+                data = wav_stream_header(self.rate) + data
             self._started = True
             return data
         assert self._sink is not None
-        if self._resampler is not None:
-            pcm = np.asarray(self._resampler.resample_chunk(pcm, last=False), dtype=np.int16)
         if pcm.size:
             self._file.write(pcm)
         return self._sink.take()
 
+    def feed(self, pcm: Pcm16) -> bytes:
+        return self._samples(self._resampled(pcm))
+
     def finish(self) -> bytes:
+        data = self._samples(self._resampled(np.zeros(0, np.int16), last=True)) if self._resampler else b""
         if self._file is None:
             # A wav stream of no pieces still needs its header to be a file.
-            return b"" if self._started or self.fmt.name != "wav" else wav_stream_header(self.sample_rate)
-        assert self._sink is not None
-        if self._resampler is not None:
-            tail = np.asarray(
-                self._resampler.resample_chunk(np.zeros(0, np.int16), last=True), dtype=np.int16
-            )
-            if tail.size:
-                self._file.write(tail)
+            if not self._started and self.fmt.base == "wav":
+                data = wav_stream_header(self.rate) + data
+            return data
         self._file.close()
-        return self._sink.take()
+        assert self._sink is not None
+        return data + self._sink.take()

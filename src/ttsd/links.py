@@ -61,7 +61,7 @@ class Links:
         constant time, so timing says nothing about how much of a forged tag was right)."""
         stem, dot, fmt = value.partition(".")
         key, dash, tag = stem.partition("-")
-        if not dot or not dash or not KEY_RE.match(key) or not fmt.isalnum():
+        if not dot or not dash or not KEY_RE.match(key) or not fmt.replace("_", "").isalnum():
             return None
         if not hmac.compare_digest(tag, self._tag("audio", f"{key}.{fmt}")):
             return None

@@ -26,11 +26,13 @@ class SynthesisRequest(NamedTuple):
     lexicons: tuple[str, ...] = ()
     # Whose cache the request belongs to: "" (shared), or a tenant's name (TTSD_CACHE_SCOPE).
     scope: str = ""
+    # The rate pcm or wav is wanted at (None: the engine's own); ulaw and alaw are always 8 kHz.
+    sample_rate: int | None = None
 
 
 def prepare_job(request: SynthesisRequest, catalogue: Catalogue, links: Links, *, max_text_chars: int) -> Job:
     """Validate and normalise; the job's key and task id follow from the result."""
-    fmt = audio.get_format(request.format)
+    fmt = audio.format_at(request.format, request.sample_rate)
     if not MIN_SPEED <= request.speed <= MAX_SPEED:
         raise InvalidRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
     voice = catalogue.resolve(request.voice, request.language)

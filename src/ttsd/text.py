@@ -70,23 +70,99 @@ def _is_abbreviation(text: str, end: int) -> bool:
     return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
 
 
+# Marks a first sentence may be cut at, so live speech starts early: CJK ones at once, Latin ones
+# followed by a space (never "3,500").
+_CLAUSE_MARK = re.compile(r"[，、；：]|[,;:](?=\s)")
+# What a live sentence may start with that belongs to the one before it (it came in a later delta).
+_LEADING = "".join(sorted(set(_CJK_END + "」』）》”’")))
+
+
+def _weight(text: str) -> int:
+    """A length in Latin letters: a Han, kana or hangul character says about three of them."""
+    return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in text)
+
+
+class SentenceSplitter:
+    """Cuts text into sentences as it arrives, for whole texts and live input alike.
+
+    A sentence is complete at a CJK terminator (``。！？；…``) or a line break at once, and at a
+    Latin one (``.?!``) once whitespace follows it, so "3.5", "Mr. Smith", "e.g. this" and
+    "acme.com" stay whole while more text may still come; ``flush`` ends what is buffered. Pieces
+    over ``max_chars`` are cut at clauses, else spaces. With ``first_clause`` set (live input), the
+    first sentence is also cut at a clause mark once the clause weighs that many Latin letters, so
+    speech starts before the sentence is written; whole texts never are, so their sentences (and
+    cache keys) are what ``split_sentences`` always gave."""
+
+    def __init__(self, *, max_chars: int = MAX_PIECE_CHARS, first_clause: int | None = None) -> None:
+        self._buf = ""
+        self._max = max_chars
+        self._first_clause = first_clause
+        self.sentences = 0  # emitted so far
+
+    @property
+    def pending(self) -> str:
+        """What is buffered and not yet a sentence."""
+        return self._buf
+
+    def feed(self, text: str) -> list[str]:
+        """Add text; the sentences it completed."""
+        self._buf += text
+        return self._take(final=False)
+
+    def flush(self) -> list[str]:
+        """Everything buffered, as sentences, complete or not."""
+        return self._take(final=True)
+
+    def flush_text(self, text: str) -> list[str]:
+        """``text`` added and everything flushed: a whole text's sentences."""
+        self._buf += text
+        return self._take(final=True)
+
+    def _take(self, *, final: bool) -> list[str]:
+        text, start, raw = self._buf, 0, []
+        for match in _SENTENCE_END.finditer(text):
+            end = match.end()
+            if match.group() != "\n" and _is_abbreviation(text, match.start() + 1):
+                continue
+            raw.append(text[start:end])
+            start = end
+        rest = text[start:]
+        if final:
+            raw.append(rest)
+            rest = ""
+        elif not raw and self._first_clause is not None and self.sentences == 0:
+            raw, rest = self._first_cut(rest)
+        while not final and len(rest) > self._max:
+            # A run-on with no end in sight: cut at its last clause, else space, that fits.
+            head = rest[: self._max]
+            cut = max((m.end() for m in _CLAUSE.finditer(head) if m.end() < len(head)), default=0)
+            cut = cut or head.rfind(" ") + 1 or self._max
+            raw.append(rest[:cut])
+            rest = rest[cut:]
+        out = [p for piece in raw for p in self._pieces(piece)]
+        self._buf = rest
+        self.sentences += len(out)
+        return out
+
+    def _first_cut(self, text: str) -> tuple[list[str], str]:
+        assert self._first_clause is not None
+        for match in _CLAUSE_MARK.finditer(text):
+            if _weight(text[: match.end()].strip()) >= self._first_clause:
+                return [text[: match.end()]], text[match.end() :]
+        return [], text
+
+    def _pieces(self, piece: str) -> list[str]:
+        piece = piece.strip()
+        if self.sentences or self._first_clause is not None:
+            piece = piece.lstrip(_LEADING + " ")
+        if not piece or not any(ch.isalnum() for ch in piece):
+            return []
+        return _split_long(piece, self._max)
+
+
 def split_sentences(text: str, *, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
     """Pieces of at most ``max_chars`` characters, cut at sentence ends, else clauses, else spaces."""
-    pieces: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.end()
-        if match.group() != "\n" and _is_abbreviation(text, match.start() + 1):
-            continue
-        pieces.append(text[start:end])
-        start = end
-    pieces.append(text[start:])
-    out: list[str] = []
-    for piece in pieces:
-        piece = piece.strip()
-        if piece and any(ch.isalnum() for ch in piece):
-            out.extend(_split_long(piece, max_chars))
-    return out
+    return SentenceSplitter(max_chars=max_chars).flush_text(text)
 
 
 def _split_long(piece: str, max_chars: int) -> list[str]:

@@ -27,6 +27,17 @@ def _names(lexicons: list[str] | None) -> tuple[str, ...]:
     return tuple(lexicons) if lexicons else ()
 
 
+SampleRate = Annotated[
+    int | None,
+    Field(
+        None,
+        description="pcm and wav at this rate (8000, 16000, 22050, 24000, 44100, 48000) instead of the "
+        "voice's own; resampled from the master (ulaw and alaw are 8000)",
+    ),
+]
+_FORMATS = "wav, mp3, ogg, opus, flac, pcm (s16le), ulaw or alaw (G.711, 8 kHz); pcm_RATE, wav_RATE"
+
+
 class SynthesizeBody(BaseModel):
     model_config = _STRICT
 
@@ -35,14 +46,22 @@ class SynthesizeBody(BaseModel):
     language: str | None = Field(
         None, description="Language tag (en-US, cmn, yue); picks a voice if none given"
     )
-    format: str = Field("wav", description="wav, mp3, ogg, opus, flac or pcm (s16le)")
+    format: str = Field("wav", description=_FORMATS)
+    sample_rate: SampleRate
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")
     lexicons: LexiconNames
 
     def to_request(self) -> SynthesisRequest:
         return SynthesisRequest(
-            self.text, self.voice, self.language, self.format, self.speed, self.seed, _names(self.lexicons)
+            self.text,
+            self.voice,
+            self.language,
+            self.format,
+            self.speed,
+            self.seed,
+            _names(self.lexicons),
+            sample_rate=self.sample_rate,
         )
 
 
@@ -54,7 +73,8 @@ class SpeechBody(BaseModel):
     model: str = "tts-1"
     input: str
     voice: str | None = None
-    response_format: str = "mp3"
+    response_format: str = Field("mp3", description=_FORMATS)
+    sample_rate: SampleRate
     speed: float = Field(1.0, ge=0.5, le=2.0)
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: the file's bytes, streamed as made; sse: base64 deltas as events"
@@ -68,6 +88,7 @@ class SpeechBody(BaseModel):
             format=self.response_format,
             speed=self.speed,
             lexicons=_names(self.lexicons),
+            sample_rate=self.sample_rate,
         )
 
 
@@ -80,13 +101,21 @@ class StreamRequest(BaseModel):
     voice: str | None = None
     language: str | None = None
     format: str = "pcm"
+    sample_rate: SampleRate
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     lexicons: LexiconNames
 
     def to_request(self) -> SynthesisRequest:
         return SynthesisRequest(
-            self.text, self.voice, self.language, self.format, self.speed, self.seed, _names(self.lexicons)
+            self.text,
+            self.voice,
+            self.language,
+            self.format,
+            self.speed,
+            self.seed,
+            _names(self.lexicons),
+            sample_rate=self.sample_rate,
         )
 
 

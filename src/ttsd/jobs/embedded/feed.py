@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...errors import TtsdError
 from ..model import Piece
@@ -39,3 +40,7 @@ class Interest:
     listeners: int = 0
     pinned: bool = False
     cancelled: bool = False
+    # The job body while it waits for or holds engine slots: cancelled with the job (barge-in), so
+    # its sentences still in line never reach a slot. Once its sentences are made it is left to
+    # finish: a text whose audio exists is worth storing.
+    work: asyncio.Future[Any] | None = None

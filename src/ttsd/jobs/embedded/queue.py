@@ -78,6 +78,8 @@ class _Reporter:
         self._interest = queue._interest[job.task_id]
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        if stage not in (Stage.QUEUED, Stage.SYNTHESIZING):
+            self._interest.work = None  # its audio exists: no longer worth cancelling
         if stage is not self.status.stage:
             extra: dict[str, Any] = {"task_id": self._job.task_id, "key": self._job.key, "stage": stage.value}
             if self.status.stage is Stage.QUEUED:
@@ -203,7 +205,15 @@ class InProcessQueue(JobQueue):
         async def body() -> JobOutcome:
             if interest.cancelled:
                 raise JobCancelled("every listener of this stream left before it started")
-            return await run_job(job, self._host, reporter)
+            work: asyncio.Future[JobOutcome] = asyncio.ensure_future(run_job(job, self._host, reporter))
+            interest.work = work
+            try:
+                return await work
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if work.cancelled() and interest.cancelled and not (current and current.cancelling()):
+                    raise JobCancelled("every listener of this stream left") from None
+                raise
 
         try:
             ended = await self._lifecycle.run(job, reporter, body)
@@ -254,7 +264,11 @@ class InProcessQueue(JobQueue):
         interest.listeners -= 1
         if interest.listeners <= 0 and not interest.pinned and not interest.cancelled:
             interest.cancelled = True
-            self._pools.cancel(task_id)  # speaking: stops after its sentence; queued: never starts
+            # Speaking: the slot stops at its next sentence or chunk; waiting for a slot: it leaves
+            # the line at once, so the slot goes to other work.
+            self._pools.cancel(task_id)
+            if interest.work is not None:
+                interest.work.cancel()
 
     async def wait(self, task_id: str) -> TaskStatus | None:
         running = self._inflight.get(task_id)
