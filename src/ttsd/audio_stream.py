@@ -3,9 +3,9 @@
 pcm and wav stream the master's samples unchanged (wav with the "unknown length" header that
 streaming WAV players accept), so a stream and the stored file agree sample for sample; at another
 rate (pcm_16000, ulaw, alaw) they go through one streaming resampler, so pieces join without a
-seam. mp3, ogg and opus go through libsndfile writing into a sink that emits bytes as soon as they are encoded; mp3 is
-constant-bitrate here because a stream cannot carry the VBR seek header written at the end. FLAC
-records its length up front, so it is not streamed: it is sent whole once encoded.
+seam. mp3, ogg and opus go through libsndfile writing into a sink that emits bytes as soon as they
+are encoded; mp3 is constant-bitrate here because a stream cannot carry the VBR seek header written
+at the end. FLAC records its length up front, so it is not streamed: it is sent whole once encoded.
 """
 
 from __future__ import annotations
