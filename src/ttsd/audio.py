@@ -29,7 +29,9 @@ _EMPTY_SECONDS = 0.1
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
-# The rates pcm and wav may be asked for besides the engine's own (the ones telephony, WebRTC and
+# Formats that may be asked for at another rate than the engine's (mp3 for ElevenLabs' names).
+_AT_RATES = ("pcm", "wav", "mp3")
+# The rates pcm, wav and mp3 may be asked for besides the engine's own (the ones telephony, WebRTC and
 # speech APIs use).
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 PHONE_RATE = 8000
@@ -63,7 +65,7 @@ _BASE = (
 FORMATS: dict[str, AudioFormat] = {f.name: f for f in _BASE} | {
     f"{f.name}_{rate}": AudioFormat(f"{f.name}_{rate}", f.media_type, f.container, f.subtype, rate)
     for f in _BASE
-    if f.name in ("pcm", "wav")
+    if f.name in _AT_RATES
     for rate in SAMPLE_RATES
 }
 # Names other APIs give the same formats (ElevenLabs' output_format, G.711's own names).
@@ -75,8 +77,8 @@ def get_format(name: str) -> AudioFormat:
     fmt = FORMATS.get(_ALIASES.get(name.lower(), name.lower())) if isinstance(name, str) else None
     if fmt is None:
         raise UnknownFormat(
-            f"unknown format {name!r}; valid: {', '.join(_BASE_NAMES)} (pcm and wav also as "
-            f"pcm_RATE, wav_RATE, RATE one of {', '.join(map(str, SAMPLE_RATES))})",
+            f"unknown format {name!r}; valid: {', '.join(_BASE_NAMES)} (pcm, wav and mp3 also as "
+            f"pcm_RATE…, RATE one of {', '.join(map(str, SAMPLE_RATES))})",
             details={"valid": list(FORMATS)},
         )
     return fmt
@@ -90,10 +92,10 @@ def format_at(name: str, sample_rate: int | None) -> AudioFormat:
     fmt = get_format(name)
     if sample_rate is None or sample_rate == fmt.rate:
         return fmt
-    if fmt.base not in ("pcm", "wav"):
+    if fmt.base not in _AT_RATES:
         fixed = f" ({fmt.name} is {fmt.rate} Hz)" if fmt.rate else ""
         raise UnknownFormat(
-            f"sample_rate applies to pcm and wav{fixed}; give the format alone",
+            f"sample_rate applies to {', '.join(_AT_RATES)}{fixed}; give the format alone",
             details={"valid": list(SAMPLE_RATES)},
         )
     if sample_rate not in SAMPLE_RATES:

@@ -133,6 +133,20 @@ class Settings(BaseSettings):
     recent_revalidate: float = Field(30.0, gt=0, le=3600)
 
     max_text_chars: int = Field(5000, ge=1)
+
+    # Live sessions (WebSockets that take text as it is written; see live/): contexts open at once
+    # per socket; characters a context may buffer without a sentence end; seconds without text
+    # before a fragment is spoken anyway; seconds a socket may stay silent with nothing to speak;
+    # messages a second per API key (per address without keys) in each API process; the weight (in
+    # Latin letters, a Han character three) at which a context's first sentence may be cut at a
+    # clause so speech starts sooner (0: never); sentences opened ahead of the one playing.
+    live_max_contexts: int = Field(8, ge=1, le=256)
+    live_buffer_chars: int = Field(2000, ge=16)
+    live_idle_flush: float = Field(1.0, gt=0)
+    live_idle_timeout: float = Field(20.0, gt=0)
+    live_message_rate: float = Field(200.0, gt=0)
+    live_first_clause: int = Field(20, ge=0)
+    live_lookahead: int = Field(2, ge=1, le=64)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
     debug: bool = False

@@ -10,6 +10,7 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     │   ├── UnknownLanguage (422 unknown_language)
     │   ├── UnknownLexicon (422 unknown_lexicon)
     │   ├── UnsupportedLexicon (422 unsupported_lexicon)  its phonemes are in no alphabet the engine reads
+    │   ├── UnknownContext (422 unknown_context)   a live message for a context that is not open
     │   └── IdempotencyConflict (422 idempotency_conflict)  same Idempotency-Key, other body
     ├── MalformedRequest (400 malformed_request)    unparsable JSON
     ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
@@ -17,6 +18,8 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     ├── PayloadTooLarge (413 payload_too_large)
     ├── Unauthorized (401 unauthorized)             API keys are set and none valid was sent
     ├── RateLimited (429 rate_limited, Retry-After)
+    ├── TooManyContexts (429 too_many_contexts)    a live socket's contexts are all open; closes it
+    ├── IdleTimeout (408 idle_timeout)              a live socket said nothing for too long; closes it
     ├── NotFound (404 not_found)
     │   ├── TaskNotFound (404 task_not_found)
     │   └── AudioNotFound (404 audio_not_found)
@@ -87,6 +90,10 @@ class UnsupportedLexicon(InvalidRequest):
     code = "unsupported_lexicon"
 
 
+class UnknownContext(InvalidRequest):
+    code = "unknown_context"
+
+
 class IdempotencyConflict(InvalidRequest):
     code = "idempotency_conflict"
 
@@ -123,6 +130,16 @@ class RateLimited(TtsdError):
         super().__init__(message, details=details)
         self.retry_after = max(1, math.ceil(retry_after))
         self.limit = limit
+
+
+class TooManyContexts(TtsdError):
+    status = 429
+    code = "too_many_contexts"
+
+
+class IdleTimeout(TtsdError):
+    status = 408
+    code = "idle_timeout"
 
 
 class NotFound(TtsdError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -170,9 +171,12 @@ class TtsService:
     def scoped(self, request: SynthesisRequest, tenant: str) -> SynthesisRequest:
         """The request in its tenant's cache under TTSD_CACHE_SCOPE=tenant: its key, sentence
         pieces, in-flight job and task id are that tenant's alone."""
-        if tenant and self.settings.cache_scope == "tenant":
-            return request._replace(scope=tenant)
-        return request
+        scope = self.scope_of(tenant)
+        return request._replace(scope=scope) if scope else request
+
+    def scope_of(self, tenant: str) -> str:
+        """Whose cache a tenant's requests use: its own under TTSD_CACHE_SCOPE=tenant, else ""."""
+        return tenant if self.settings.cache_scope == "tenant" else ""
 
     async def synthesize(
         self, request: SynthesisRequest, idempotency_key: str | None = None, *, owner: str = ""
@@ -222,6 +226,24 @@ class TtsService:
         bound = await self.idempotency.bind(f"{owner}\n{key}", task, self.settings.task_ttl)
         if bound != task:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+
+    async def keep_live(self, request: SynthesisRequest, spoken: tuple[str, ...]) -> str | None:
+        """Store a text a live session spoke, sentence by sentence as ``spoken`` (lexicons applied),
+        under the text's own key, so the same text later is a hit: assembled from the sentences it
+        just cached, without an engine. Returns the key once stored (None: not within the wait, or
+        its engine does not cache sentences)."""
+        job = self.prepare(request)
+        if await self.lookup(job.key, job.fmt) is not None:
+            return job.key
+        if job.spec.engine not in self._reuse_engines:
+            return None
+        live = dataclasses.replace(job, spoken=spoken, rewrite=None, live=True)
+        await self.queue.submit(live)
+        try:
+            status = await asyncio.wait_for(self.queue.wait(job.task_id), NEAR_HIT_WAIT)
+        except TimeoutError:
+            return None
+        return job.key if status is not None and status.status is Status.DONE else None
 
     async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
         result = await self.synthesize(request)

@@ -4,9 +4,9 @@ speaks (the encoding itself is ``audio_stream``'s). ``TtsService.stream`` opens 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import audio
 from .audio_stream import STREAMABLE, StreamEncoder
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 _READ_CHUNK = 64 * 1024
 
 
+class Chunks(Protocol):
+    """A stream's bytes; ``aclose`` lets go of its job (a listener leaving)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class AudioStream:
     """Audio on its way: from storage on a hit, else encoded piece by piece as the engine speaks."""
@@ -31,7 +41,7 @@ class AudioStream:
     sample_rate: int
     cached: bool
     task_id: str
-    chunks: AsyncGenerator[bytes, None]
+    chunks: Chunks
     merged: bool = False
     # On a hit, the stored file: the HTTP layer may send it whole (zero-copy) instead of ``chunks``,
     # which are then never started.
@@ -72,7 +82,7 @@ class AudioStreams:
         except BaseException:
             await chunks.aclose()
             raise
-        return AudioStream(job.key, fmt, rate, False, job.task_id, _prepend(first, chunks), merged)
+        return AudioStream(job.key, fmt, rate, False, job.task_id, _Prepended(first, chunks), merged)
 
     async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
         data = await self._service.read(entry)
@@ -116,11 +126,23 @@ class AudioStreams:
             yield tail
 
 
-async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-    try:
-        if first:
-            yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()
+class _Prepended:
+    """``first``, then the rest of the generator it came from. Closing it closes that generator
+    even when iteration never started, which releases the job (a generator that was never started
+    would skip its own cleanup when closed)."""
+
+    def __init__(self, first: bytes, rest: AsyncGenerator[bytes, None]) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prepended:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first:
+            first, self._first = self._first, None
+            return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()

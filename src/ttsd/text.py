@@ -61,6 +61,13 @@ def normalize(text: str, *, max_chars: int) -> str:
     return text
 
 
+def clean(text: str) -> str:
+    """A piece of a text that is still arriving, made safe to buffer: NFC, control characters but
+    line breaks as spaces. Whitespace is collapsed later, when each sentence is normalised."""
+    text = unicodedata.normalize("NFC", text).replace("\r", "\n")
+    return "".join(ch if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc" else " " for ch in text)
+
+
 def _is_abbreviation(text: str, end: int) -> bool:
     """True for a period that closes "Dr." or an initial ("J. K. Rowling"), not a sentence."""
     if text[end - 1] != ".":

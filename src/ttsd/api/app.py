@@ -20,6 +20,7 @@ from ..logs import configure_logging
 from ..metrics import Metrics
 from ..pools import check_devices
 from ..service import TtsService
+from ..state.memory import MemoryRateLimiter
 from ..tenants import Tenants
 from ..voices import Catalogue
 from . import errors
@@ -27,7 +28,19 @@ from .hot import HotPaths
 from .limits import BodyLimitMiddleware
 from .models import ErrorResponse
 from .observability import Observability
-from .routes import audio, health, lexicons, playground, speech, stream, synthesize, tasks, voices
+from .routes import (
+    audio,
+    elevenlabs,
+    health,
+    lexicons,
+    live,
+    playground,
+    speech,
+    stream,
+    synthesize,
+    tasks,
+    voices,
+)
 from .security import AuthenticatedCaller, is_loopback
 
 log = logging.getLogger("ttsd.api")
@@ -109,6 +122,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             links,
             tenants,
         )
+        # Live messages are counted per key in this process: a token costs no round trip.
+        app.state.live_messages = MemoryRateLimiter()
         await backends.queue.start()
         # What exists now lives as long as the process: leave it out of the collector's scans, or
         # every full collection pauses the event loop for tens of milliseconds under load.
@@ -132,7 +147,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     keyed = [Depends(_require_key)]
     for module in (synthesize, tasks, speech, voices, lexicons):
         app.include_router(module.router, dependencies=keyed)
-    for module in (audio, stream, health, playground):  # the WebSocket checks its key itself
+    for module in (
+        audio,
+        stream,
+        live,
+        elevenlabs,
+        health,
+        playground,
+    ):  # WebSockets check their keys themselves
         app.include_router(module.router)
     app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]
     # These wrap FastAPI rather than sit in its middleware stack, so that a hot request pays for

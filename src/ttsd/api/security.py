@@ -37,7 +37,8 @@ def _presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str 
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return headers.get("x-api-key") or query.get("api_key") or None
+    # xi-api-key: ElevenLabs' header, which its clients send on the compatible routes.
+    return headers.get("x-api-key") or headers.get("xi-api-key") or query.get("api_key") or None
 
 
 def identify(

@@ -259,8 +259,9 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         await reporter.stage(Stage.ENCODING, 85)
         # With its sentences cached as pieces a text's master is redundant (any other format of it
         # is a near-hit, assembled from them), so it is kept only for engines without sentence
-        # reuse: one encode, one file and one index write fewer per text.
-        with_master = not made.from_cache and job.spec.engine not in host.reuse_engines
+        # reuse: one encode, one file and one index write fewer per text. A text spoken live was cut
+        # otherwise than it splits, so its pieces would not assemble it again: it keeps its master.
+        with_master = not made.from_cache and (job.spec.engine not in host.reuse_engines or job.live)
         master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
         await reporter.stage(Stage.STORING, 95)
         duration = len(made.pcm) / made.rate

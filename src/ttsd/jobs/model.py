@@ -31,6 +31,9 @@ class Job:
     rewrite: Callable[[Sequence[str]], tuple[str, ...]] | None = field(
         default=None, compare=False, repr=False
     )
+    # Spoken live (``spoken`` is how a live session cut it, not how the text splits): its master is
+    # kept, so any other format of it is an encode, never a synthesis of sentences cut otherwise.
+    live: bool = field(default=False, compare=False)
 
     @functools.cached_property
     def key(self) -> str:
@@ -62,6 +65,8 @@ class Job:
         data: dict[str, Any] = {"task_id": self.task_id, "fmt": self.fmt, "spec": asdict(self.spec)}
         if self.spoken is not None or self.rewrite is not None:
             data["spoken"] = list(self.sentences)
+        if self.live:
+            data["live"] = True
         return data
 
     @classmethod
@@ -72,6 +77,7 @@ class Job:
             fmt=data["fmt"],
             spec=SynthesisSpec(**data["spec"]),
             spoken=tuple(spoken) if spoken is not None else None,
+            live=bool(data.get("live", False)),
         )
 
 

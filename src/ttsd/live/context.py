@@ -1,0 +1,318 @@
+"""One context of a live session: a bot's turn, spoken while it is still being written.
+
+Text arrives in deltas of any size; the one splitter (``text.SentenceSplitter``) hands over each
+sentence the moment it is complete (the first one early, at a clause, so speech starts sooner), and
+each becomes a request of its own through the service: the same keys, sentence cache, single flight,
+lexicons and queue as every other route, so a cached sentence is sent at once. Sentences are opened
+a few ahead of the one playing (``lookahead``), so an engine works ahead of playback while a burst
+from one context cannot fill every slot; their audio goes out in order, re-encoded by one stream
+encoder for the whole context (one resampler, so sentences join without a seam at 8 kHz), with the
+pause between sentences that every master has.
+
+The context owns ordering; the slot core owns stopping. A cancel stops the pump first, so nothing
+of the context is sent after it, then closes every sentence stream it opened: a job only this
+context wanted leaves the line, or stops at its engine's next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import audio
+from ..audio_stream import StreamEncoder
+from ..errors import InvalidRequest, TextTooLong, TtsdError
+from ..prepare import SynthesisRequest
+from ..service import TtsService
+from ..streaming import AudioStream
+from ..text import SentenceSplitter, clean
+from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
+from .limits import LiveLimits
+
+log = logging.getLogger("ttsd.live")
+
+_FLUSHED, _END = "flushed", "end"
+
+
+@dataclass(eq=False)
+class _Sentence:
+    index: int
+    text: str
+    opening: asyncio.Task[AudioStream] | None = None
+    play: asyncio.Task[None] | None = None
+    played: bool = False
+
+
+class LiveContext:
+    def __init__(
+        self,
+        service: TtsService,
+        context_id: str,
+        template: SynthesisRequest,
+        output: audio.AudioFormat,
+        limits: LiveLimits,
+        emit: Callable[[Event], Awaitable[None]],
+        on_closed: Callable[[str], None],
+    ) -> None:
+        self.id = context_id
+        self._service = service
+        self._template = template  # the voice pinned, format pcm at the engine's rate
+        self._output = output
+        self._limits = limits
+        self._emit = emit
+        self._on_closed = on_closed
+        job = service.prepare(template._replace(text="ok"))  # validates voice, speed, lexicons
+        self._rate = service.catalogue.specs[job.spec.engine].sample_rate
+        self._encoder = StreamEncoder(output, self._rate)
+        self._out_rate = self._encoder.rate
+        self._gap = audio.pause(self._rate, template.speed)
+        self._splitter = SentenceSplitter(first_clause=limits.first_clause)
+        self._sentences: list[_Sentence] = []
+        self._items: collections.deque[_Sentence | str] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._parts: list[str] = []
+        self._chars = 0
+        self._flushed = 0  # sentences given before the last flush
+        self._dropped = 0
+        self._native = 0  # samples sent, at the engine's rate
+        self._sounded = False
+        self._failed = False
+        self.closing = False
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._idle: asyncio.TimerHandle | None = None
+        self._pump = asyncio.create_task(self._run(), name=f"ttsd-live-{context_id}")
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def speak(self, text: str) -> None:
+        if self.closing:
+            raise InvalidRequest(f"context {self.id!r} has ended; open another")
+        delta = clean(text)
+        if self._chars + len(delta) > self._limits.max_text_chars:
+            raise TextTooLong(
+                f"context {self.id!r} would pass {self._limits.max_text_chars} characters; end it "
+                "and open another",
+                details={"limit": self._limits.max_text_chars},
+            )
+        if len(self._splitter.pending) + len(delta) > self._limits.buffer_chars:
+            raise TextTooLong(
+                f"context {self.id!r} would buffer over {self._limits.buffer_chars} characters "
+                "without a sentence end; flush it",
+                details={"limit": self._limits.buffer_chars},
+            )
+        self._chars += len(delta)
+        self._parts.append(delta)
+        self._add(self._splitter.feed(delta))
+        self._arm_idle()
+
+    def flush(self) -> None:
+        if self.closing:
+            raise InvalidRequest(f"context {self.id!r} has ended")
+        self._add(self._splitter.flush())
+        self._flushed = len(self._sentences)
+        self._push(_FLUSHED)
+
+    def end(self, *, flushed_only: bool = False) -> None:
+        """No more text. ``flushed_only`` (ElevenLabs' close_context): what was flushed before it
+        is still spoken; later sentences and the unflushed buffer are dropped."""
+        if self.closing:
+            return
+        self.closing = True
+        self._disarm_idle()
+        if flushed_only:
+            self._splitter.flush()
+            late = [s for s in self._sentences[self._flushed :] if not s.played]
+            self._dropped = len(late)
+            self._items = collections.deque(i for i in self._items if i not in late)
+            del self._sentences[self._flushed :]
+            for sentence in late:
+                if sentence.play is not None:
+                    sentence.play.cancel()  # playing now: it closes its own stream
+                else:
+                    self._closing_tasks.add(asyncio.create_task(_close(sentence)))
+        else:
+            self._add(self._splitter.flush())
+        self._push(_END)
+
+    async def cancel(self) -> None:
+        """Stop at once: nothing more is emitted once this returns."""
+        self.closing = True
+        self._disarm_idle()
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+        await asyncio.gather(*(_close(s) for s in self._sentences if not s.played))
+        self._on_closed(self.id)
+
+    @property
+    def working(self) -> bool:
+        return not self._pump.done()
+
+    async def finished(self) -> None:
+        """Until everything it will say is sent (or it is cancelled)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._pump)
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _add(self, sentences: list[str]) -> None:
+        for text in sentences:
+            sentence = _Sentence(len(self._sentences), text)
+            self._sentences.append(sentence)
+            self._items.append(sentence)
+        self._open_ahead()
+        self._arrived.set()
+
+    def _push(self, marker: str) -> None:
+        self._items.append(marker)
+        self._arrived.set()
+
+    def _open_ahead(self) -> None:
+        waiting = [s for s in self._sentences if not s.played]
+        for sentence in waiting[: self._limits.lookahead]:
+            if sentence.opening is None:
+                request = self._template._replace(text=sentence.text)
+                sentence.opening = asyncio.create_task(self._service.stream(request))
+
+    def _arm_idle(self) -> None:
+        self._disarm_idle()
+        if self._splitter.pending.strip():
+            self._idle = asyncio.get_running_loop().call_later(self._limits.idle_flush, self._idle_flush)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_flush(self) -> None:
+        """A fragment with no ending, and no more text for a while: say it rather than wait."""
+        self._idle = None
+        if not self.closing:
+            self._add(self._splitter.flush())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                while not self._items:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                item = self._items.popleft()
+                if item == _FLUSHED:
+                    await self._emit(Flushed(self.id))
+                elif item == _END:
+                    await self._finish()
+                    return
+                elif isinstance(item, _Sentence):
+                    play = item.play = asyncio.create_task(self._play(item))
+                    try:
+                        await play
+                    except asyncio.CancelledError:
+                        current = asyncio.current_task()
+                        if not play.cancelled() or (current is not None and current.cancelling()):
+                            raise
+                        # that sentence was dropped (close_context): on to the next
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a fault boundary: the socket and the other contexts go on
+            log.exception("live context failed", extra={"context": self.id})
+            await self._emit(Failed(self.id, TtsdError("this context failed; open another")))
+            self.closing = True
+        self._on_closed(self.id)
+
+    async def _play(self, sentence: _Sentence) -> None:
+        try:
+            await self._speak(sentence)
+        except asyncio.CancelledError:
+            await _close(sentence)  # its job stops, or never starts, unless someone else wants it
+            raise
+        sentence.played = True
+
+    async def _speak(self, sentence: _Sentence) -> None:
+        self._open_ahead()
+        assert sentence.opening is not None
+        try:
+            stream = await sentence.opening
+        except TtsdError as exc:
+            self._failed = True
+            await self._emit(Failed(self.id, exc, sentence=sentence.index))
+            return
+        gap = self._gap if self._sounded else self._gap[:0]
+        start = self._native + len(gap)
+        await self._emit(
+            SentenceStarted(
+                self.id, sentence.index, sentence.text, self._out(start), self._out_rate, stream.cached
+            )
+        )
+        first = True
+        try:
+            async for chunk in stream.chunks:
+                pcm = np.frombuffer(chunk, dtype="<i2").astype(np.int16)
+                if not pcm.size:
+                    continue
+                span = None
+                if first:
+                    seconds = stream.entry.duration if stream.entry is not None else len(pcm) / self._rate
+                    span = (len(gap) / self._rate, seconds)
+                    pcm = np.concatenate([gap, pcm]) if gap.size else pcm
+                first = False
+                self._native += len(pcm)
+                data = await self._encode(pcm)
+                await self._emit(Audio(self.id, sentence.index, data, span, sentence.text if span else ""))
+        except TtsdError as exc:
+            self._failed = True
+            await self._emit(Failed(self.id, exc, sentence=sentence.index))
+        self._sounded = self._sounded or not first
+
+    async def _encode(self, pcm: audio.Pcm16) -> bytes:
+        if self._output.container == "RAW" or self._output.base == "wav":
+            return self._encoder.feed(pcm)  # a table lookup or a resample: cheaper than a thread hop
+        return await asyncio.to_thread(self._encoder.feed, pcm)
+
+    def _out(self, native: int) -> int:
+        return round(native * self._out_rate / self._rate)
+
+    async def _finish(self) -> None:
+        tail = await asyncio.to_thread(self._encoder.finish)
+        if tail:
+            last = self._sentences[-1].index if self._sentences else 0
+            await self._emit(Audio(self.id, last, tail))
+        key = None
+        played = [s for s in self._sentences if s.played]
+        if played and not self._failed and not self._dropped:
+            key = await self._keep_whole(played)
+        await self._emit(Done(self.id, key, len(played), round(self._native / self._rate, 3), self._dropped))
+
+    async def _keep_whole(self, played: list[_Sentence]) -> str | None:
+        """The whole text stored under its own key, from the sentences as they were spoken."""
+        whole = self._template._replace(text="".join(self._parts), format=self._output.name, sample_rate=None)
+        spoken = tuple(
+            s
+            for sentence in played
+            for s in self._service.prepare(self._template._replace(text=sentence.text)).sentences
+        )
+        try:
+            return await self._service.keep_live(whole, spoken)
+        except TtsdError as exc:
+            log.info("live text not stored", extra={"context": self.id, "code": exc.code})
+            return None
+
+
+async def _close(sentence: _Sentence) -> None:
+    """Let go of a sentence's job: one nobody else wants stops or never starts."""
+    task = sentence.opening
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return
+    if not task.cancelled() and task.exception() is None:
+        with contextlib.suppress(Exception):
+            await task.result().chunks.aclose()
