@@ -90,10 +90,14 @@ class LiveContext:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def speak(self, text: str) -> None:
+    def speak(self, text: str, *, phrase: bool = False) -> None:
+        """``phrase``: ``text`` is whole (a sentence or phrase), said now: it ends at a word
+        boundary even when the next one starts without a space."""
         if self.closing:
             raise InvalidRequest(f"context {self.id!r} has ended; open another")
         delta = clean(text)
+        if phrase and self._parts and not self._parts[-1][-1:].isspace() and not delta[:1].isspace():
+            delta = " " + delta
         if self._chars + len(delta) > self._limits.max_text_chars:
             raise TextTooLong(
                 f"context {self.id!r} would pass {self._limits.max_text_chars} characters; end it "
@@ -108,7 +112,7 @@ class LiveContext:
             )
         self._chars += len(delta)
         self._parts.append(delta)
-        self._add(self._splitter.feed(delta))
+        self._add(self._splitter.feed(delta) + (self._splitter.flush() if phrase else []))
         self._arm_idle()
 
     def flush(self) -> None:

@@ -27,11 +27,14 @@ class ContextConfig:
 
 @dataclass(frozen=True, slots=True)
 class Speak:
-    """Text for a context (any size, down to a token); opens it with ``config`` if it is new."""
+    """Text for a context (any size, down to a token); opens it with ``config`` if it is new.
+    ``phrase``: the text is a whole sentence or phrase (ElevenLabs' auto_mode), spoken as it is
+    rather than waiting for what follows it."""
 
     context: str
     text: str
     config: ContextConfig | None = None
+    phrase: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from .. import audio
@@ -35,6 +36,7 @@ from .events import (
 from .limits import LiveLimits
 
 MAX_CONTEXT_ID = 128
+log = logging.getLogger("ttsd.live")
 
 
 class Outbox:
@@ -98,6 +100,7 @@ class LiveSession:
     async def handle(self, command: Command) -> None:
         """Carry out one command; its problems become error events (fatal ones close the socket).
         A message of a kind that keeps the connection alive and nothing more is ``None``."""
+        log.debug("live command", extra={"command": repr(command)[:200]})
         try:
             await self._take_token()
             await self._carry_out(command)
@@ -125,10 +128,10 @@ class LiveSession:
 
     async def _carry_out(self, command: Command) -> None:
         match command:
-            case Speak(context=context_id, text=text, config=config):
+            case Speak(context=context_id, text=text, config=config, phrase=phrase):
                 context = self._contexts.get(context_id) or await self._open(context_id, config)
                 if text:
-                    context.speak(text)
+                    context.speak(text, phrase=phrase)
             case Flush(context=context_id):
                 self._context(context_id).flush()
             case End(context=context_id, flushed_only=flushed_only):

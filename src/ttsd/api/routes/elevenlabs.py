@@ -7,7 +7,8 @@ LiveKit Agents, Pipecat) work unmodified against ttsd's URL:
 honoured); ``xi-api-key`` (a header, or ``xi_api_key`` in the first message) is a ttsd API key.
 ``voice_settings.speed`` sets the pace; other voice settings, ``model_id``,
 ``generation_config`` and ``try_trigger_generation`` are accepted and have no effect (ttsd
-speaks each sentence the moment it is complete). ``close_context`` is the barge-in: what was
+speaks each sentence the moment it is complete; with ``auto_mode=true`` each message is taken as a
+whole phrase, as ElevenLabs does). ``close_context`` is the barge-in: what was
 flushed before it is still spoken, then ``isFinal``; the rest of the context is cancelled. Audio
 messages carry ``alignment`` with what ttsd truthfully knows, each sentence's span (the sentence
 as one entry), never invented per-character times.
@@ -56,6 +57,9 @@ def _field(message: Mapping[str, Any], name: str, kind: type) -> Any:
 class ElevenLabsWire:
     def __init__(self, voice_id: str, query: Mapping[str, str], *, multi: bool) -> None:
         self.multi = multi
+        # auto_mode: each message is a whole sentence or phrase, spoken as it comes (what LiveKit
+        # and Pipecat send by default, sentences without a trailing space).
+        self.phrases = query.get("auto_mode", "").lower() == "true"
         self.defaults = ContextConfig(
             voice=voice_id, format=output_format(query.get("output_format") or _DEFAULT_FORMAT)
         )
@@ -84,7 +88,7 @@ class ElevenLabsWire:
         if self.multi and message.get("close_socket") is True:
             return [CloseSocket()]
         if text:
-            out.append(Speak(context, text, self._config(message)))
+            out.append(Speak(context, text, self._config(message), phrase=self.phrases))
         elif text == "" and not self.multi:
             out.append(End(context))  # stream-input: an empty text ends the input
         # multi-stream-input: an empty text keeps the connection (or the context) alive
