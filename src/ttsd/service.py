@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
@@ -37,7 +36,7 @@ from .voices import Catalogue
 log = logging.getLogger("ttsd.service")
 
 # A text whose sentences are all cached needs no engine: the request waits this long for it to be
-# assembled and answers 200 like a hit, instead of a 202 to poll.
+# assembled and answers 200 like a hit, instead of a 202 to poll (a live session's text likewise).
 NEAR_HIT_WAIT = 2.0
 MAX_IDEMPOTENCY_KEY = 255
 # Requests are remembered (repeats are most of the traffic, and normalising and hashing a text costs
@@ -106,6 +105,10 @@ class TtsService:
         self._misses = metrics.cache_requests.labels("miss")
         self._merges = metrics.cache_requests.labels("merged")
         self._streams = AudioStreams(self)
+
+    def reuses(self, engine: str) -> bool:
+        """Whether the engine's sentences are cached as pieces and shared across texts."""
+        return engine in self._reuse_engines
 
     def check_ready(self) -> None:
         """Raise NotReady unless engines are warmed and every backend answers."""
@@ -227,24 +230,6 @@ class TtsService:
         if bound != task:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
 
-    async def keep_live(self, request: SynthesisRequest, spoken: tuple[str, ...]) -> str | None:
-        """Store a text a live session spoke, sentence by sentence as ``spoken`` (lexicons applied),
-        under the text's own key, so the same text later is a hit: assembled from the sentences it
-        just cached, without an engine. Returns the key once stored (None: not within the wait, or
-        its engine does not cache sentences)."""
-        job = self.prepare(request)
-        if await self.lookup(job.key, job.fmt) is not None:
-            return job.key
-        if job.spec.engine not in self._reuse_engines:
-            return None
-        live = dataclasses.replace(job, spoken=spoken, rewrite=None, live=True)
-        await self.queue.submit(live)
-        try:
-            status = await asyncio.wait_for(self.queue.wait(job.task_id), NEAR_HIT_WAIT)
-        except TimeoutError:
-            return None
-        return job.key if status is not None and status.status is Status.DONE else None
-
     async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
         result = await self.synthesize(request)
         if isinstance(result, Hit):
@@ -263,6 +248,10 @@ class TtsService:
         """Open a stream of the request's audio (``AudioStreams.open``: on a miss its first chunk is
         already made)."""
         return await self._streams.open(request)
+
+    async def sentence(self, request: SynthesisRequest) -> AudioStream:
+        """Open a live sentence's stream (``AudioStreams.open_sentence``)."""
+        return await self._streams.open_sentence(request)
 
     async def read(self, entry: CacheEntry) -> bytes:
         return await asyncio.to_thread(self.store.get, entry.object_name)

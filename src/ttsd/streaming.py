@@ -12,8 +12,9 @@ from . import audio
 from .audio_stream import STREAMABLE, StreamEncoder
 from .errors import AudioNotFound, job_error_from
 from .jobs.model import Job
+from .jobs.pieces import piece_keys
 from .state.base import CacheEntry
-from .store.base import MASTER
+from .store.base import MASTER, PIECE
 
 if TYPE_CHECKING:
     from .prepare import SynthesisRequest
@@ -83,6 +84,21 @@ class AudioStreams:
             await chunks.aclose()
             raise
         return AudioStream(job.key, fmt, rate, False, job.task_id, _Prepended(first, chunks), merged)
+
+    async def open_sentence(self, request: SynthesisRequest) -> AudioStream:
+        """A live session's sentence, as raw pcm at the engine's rate: its cached piece, read as
+        it is stored, when the sentence was ever spoken (in any text); else ``open``."""
+        service = self._service
+        job = service.prepare(request)
+        if service.reuses(job.spec.engine) and len(job.sentences) == 1:
+            entry = await service.lookup(piece_keys(job.spec, job.sentences)[0], PIECE)
+            if entry is not None:
+                service.count_hit()
+                fmt = audio.get_format("pcm")
+                return AudioStream(
+                    job.key, fmt, entry.sample_rate, True, job.task_id, self._stored(entry), entry=entry
+                )
+        return await self.open(request)
 
     async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
         data = await self._service.read(entry)

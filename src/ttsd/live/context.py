@@ -21,7 +21,6 @@ import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,23 +29,14 @@ from ..audio_stream import StreamEncoder
 from ..errors import InvalidRequest, TextTooLong, TtsdError
 from ..prepare import SynthesisRequest
 from ..service import TtsService
-from ..streaming import AudioStream
 from ..text import SentenceSplitter, clean
 from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
 from .limits import LiveLimits
+from .sentence import Sentence, close, keep_spoken
 
 log = logging.getLogger("ttsd.live")
 
 _FLUSHED, _END = "flushed", "end"
-
-
-@dataclass(eq=False)
-class _Sentence:
-    index: int
-    text: str
-    opening: asyncio.Task[AudioStream] | None = None
-    play: asyncio.Task[None] | None = None
-    played: bool = False
 
 
 class LiveContext:
@@ -73,8 +63,8 @@ class LiveContext:
         self._out_rate = self._encoder.rate
         self._gap = audio.pause(self._rate, template.speed)
         self._splitter = SentenceSplitter(first_clause=limits.first_clause)
-        self._sentences: list[_Sentence] = []
-        self._items: collections.deque[_Sentence | str] = collections.deque()
+        self._sentences: list[Sentence] = []
+        self._items: collections.deque[Sentence | str] = collections.deque()
         self._arrived = asyncio.Event()
         self._parts: list[str] = []
         self._chars = 0
@@ -139,7 +129,7 @@ class LiveContext:
                 if sentence.play is not None:
                     sentence.play.cancel()  # playing now: it closes its own stream
                 else:
-                    self._closing_tasks.add(asyncio.create_task(_close(sentence)))
+                    self._closing_tasks.add(asyncio.create_task(close(sentence)))
         else:
             self._add(self._splitter.flush())
         self._push(_END)
@@ -151,7 +141,7 @@ class LiveContext:
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
-        await asyncio.gather(*(_close(s) for s in self._sentences if not s.played))
+        await asyncio.gather(*(close(s) for s in self._sentences if not s.played))
         self._on_closed(self.id)
 
     @property
@@ -167,7 +157,7 @@ class LiveContext:
 
     def _add(self, sentences: list[str]) -> None:
         for text in sentences:
-            sentence = _Sentence(len(self._sentences), text)
+            sentence = Sentence(len(self._sentences), text)
             self._sentences.append(sentence)
             self._items.append(sentence)
         self._open_ahead()
@@ -182,7 +172,7 @@ class LiveContext:
         for sentence in waiting[: self._limits.lookahead]:
             if sentence.opening is None:
                 request = self._template._replace(text=sentence.text)
-                sentence.opening = asyncio.create_task(self._service.stream(request))
+                sentence.opening = asyncio.create_task(self._service.sentence(request))
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
@@ -212,7 +202,7 @@ class LiveContext:
                 elif item == _END:
                     await self._finish()
                     return
-                elif isinstance(item, _Sentence):
+                elif isinstance(item, Sentence):
                     play = item.play = asyncio.create_task(self._play(item))
                     try:
                         await play
@@ -229,15 +219,15 @@ class LiveContext:
             self.closing = True
         self._on_closed(self.id)
 
-    async def _play(self, sentence: _Sentence) -> None:
+    async def _play(self, sentence: Sentence) -> None:
         try:
             await self._speak(sentence)
         except asyncio.CancelledError:
-            await _close(sentence)  # its job stops, or never starts, unless someone else wants it
+            await close(sentence)  # its job stops, or never starts, unless someone else wants it
             raise
         sentence.played = True
 
-    async def _speak(self, sentence: _Sentence) -> None:
+    async def _speak(self, sentence: Sentence) -> None:
         self._open_ahead()
         assert sentence.opening is not None
         try:
@@ -292,7 +282,7 @@ class LiveContext:
             key = await self._keep_whole(played)
         await self._emit(Done(self.id, key, len(played), round(self._native / self._rate, 3), self._dropped))
 
-    async def _keep_whole(self, played: list[_Sentence]) -> str | None:
+    async def _keep_whole(self, played: list[Sentence]) -> str | None:
         """The whole text stored under its own key, from the sentences as they were spoken."""
         whole = self._template._replace(text="".join(self._parts), format=self._output.name, sample_rate=None)
         spoken = tuple(
@@ -301,22 +291,7 @@ class LiveContext:
             for s in self._service.prepare(self._template._replace(text=sentence.text)).sentences
         )
         try:
-            return await self._service.keep_live(whole, spoken)
+            return await keep_spoken(self._service, whole, spoken)
         except TtsdError as exc:
             log.info("live text not stored", extra={"context": self.id, "code": exc.code})
             return None
-
-
-async def _close(sentence: _Sentence) -> None:
-    """Let go of a sentence's job: one nobody else wants stops or never starts."""
-    task = sentence.opening
-    if task is None:
-        return
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        return
-    if not task.cancelled() and task.exception() is None:
-        with contextlib.suppress(Exception):
-            await task.result().chunks.aclose()

@@ -1,0 +1,56 @@
+"""A sentence of a live context on its way (its stream opened ahead, its playing), how it is let
+go of, and how the whole text is kept once every sentence was said."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+from ..prepare import SynthesisRequest
+from ..service import NEAR_HIT_WAIT, TtsService
+from ..state.base import Status
+from ..streaming import AudioStream
+
+
+@dataclass(eq=False)
+class Sentence:
+    index: int
+    text: str
+    opening: asyncio.Task[AudioStream] | None = None
+    play: asyncio.Task[None] | None = None
+    played: bool = False
+
+
+async def keep_spoken(service: TtsService, request: SynthesisRequest, spoken: tuple[str, ...]) -> str | None:
+    """Store a text a live session spoke, sentence by sentence as ``spoken`` (lexicons applied),
+    under the text's own key, so the same text later is a hit: assembled from the sentences it
+    just cached, without an engine. Returns the key once stored (None: not within the wait, or
+    its engine does not cache sentences)."""
+    job = service.prepare(request)
+    if await service.lookup(job.key, job.fmt) is not None:
+        return job.key
+    if not service.reuses(job.spec.engine):
+        return None
+    await service.queue.submit(dataclasses.replace(job, spoken=spoken, rewrite=None, live=True))
+    try:
+        status = await asyncio.wait_for(service.queue.wait(job.task_id), NEAR_HIT_WAIT)
+    except TimeoutError:
+        return None
+    return job.key if status is not None and status.status is Status.DONE else None
+
+
+async def close(sentence: Sentence) -> None:
+    """Let go of a sentence's job: one nobody else wants stops or never starts."""
+    task = sentence.opening
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return
+    if not task.cancelled() and task.exception() is None:
+        with contextlib.suppress(Exception):
+            await task.result().chunks.aclose()
