@@ -271,7 +271,9 @@ def test_socket_rules_keys_limits_and_idle(tmp_path: Path) -> None:
 def test_formats_at_a_chosen_rate_over_http(server: Server) -> None:
     text = unique("A rate of our choosing.")
     with server.client() as client:
-        native = client.post("/v1/audio/speech", json={"input": text, "voice": "echo", "response_format": "pcm"})
+        native = client.post(
+            "/v1/audio/speech", json={"input": text, "voice": "echo", "response_format": "pcm"}
+        )
         for rate in (8000, 16000, 48000):
             answer = client.post(
                 "/v1/audio/speech",

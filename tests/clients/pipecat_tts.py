@@ -35,6 +35,7 @@ class Collect(FrameProcessor):
         self.started = time.perf_counter()
         self.stopped = 0
         self.heard = asyncio.Event()
+        self.final = asyncio.Event()
         self.after_interrupt = 0
         self.interrupted = False
 
@@ -49,6 +50,7 @@ class Collect(FrameProcessor):
             self.heard.set()
         elif isinstance(frame, TTSStoppedFrame):
             self.stopped += 1
+            self.final.set()
         await self.push_frame(frame, direction)
 
 
@@ -64,7 +66,10 @@ async def main() -> None:
     args = parser.parse_args()
 
     tts = ElevenLabsTTSService(
-        api_key=args.key, url=args.url, sample_rate=args.rate, settings=ElevenLabsTTSService.Settings(voice=args.voice)
+        api_key=args.key,
+        url=args.url,
+        sample_rate=args.rate,
+        settings=ElevenLabsTTSService.Settings(voice=args.voice),
     )
     collect = Collect()
     worker = PipelineWorker(Pipeline([tts, collect]), params=PipelineParams(audio_out_sample_rate=args.rate))
@@ -89,9 +94,7 @@ async def main() -> None:
             await asyncio.sleep(3)
         else:
             await writing
-            deadline = time.perf_counter() + 60
-            while collect.stopped == 0 and time.perf_counter() < deadline:
-                await asyncio.sleep(0.1)
+            await asyncio.wait_for(collect.final.wait(), 60)
         await worker.queue_frame(EndFrame())
 
     runner = WorkerRunner(handle_sigint=False)

@@ -81,10 +81,14 @@ class _Socket:
             await self.ws.send_text(orjson.dumps(payload).decode())
 
     async def close(self, code: int) -> None:
-        self.closed.set()
-        if self.ws.application_state is not WebSocketState.DISCONNECTED:
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=code)
+        # ``closed`` only once the close frame is out: the reader then ends the socket, and it
+        # must not cancel the writer half way through sending that frame.
+        try:
+            if self.ws.application_state is not WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=code)
+        finally:
+            self.closed.set()
 
     async def receive(self, wait: float) -> Mapping[str, Any] | None:
         """The next message (None: the client left or the socket is closing)."""
