@@ -80,3 +80,40 @@ def test_speak_in_the_browser(site: Server) -> None:
         expect(page.locator("#error")).to_contain_text("Invalid request", timeout=10_000)
         page.screenshot(path=str(Path(ARTIFACTS) / "playground.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (scripts/test installs it)")
+def test_live_mode_types_plays_and_is_interrupted(site: Server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+                  "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page()
+        page.goto(site.url + "/")
+        expect(page.locator("#voice optgroup")).to_have_count(3)
+        page.select_option("#voice", "en-heart")
+        page.fill("#text", "The first sentence arrives quickly. Then a second one follows it.")
+        page.click("#live")
+        expect(page.locator("#live-status")).to_have_text("done", timeout=60_000)
+        expect(page.locator("#sentences li")).to_have_count(2)
+        assert int(page.locator("#live-chunks").inner_text()) >= 2
+
+        # A long reply, interrupted as soon as it is heard: acknowledged, and nothing more arrives.
+        page.fill("#text", " ".join(f"This is sentence number {n} of a long reply." for n in range(30)))
+        page.click("#live")
+        page.wait_for_function(
+            "() => parseInt(document.querySelector('#live-chunks').textContent) > 0", timeout=30_000
+        )
+        page.click("#interrupt")
+        expect(page.locator("#live-status")).to_have_text("interrupted", timeout=10_000)
+        heard = page.locator("#live-chunks").inner_text()
+        page.wait_for_timeout(1500)
+        assert page.locator("#live-chunks").inner_text() == heard
+        assert page.locator("#sentences li").count() < 30
+        page.screenshot(path=str(Path(ARTIFACTS) / "playground-live.png"), full_page=True)
+        browser.close()

@@ -17,6 +17,11 @@ from .say import say_command
 from .serve import serve_command
 from .worker import worker_command
 
+_RATE_HELP = (
+    "pcm, wav or mp3 at this rate (8000, 16000, 22050, 24000, 44100, 48000) rather than the voice's; "
+    "ulaw and alaw (.ulaw, .alaw: G.711 for phone lines) are 8000"
+)
+
 
 def _engines(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-l", "--language", help="language tag, picks a voice when -v is not given")
     say.add_argument("-o", "--output", required=True, help="output file; its extension picks the format")
     say.add_argument("-f", "--format", choices=list(audio.FORMATS), help="override the format")
+    say.add_argument("--sample-rate", type=int, help=_RATE_HELP)
     say.add_argument("--speed", type=float, default=1.0)
     say.add_argument("--seed", type=int)
     say.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
@@ -79,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("file")
     warm.add_argument("-v", "--voice")
     warm.add_argument("-f", "--formats", default="mp3", help="comma-separated formats (default mp3)")
+    warm.add_argument("--sample-rate", type=int, help=_RATE_HELP)
     warm.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     warm.add_argument("--engines", type=_engines)
     warm.add_argument("--slots", dest="engine_slots", type=int)
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, help="output directory: 00001.mp3, 00002.mp3, ...")
     batch.add_argument("-v", "--voice")
     batch.add_argument("-f", "--format", default="mp3", choices=list(audio.FORMATS))
+    batch.add_argument("--sample-rate", type=int, help=_RATE_HELP)
     batch.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     batch.add_argument("--engines", type=_engines)
     batch.add_argument("--slots", dest="engine_slots", type=int)

@@ -21,7 +21,9 @@ def warm_command(args: argparse.Namespace) -> int:
     texts = read_lines(Path(args.file))
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     requests = [
-        SynthesisRequest(text=t, voice=args.voice, format=f, lexicons=args.lexicons)
+        SynthesisRequest(
+            text=t, voice=args.voice, format=f, lexicons=args.lexicons, sample_rate=args.sample_rate
+        )
         for t in texts
         for f in formats
     ]
@@ -50,7 +52,10 @@ def batch_command(args: argparse.Namespace) -> int:
     ext = "raw" if args.format == "pcm" else args.format
     targets = [out / f"{i + 1:05d}.{ext}" for i in range(len(texts))]
     requests = [
-        SynthesisRequest(text=t, voice=args.voice, format=args.format, lexicons=args.lexicons) for t in texts
+        SynthesisRequest(
+            text=t, voice=args.voice, format=args.format, lexicons=args.lexicons, sample_rate=args.sample_rate
+        )
+        for t in texts
     ]
     # Resume: a file is written whole or not at all, so an existing one is finished work.
     done_before = {i for i, target in enumerate(targets) if target.exists()}

@@ -31,6 +31,7 @@ def say_command(args: argparse.Namespace) -> int:
         speed=args.speed,
         seed=args.seed,
         lexicons=args.lexicons,
+        sample_rate=args.sample_rate,
     )
     job = prepare_job(request, catalogue, Links.of(settings), max_text_chars=settings.max_text_chars)
     engine = catalogue.specs[job.spec.engine].load(threads=settings.engine_threads)
