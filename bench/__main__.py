@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import chaos, first_audio, hits, index, lexicons, overload, pools, reuse, scope, soak, suite
+from . import chaos, first_audio, hits, index, lexicons, live, overload, pools, reuse, scope, soak, suite
 
 SCENARIOS = {
     "all": suite.run,
@@ -18,6 +18,7 @@ SCENARIOS = {
     "index": index.run,
     "soak": soak.run,
     "scope": scope.run,
+    "live": live.run,
 }
 
 
