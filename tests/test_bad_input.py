@@ -63,6 +63,93 @@ CASES: list[tuple[str, bytes | str, int, str | None]] = [
     ("too many lexicons", json.dumps({"text": "hi", "lexicons": ["a"] * 17}), 422, "invalid_request"),
     ("lexicon name too long", json.dumps({"text": "hi", "lexicons": ["a" * 65]}), 422, "invalid_request"),
     ("lexicon name with NUL", json.dumps({"text": "hi", "lexicons": ["a\u0000"]}), 422, "unknown_lexicon"),
+    (
+        "sample rate not offered",
+        json.dumps({"text": "hi", "format": "pcm", "sample_rate": 12345}),
+        422,
+        "unknown_format",
+    ),
+    (
+        "sample rate of G.711",
+        json.dumps({"text": "hi", "format": "alaw", "sample_rate": 16000}),
+        422,
+        "unknown_format",
+    ),
+    (
+        "sample rate of flac",
+        json.dumps({"text": "hi", "format": "flac", "sample_rate": 8000}),
+        422,
+        "unknown_format",
+    ),
+    (
+        "sample rate as string",
+        json.dumps({"text": "hi", "format": "pcm", "sample_rate": "8k"}),
+        422,
+        "invalid_request",
+    ),
+    (
+        "sample rate negative",
+        json.dumps({"text": "hi", "format": "pcm", "sample_rate": -8000}),
+        422,
+        "unknown_format",
+    ),
+    ("format with a made-up rate", json.dumps({"text": "hi", "format": "pcm_12345"}), 422, "unknown_format"),
+]
+
+# Messages on the live sockets: each is answered with an error event naming the problem (or, for a
+# keep-alive, nothing), and the socket stays open for the next one.
+LIVE: list[tuple[str, str | bytes, str]] = [
+    ("not JSON", "{nope", "malformed_request"),
+    ("a JSON array", "[1, 2]", "malformed_request"),
+    ("a JSON string", '"speak"', "malformed_request"),
+    ("null", "null", "malformed_request"),
+    ("binary frame", b"\x00\xff", "malformed_request"),
+    ("over 64 KB", json.dumps({"type": "speak", "text": "a" * 70_000}), "malformed_request"),
+    ("deeply nested", '{"type": "speak", "text": ' + "[" * 5000 + "]" * 5000 + "}", "malformed_request"),
+    ("NaN speed", '{"type": "speak", "context": "n", "text": "hi", "speed": NaN}', "malformed_request"),
+    ("unknown type", json.dumps({"type": "shout", "text": "hi"}), "invalid_request"),
+    ("unknown field", json.dumps({"type": "speak", "text": "hi", "volume": 11}), "invalid_request"),
+    ("text is a number", json.dumps({"type": "speak", "text": 5}), "invalid_request"),
+    (
+        "context too long",
+        json.dumps({"type": "speak", "context": "c" * 200, "text": "hi"}),
+        "invalid_request",
+    ),
+    (
+        "context with NUL",
+        json.dumps({"type": "speak", "context": "a\u0000", "text": "hi"}),
+        "invalid_request",
+    ),
+    ("speak with nothing", json.dumps({"type": "speak", "context": "e"}), "malformed_request"),
+    (
+        "unknown voice",
+        json.dumps({"type": "speak", "context": "v", "text": "hi", "voice": "darth"}),
+        "unknown_voice",
+    ),
+    (
+        "unknown format",
+        json.dumps({"type": "speak", "context": "f", "text": "hi", "format": "aac"}),
+        "unknown_format",
+    ),
+    (
+        "rate not offered",
+        json.dumps({"type": "speak", "context": "r", "text": "hi", "sample_rate": 11}),
+        "unknown_format",
+    ),
+    (
+        "unknown lexicon",
+        json.dumps({"type": "speak", "context": "l", "text": "hi", "lexicons": ["x"]}),
+        "unknown_lexicon",
+    ),
+    (
+        "speed too high",
+        json.dumps({"type": "speak", "context": "s", "text": "hi", "speed": 9}),
+        "invalid_request",
+    ),
+    ("flush of nothing", json.dumps({"type": "flush", "context": "ghost"}), "unknown_context"),
+    ("cancel of nothing", json.dumps({"type": "cancel", "context": "ghost"}), "unknown_context"),
+    ("lone surrogate", '{"type": "speak", "context": "u", "text": "bad \\ud800 text. "}', "malformed_request"),
+    ("over the buffer", json.dumps({"type": "speak", "context": "b", "text": "x" * 2100}), "text_too_long"),
 ]
 
 
@@ -124,6 +211,45 @@ def test_bad_speech_bodies(client: httpx.Client) -> None:
         response = client.post("/v1/audio/speech", json=body)
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["code"]
+
+
+@pytest.mark.parametrize("path", ["/v1/live", "/v1/text-to-speech/en-joe/multi-stream-input"])
+def test_hostile_live_messages(server: Server, path: str) -> None:
+    from websockets.sync.client import connect
+
+    elevenlabs = "multi-stream" in path
+    with connect(server.url.replace("http://", "ws://") + path, open_timeout=30, max_size=None) as ws:
+        for name, message, code in LIVE:
+            if elevenlabs and isinstance(message, str) and message.startswith('{"type"'):
+                continue  # ttsd's own message shapes; ElevenLabs' have their own cases below
+            ws.send(message)
+            event = json.loads(ws.recv(timeout=30))
+            error = event.get("error")
+            assert error is not None, (name, event)
+            got = error if elevenlabs else error["code"]
+            assert got == code, (name, event)
+        if elevenlabs:
+            for message, code in (
+                ({"text": 5, "context_id": "a"}, "malformed_request"),
+                ({"text": "hi", "context_id": 7}, "malformed_request"),
+                ({"text": "hi", "voice_settings": "fast"}, "malformed_request"),
+                ({"text": "hi", "voice_settings": {"speed": True}}, "invalid_request"),
+                ({"context_id": "ghost", "flush": True}, "unknown_context"),
+                ({"text": "x" * 2100, "context_id": "big"}, "text_too_long"),
+            ):
+                ws.send(json.dumps(message))
+                assert json.loads(ws.recv(timeout=30))["error"] == code, message
+        # Still open: a real request is answered.
+        if elevenlabs:
+            ws.send(json.dumps({"text": "Still here. ", "context_id": "ok", "flush": True}))
+            ws.send(json.dumps({"context_id": "ok", "close_context": True}))
+            while not json.loads(ws.recv(timeout=60)).get("isFinal"):
+                pass
+        else:
+            ws.send(json.dumps({"type": "speak", "context": "ok", "text": "Still here. "}))
+            ws.send(json.dumps({"type": "end", "context": "ok"}))
+            while (event := json.loads(ws.recv(timeout=60)))["type"] != "done":
+                assert event["type"] != "error", event
 
 
 def test_server_survives_all_of_it(server: Server) -> None:
