@@ -43,18 +43,15 @@ from .live_sessions import Turn, barge_in, live_session, today_session
 from .support_corpus import draw
 
 SERVER = {"TTSD_ENGINES": "piper", "TTSD_ENGINE_SLOTS": "2", "TTSD_MAX_WAIT": "600"}
-FIRST_AUDIO_TRIALS = 15
+FIRST_AUDIO_TRIALS = 25
 BARGE_TRIALS = 20
 LEVELS = (1, 2, 4, 8, 12, 16, 24)
 
 
 def _replies(n: int, tag: str) -> list[str]:
-    """Support replies, each made new by a reference number of its own in its first sentence."""
-    out = []
-    for i, text in enumerate(draw(n, seed=7)):
-        first, _, rest = text.partition(". ")
-        out.append(f"{first}, reference {tag} {i}. {rest}".strip())
-    return out
+    """Support replies, each opening with a reference of its own: its first piece (sentence or
+    early clause) is new, the rest are the templates' (greetings and closings repeat)."""
+    return [f"Case {tag} {i}: {text}" for i, text in enumerate(draw(n, seed=7))]
 
 
 def _percentile(values: list[float], q: float) -> float:
