@@ -148,7 +148,8 @@ LIVE: list[tuple[str, str | bytes, str]] = [
     ),
     ("flush of nothing", json.dumps({"type": "flush", "context": "ghost"}), "unknown_context"),
     ("cancel of nothing", json.dumps({"type": "cancel", "context": "ghost"}), "unknown_context"),
-    ("lone surrogate", '{"type": "speak", "context": "u", "text": "bad \\ud800 text. "}', "malformed_request"),
+    # orjson refuses a lone surrogate as JSON, before any field is read.
+    ("lone surrogate", '{"type": "speak", "context": "u", "text": "bad \\ud800"}', "malformed_request"),
     ("over the buffer", json.dumps({"type": "speak", "context": "b", "text": "x" * 2100}), "text_too_long"),
 ]
 

@@ -145,8 +145,9 @@ class LiveContext:
         self._on_closed(self.id)
 
     @property
-    def working(self) -> bool:
-        return not self._pump.done()
+    def busy(self) -> bool:
+        """Sentences to say, or being said (not merely open, waiting for text)."""
+        return not self._pump.done() and (bool(self._items) or any(not s.played for s in self._sentences))
 
     async def finished(self) -> None:
         """Until everything it will say is sent (or it is cancelled)."""

@@ -15,7 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from .. import audio
-from ..errors import InvalidRequest, RateLimited, TooManyContexts, TtsdError, UnknownContext
+from ..audio_stream import STREAMABLE
+from ..errors import InvalidRequest, RateLimited, TooManyContexts, TtsdError, UnknownContext, UnknownFormat
 from ..prepare import SynthesisRequest
 from ..service import TtsService
 from ..state.memory import MemoryRateLimiter
@@ -50,7 +51,9 @@ class Outbox:
         self._room.set()
 
     async def put(self, event: Event, *, urgent: bool = False) -> None:
-        while not urgent and len(self._items) >= self._limit:
+        """``urgent`` (errors, acknowledgements) skips the queue's limit, not a hard one: a client
+        that sends bad messages and reads nothing is held back too."""
+        while len(self._items) >= (4 * self._limit if urgent else self._limit):
             self._room.clear()
             await self._room.wait()
         self._items.append(event)
@@ -94,13 +97,11 @@ class LiveSession:
 
     @property
     def speaking(self) -> bool:
-        """A context still has something to say (the socket is not idle)."""
-        return any(c.working for c in self._contexts.values())
+        """A context has something to say now (a socket that waits for text is idle)."""
+        return any(c.busy for c in self._contexts.values())
 
     async def handle(self, command: Command) -> None:
-        """Carry out one command; its problems become error events (fatal ones close the socket).
-        A message of a kind that keeps the connection alive and nothing more is ``None``."""
-        log.debug("live command", extra={"command": repr(command)[:200]})
+        """Carry out one command; its problems become error events (fatal ones close the socket)."""
         try:
             await self._take_token()
             await self._carry_out(command)
@@ -108,6 +109,10 @@ class LiveSession:
             await self.outbox.put(
                 Failed(command.context, exc, fatal=isinstance(exc, TooManyContexts)), urgent=True
             )
+            return
+        except Exception:  # a fault boundary: one message must not take the socket down
+            log.exception("live command failed", extra={"command": type(command).__name__})
+            await self.outbox.put(Failed(command.context, TtsdError("this message failed")), urgent=True)
             return
         if isinstance(command, CloseSocket):
             await self.outbox.put(Closing(1000))
@@ -171,6 +176,11 @@ class LiveSession:
             scope=self._scope,
         )
         output = audio.format_at(config.format, config.sample_rate)
+        if output.name not in STREAMABLE:
+            raise UnknownFormat(
+                f"{output.name} records its length before its audio, so it cannot be streamed live",
+                details={"valid": sorted(STREAMABLE)},
+            )
         context = LiveContext(
             self._service, context_id, template, output, self._limits, self.outbox.put, self._closed
         )
