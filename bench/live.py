@@ -147,9 +147,10 @@ def _phone(url: str) -> dict[str, Any]:
             f"{url}/v1/synthesize", json={"text": PARAGRAPH, "voice": "en-joe", "format": fmt}, timeout=120
         )
         body = answer.json()
+        status_url = body.get("status_url")
         while body.get("status") not in ("done", "failed"):
             time.sleep(0.1)
-            body = httpx.get(body["status_url"], timeout=10).json()
+            body = httpx.get(status_url, timeout=10).json()
         return httpx.get(body["url"], timeout=60).content
 
     pcm8k = np.frombuffer(fetch("pcm_8000"), "<i2").astype(np.float32) / 32768

@@ -13,8 +13,14 @@ from .conftest import start_server, stop_server
 
 @pytest.mark.slow
 def test_openapi_contract(tmp_path: Path) -> None:
-    # eSpeak only: schemathesis sends many valid texts, and each one is a real synthesis.
-    env = {"TTSD_ENGINES": "espeak", "TTSD_DEFAULT_VOICE": "en-us-female", "TTSD_ENGINE_SLOTS": "1"}
+    # eSpeak only: schemathesis sends many valid texts, and each one is a real synthesis. With a
+    # key, as production runs, so the keyed routes (/v1/stats too) are explored behind it.
+    env = {
+        "TTSD_ENGINES": "espeak",
+        "TTSD_DEFAULT_VOICE": "en-us-female",
+        "TTSD_ENGINE_SLOTS": "1",
+        "TTSD_API_KEYS": "contract:contract-key",
+    }
     srv = start_server(tmp_path, env=env)
     try:
         result = subprocess.run(
@@ -34,6 +40,8 @@ def test_openapi_contract(tmp_path: Path) -> None:
                 "30",
                 "--generation-deterministic",
                 "--no-color",
+                "--header",
+                "Authorization: Bearer contract-key",
             ],
             capture_output=True,
             text=True,
