@@ -17,7 +17,7 @@ from ttsd.errors import ConfigError
 from ttsd.links import SECRET_FILE, Links, url_secret
 from ttsd.store.base import object_name, parse_object_name
 
-from .conftest import Server, base_env, start_server, stop_server, unique
+from .conftest import Server, Stack, base_env, start_server, stop_server, unique
 
 KEY = "ab" * 32
 LINKS = Links(b"a secret for the tests")
@@ -152,3 +152,31 @@ def test_a_new_secret_invalidates_links_not_audio(tmp_path: Path) -> None:
         assert server.metric("ttsd_syntheses_total") == 0
     finally:
         stop_server(server)
+
+
+def test_during_a_rolling_rotation_a_task_links_the_object_its_worker_stored(stack: Stack) -> None:
+    """The APIs already have the new secret, a worker still the old one: the object is stored
+    under the worker's name for it, and a finished task's presigned URL (and a poll with the old
+    task id, which the old secret made) follows what the index recorded, not what the API's own
+    secret would name."""
+    api = stack.server(
+        name="rotated-api", env={"TTSD_URL_SECRET": "the new secret, rolled out to the APIs first"}
+    )
+    try:
+        text = unique("Your parcel is at the depot.")
+        with api.client() as client:
+            queued = client.post("/v1/synthesize", json={"text": text, "format": "mp3", "voice": "en-joe"})
+            assert queued.status_code == 202, queued.text
+        done = api.wait_task(queued.json()["task_id"])
+        assert done["status"] == "done", done
+        audio = httpx.get(str(done["url"]), follow_redirects=True, timeout=30)
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
+        # The shared API (old secret) does not answer for the task id the new secret made.
+        old = stack.server(name="old-api")
+        try:
+            with old.client() as client:
+                assert client.get(f"/v1/tasks/{done['task_id']}").status_code == 404
+        finally:
+            stop_server(old)
+    finally:
+        stop_server(api)

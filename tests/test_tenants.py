@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,5 +182,41 @@ def test_failed_keys_are_limited_per_address(tmp_path: Path) -> None:
             # A right key is not held up by the wrong ones from its address.
             assert client.get("/v1/voices", headers=bearer(ACME)).status_code == 200
         assert server.metric("ttsd_auth_failures_total", outcome="limited") == 3
+    finally:
+        stop_server(server)
+
+
+def test_warm_fills_one_tenants_cache(tmp_path: Path) -> None:
+    """Under a per-tenant scope, ``ttsd warm --tenant`` pre-synthesizes into that tenant's cache
+    alone: its requests are hits, another tenant's are its own misses."""
+    env = {
+        "TTSD_API_KEYS": KEYS,
+        "TTSD_CACHE_SCOPE": "tenant",
+        "TTSD_ENGINES": "espeak",
+        "TTSD_DEFAULT_VOICE": VOICE,
+        "TTSD_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path / "home"),
+    }
+    lines = tmp_path / "hot.txt"
+    text = unique("Thank you for holding.")
+    lines.write_text(text + "\n")
+    cli = [sys.executable, "-m", "ttsd.cli", "warm", str(lines), "-f", "mp3"]
+    refused = subprocess.run(
+        [*cli, "--tenant", "nobody"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "nobody" in refused.stderr
+    shared = {**env, "TTSD_CACHE_SCOPE": "shared"}
+    refused = subprocess.run(
+        [*cli, "--tenant", "acme"], env={**os.environ, **shared}, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "TTSD_CACHE_SCOPE" in refused.stderr
+    warmed = subprocess.run(
+        [*cli, "--tenant", "acme"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert warmed.returncode == 0, warmed.stderr
+    server = start_server(tmp_path, env=env)
+    try:
+        assert _synthesize(server, ACME, text).status_code == 200
+        assert _synthesize(server, GLOBEX, text).status_code == 202
     finally:
         stop_server(server)

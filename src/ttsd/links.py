@@ -52,6 +52,10 @@ class Links:
         """Identical requests share it (so they merge in flight); nobody can compute it from a text."""
         return self._tag("task", f"{key}:{fmt}")
 
+    def names_task(self, task_id: str, key: str, fmt: str) -> bool:
+        """Whether this secret made ``task_id`` for (key, format)."""
+        return hmac.compare_digest(task_id, self.task_id(key, fmt))
+
     def audio_id(self, key: str, fmt: str) -> str:
         """The public name of one encoded file, as in ``/v1/audio/{audio_id}``."""
         return f"{key}-{self._tag('audio', f'{key}.{fmt}')}.{fmt}"

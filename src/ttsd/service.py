@@ -13,13 +13,12 @@ from .config import Settings
 from .errors import (
     AudioNotFound,
     BackendUnavailable,
-    IdempotencyConflict,
-    InvalidRequest,
     NotReady,
     TaskNotFound,
     Unavailable,
     job_error_from,
 )
+from .idempotency import check_idempotency
 from .jobs.model import Job
 from .jobs.pieces import piece_keys
 from .jobs.queue import JobQueue
@@ -38,7 +37,6 @@ log = logging.getLogger("ttsd.service")
 # A text whose sentences are all cached needs no engine: the request waits this long for it to be
 # assembled and answers 200 like a hit, instead of a 202 to poll (a live session's text likewise).
 NEAR_HIT_WAIT = 2.0
-MAX_IDEMPOTENCY_KEY = 255
 # Requests are remembered (repeats are most of the traffic, and normalising and hashing a text costs
 # more than the rest of a hit): what a hit needs of each (its key, format and task id) for as many
 # as TTSD_HOT_ENTRIES requests, as plain tuples of strings, which the cyclic collector stops tracking
@@ -188,7 +186,7 @@ class TtsService:
         never tells another anything."""
         key, fmt, task = self.identify(request)
         if idempotency_key is not None:
-            await self._check_idempotency(idempotency_key, task, owner)
+            await check_idempotency(self.idempotency, idempotency_key, task, owner, self.settings.task_ttl)
         entry = await self.lookup(key, fmt)
         if entry is not None:
             self.count_hit()
@@ -221,15 +219,6 @@ class TtsService:
             return None
         return await self.lookup(job.key, job.fmt)
 
-    async def _check_idempotency(self, key: str, task: str, owner: str) -> None:
-        """Task ids already follow from the normalised body, so a retried request lands on the same
-        task by itself; the header adds the guarantee that a reused key with another body is refused."""
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
-        bound = await self.idempotency.bind(f"{owner}\n{key}", task, self.settings.task_ttl)
-        if bound != task:
-            raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
-
     async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
         result = await self.synthesize(request)
         if isinstance(result, Hit):
@@ -258,9 +247,19 @@ class TtsService:
 
     async def task(self, task_id_: str) -> TaskStatus:
         status = await self.board.aget(task_id_) if TASK_ID_RE.match(task_id_) else None
-        if status is None:
+        # A task id another secret made is nobody's, even while the shared board still holds it
+        # (after a rotation: "links and task ids handed out before stop working").
+        if status is None or not self.links.names_task(task_id_, status.key, status.format):
             raise TaskNotFound(f"no task {task_id_!r} (unknown or expired)")
         return status
+
+    async def task_url(self, status: TaskStatus, api_base: str) -> str | None:
+        """A finished task's audio URL. Handed out directly (presigned, CDN), it names the object
+        the index recorded: a worker that still had the last secret stored it under that one."""
+        if not status.audio_id:
+            return None
+        entry = await self.lookup(status.key, status.format) if self.store.direct_urls else None
+        return self.audio_url(status.key, status.format, api_base, entry.object_name if entry else None)
 
     async def audio(self, audio_id_: str) -> tuple[CacheEntry, Location]:
         parsed = self.links.parse_audio_id(audio_id_)

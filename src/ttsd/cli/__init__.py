@@ -17,6 +17,7 @@ from .say import say_command
 from .serve import serve_command
 from .worker import worker_command
 
+_TENANT_HELP = "fill this tenant's own cache (TTSD_CACHE_SCOPE=tenant; a name in TTSD_API_KEYS)"
 _RATE_HELP = (
     "pcm, wav or mp3 at this rate (8000, 16000, 22050, 24000, 44100, 48000) rather than the voice's; "
     "ulaw and alaw (.ulaw, .alaw: G.711 for phone lines) are 8000"
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("-v", "--voice")
     warm.add_argument("-f", "--formats", default="mp3", help="comma-separated formats (default mp3)")
     warm.add_argument("--sample-rate", type=int, help=_RATE_HELP)
+    warm.add_argument("--tenant", help=_TENANT_HELP)
     warm.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     warm.add_argument("--engines", type=_engines)
     warm.add_argument("--slots", dest="engine_slots", type=int)
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-v", "--voice")
     batch.add_argument("-f", "--format", default="mp3", choices=list(audio.FORMATS))
     batch.add_argument("--sample-rate", type=int, help=_RATE_HELP)
+    batch.add_argument("--tenant", help=_TENANT_HELP)
     batch.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     batch.add_argument("--engines", type=_engines)
     batch.add_argument("--slots", dest="engine_slots", type=int)

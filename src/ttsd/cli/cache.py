@@ -7,6 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import Settings
+from ..errors import ConfigError
+from ..tenants import Tenants
 from .base import EXIT_ERROR, EXIT_OK, settings_from
 from .progress import Progress
 
@@ -20,9 +23,15 @@ def warm_command(args: argparse.Namespace) -> int:
     settings = settings_from(args, "engines", "engine_slots")
     texts = read_lines(Path(args.file))
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    scope = tenant_scope(settings, args.tenant)
     requests = [
         SynthesisRequest(
-            text=t, voice=args.voice, format=f, lexicons=args.lexicons, sample_rate=args.sample_rate
+            text=t,
+            voice=args.voice,
+            format=f,
+            lexicons=args.lexicons,
+            sample_rate=args.sample_rate,
+            scope=scope,
         )
         for t in texts
         for f in formats
@@ -39,6 +48,21 @@ def warm_command(args: argparse.Namespace) -> int:
     return EXIT_ERROR if progress.failed else EXIT_OK
 
 
+def tenant_scope(settings: Settings, tenant: str | None) -> str:
+    """The cache a tool fills: the shared one, or (``--tenant``) a tenant's own under
+    TTSD_CACHE_SCOPE=tenant."""
+    if tenant is None:
+        return ""
+    if settings.cache_scope != "tenant":
+        raise ConfigError("--tenant fills a tenant's own cache: it needs TTSD_CACHE_SCOPE=tenant")
+    names = Tenants.parse(settings.api_keys).names
+    if tenant not in names:
+        raise ConfigError(
+            f"no tenant {tenant!r} in TTSD_API_KEYS; known: {', '.join(sorted(names)) or 'none'}"
+        )
+    return tenant
+
+
 def batch_command(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -51,9 +75,15 @@ def batch_command(args: argparse.Namespace) -> int:
     texts = read_lines(Path(args.file))
     ext = "raw" if args.format == "pcm" else args.format
     targets = [out / f"{i + 1:05d}.{ext}" for i in range(len(texts))]
+    scope = tenant_scope(settings, args.tenant)
     requests = [
         SynthesisRequest(
-            text=t, voice=args.voice, format=args.format, lexicons=args.lexicons, sample_rate=args.sample_rate
+            text=t,
+            voice=args.voice,
+            format=args.format,
+            lexicons=args.lexicons,
+            sample_rate=args.sample_rate,
+            scope=scope,
         )
         for t in texts
     ]

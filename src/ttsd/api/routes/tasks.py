@@ -20,17 +20,14 @@ _POLL_SECONDS = 0.05
 _KEEPALIVE_SECONDS = 15.0
 
 
-def _response(status: TaskStatus, base: str, service: TtsService) -> TaskResponse:
-    return TaskResponse(
-        **status.model_dump(exclude={"audio_id"}),
-        url=service.audio_url(status.key, status.format, base) if status.audio_id else None,
-    )
+async def _response(status: TaskStatus, base: str, service: TtsService) -> TaskResponse:
+    return TaskResponse(**status.model_dump(exclude={"audio_id"}), url=await service.task_url(status, base))
 
 
 async def answer(scope: Scope, service: TtsService, task_id: str) -> JSONResponse:
     """The route's work: shared with the hot path."""
     status = await service.task(task_id)
-    return JSONResponse(_response(status, api_base(scope), service).model_dump(mode="json"))
+    return JSONResponse((await _response(status, api_base(scope), service)).model_dump(mode="json"))
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskResponse, responses={404: {"model": ErrorResponse}})
@@ -57,7 +54,8 @@ async def task_events(task_id: str, request: Request, service: ServiceDep) -> St
             marker = (status.status, status.stage, status.progress)
             if marker != last:
                 last, quiet = marker, 0.0
-                yield f"event: status\ndata: {_response(status, base, service).model_dump_json()}\n\n"
+                body = await _response(status, base, service)
+                yield f"event: status\ndata: {body.model_dump_json()}\n\n"
                 if status.finished:
                     return
             elif quiet >= _KEEPALIVE_SECONDS:
