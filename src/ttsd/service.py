@@ -238,9 +238,9 @@ class TtsService:
         already made)."""
         return await self._streams.open(request)
 
-    async def sentence(self, request: SynthesisRequest) -> AudioStream:
+    async def sentence(self, request: SynthesisRequest, deadline: float) -> AudioStream:
         """Open a live sentence's stream (``AudioStreams.open_sentence``)."""
-        return await self._streams.open_sentence(request)
+        return await self._streams.open_sentence(request, deadline)
 
     async def read(self, entry: CacheEntry) -> bytes:
         return await asyncio.to_thread(self.store.get, entry.object_name)

@@ -4,6 +4,7 @@ speaks (the encoding itself is ``audio_stream``'s). ``TtsService.stream`` opens 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -55,7 +56,7 @@ class AudioStreams:
     def __init__(self, service: TtsService) -> None:
         self._service = service
 
-    async def open(self, request: SynthesisRequest) -> AudioStream:
+    async def open(self, request: SynthesisRequest, deadline: float | None = None) -> AudioStream:
         """Open a stream. On a miss the first chunk is awaited here, so a job that fails before
         making any audio is still an ordinary error response rather than a broken stream; on a hit
         nothing is read yet, since the caller may send the stored file whole."""
@@ -74,6 +75,8 @@ class AudioStreams:
             # Nothing to hear live: a format that cannot stream, or only an encode to wait for.
             chunks = self._stored_when_done(request)
         else:
+            if deadline is not None:
+                job = dataclasses.replace(job, deadline=deadline)
             submission = await service.queue.submit(job, stream=True)
             merged = submission.merged
             service.count_submission(merged)
@@ -85,9 +88,10 @@ class AudioStreams:
             raise
         return AudioStream(job.key, fmt, rate, False, job.task_id, _Prepended(first, chunks), merged)
 
-    async def open_sentence(self, request: SynthesisRequest) -> AudioStream:
+    async def open_sentence(self, request: SynthesisRequest, deadline: float) -> AudioStream:
         """A live session's sentence, as raw pcm at the engine's rate: its cached piece, read as
-        it is stored, when the sentence was ever spoken (in any text); else ``open``."""
+        it is stored, when the sentence was ever spoken (in any text); else ``open``, queued for an
+        engine slot by ``deadline``, when its audio is needed."""
         service = self._service
         job = service.prepare(request)
         if service.reuses(job.spec.engine) and len(job.sentences) == 1:
@@ -98,7 +102,7 @@ class AudioStreams:
                 return AudioStream(
                     job.key, fmt, entry.sample_rate, True, job.task_id, self._stored(entry), entry=entry
                 )
-        return await self.open(request)
+        return await self.open(request, deadline)
 
     async def _stored(self, entry: CacheEntry) -> AsyncGenerator[bytes, None]:
         data = await self._service.read(entry)

@@ -161,7 +161,7 @@ async def _round(
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
     batch: asyncio.Task[Any] | None = None
     if own:
-        request = SentenceBatch(job.task_id, spec, tuple(own), tuple(sentences[i] for i in own))
+        request = SentenceBatch(job.task_id, spec, tuple(own), tuple(sentences[i] for i in own), job.deadline)
         batch = asyncio.create_task(
             host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
         )

@@ -34,6 +34,9 @@ class Job:
     # Spoken live (``spoken`` is how a live session cut it, not how the text splits): its master is
     # kept, so any other format of it is an encode, never a synthesis of sentences cut otherwise.
     live: bool = field(default=False, compare=False)
+    # When its audio is needed (``time.monotonic()`` in the process that queues it): engine slots
+    # go to the earliest first. None: as soon as it queues (first come, first served).
+    deadline: float | None = field(default=None, compare=False)
 
     @functools.cached_property
     def key(self) -> str:
@@ -91,6 +94,7 @@ class SentenceBatch:
     spec: SynthesisSpec
     indices: tuple[int, ...]
     sentences: tuple[str, ...]
+    deadline: float | None = None  # the job's (``Job.deadline``)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from .. import audio
-from ..audio_stream import StreamEncoder
 from ..errors import InvalidRequest, TextTooLong, TtsdError
 from ..prepare import SynthesisRequest
 from ..service import TtsService
 from ..text import SentenceSplitter, clean
 from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
 from .limits import LiveLimits
+from .output import Output
 from .sentence import Sentence, close, keep_spoken
 
 log = logging.getLogger("ttsd.live")
@@ -53,15 +53,12 @@ class LiveContext:
         self.id = context_id
         self._service = service
         self._template = template  # the voice pinned, format pcm at the engine's rate
-        self._output = output
         self._limits = limits
         self._emit = emit
         self._on_closed = on_closed
         job = service.prepare(template._replace(text="ok"))  # validates voice, speed, lexicons
-        self._rate = service.catalogue.specs[job.spec.engine].sample_rate
-        self._encoder = StreamEncoder(output, self._rate)
-        self._out_rate = self._encoder.rate
-        self._gap = audio.pause(self._rate, template.speed)
+        rate = service.catalogue.specs[job.spec.engine].sample_rate
+        self._out = Output(output, rate, template.speed)
         self._splitter = SentenceSplitter(first_clause=limits.first_clause)
         self._sentences: list[Sentence] = []
         self._items: collections.deque[Sentence | str] = collections.deque()
@@ -70,8 +67,6 @@ class LiveContext:
         self._chars = 0
         self._flushed = 0  # sentences given before the last flush
         self._dropped = 0
-        self._native = 0  # samples sent, at the engine's rate
-        self._sounded = False
         self._failed = False
         self.closing = False
         self._closing_tasks: set[asyncio.Task[None]] = set()
@@ -173,7 +168,7 @@ class LiveContext:
         for sentence in waiting[: self._limits.lookahead]:
             if sentence.opening is None:
                 request = self._template._replace(text=sentence.text)
-                sentence.opening = asyncio.create_task(self._service.sentence(request))
+                sentence.opening = asyncio.create_task(self._service.sentence(request, self._out.needed()))
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
@@ -237,43 +232,30 @@ class LiveContext:
             self._failed = True
             await self._emit(Failed(self.id, exc, sentence=sentence.index))
             return
-        gap = self._gap if self._sounded else self._gap[:0]
-        start = self._native + len(gap)
-        await self._emit(
-            SentenceStarted(
-                self.id, sentence.index, sentence.text, self._out(start), self._out_rate, stream.cached
-            )
+        gap = self._out.gap()
+        started = SentenceStarted(
+            self.id, sentence.index, sentence.text, self._out.offset(gap), self._out.out_rate, stream.cached
         )
-        first = True
+        await self._emit(started)
+        span: tuple[float, float] | None = None
         try:
             async for chunk in stream.chunks:
                 pcm = np.frombuffer(chunk, dtype="<i2").astype(np.int16)
                 if not pcm.size:
                     continue
-                span = None
-                if first:
-                    seconds = stream.entry.duration if stream.entry is not None else len(pcm) / self._rate
-                    span = (len(gap) / self._rate, seconds)
-                    pcm = np.concatenate([gap, pcm]) if gap.size else pcm
-                first = False
-                self._native += len(pcm)
-                data = await self._encode(pcm)
-                await self._emit(Audio(self.id, sentence.index, data, span, sentence.text if span else ""))
+                if span is None:  # its first audio: the pause before it, and its own span
+                    seconds = stream.entry.duration if stream.entry is not None else len(pcm) / self._out.rate
+                    span = (len(gap) / self._out.rate, seconds)
+                    data = await self._out.encode(np.concatenate([gap, pcm]) if gap.size else pcm)
+                    await self._emit(Audio(self.id, sentence.index, data, span, sentence.text))
+                else:
+                    await self._emit(Audio(self.id, sentence.index, await self._out.encode(pcm)))
         except TtsdError as exc:
             self._failed = True
             await self._emit(Failed(self.id, exc, sentence=sentence.index))
-        self._sounded = self._sounded or not first
-
-    async def _encode(self, pcm: audio.Pcm16) -> bytes:
-        if self._output.container == "RAW" or self._output.base == "wav":
-            return self._encoder.feed(pcm)  # a table lookup or a resample: cheaper than a thread hop
-        return await asyncio.to_thread(self._encoder.feed, pcm)
-
-    def _out(self, native: int) -> int:
-        return round(native * self._out_rate / self._rate)
 
     async def _finish(self) -> None:
-        tail = await asyncio.to_thread(self._encoder.finish)
+        tail = await self._out.finish()
         if tail:
             last = self._sentences[-1].index if self._sentences else 0
             await self._emit(Audio(self.id, last, tail))
@@ -281,11 +263,11 @@ class LiveContext:
         played = [s for s in self._sentences if s.played]
         if played and not self._failed and not self._dropped:
             key = await self._keep_whole(played)
-        await self._emit(Done(self.id, key, len(played), round(self._native / self._rate, 3), self._dropped))
+        await self._emit(Done(self.id, key, len(played), round(self._out.seconds, 3), self._dropped))
 
     async def _keep_whole(self, played: list[Sentence]) -> str | None:
         """The whole text stored under its own key, from the sentences as they were spoken."""
-        whole = self._template._replace(text="".join(self._parts), format=self._output.name, sample_rate=None)
+        whole = self._template._replace(text="".join(self._parts), format=self._out.format.name)
         spoken = tuple(
             s
             for sentence in played

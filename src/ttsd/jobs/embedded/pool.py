@@ -224,8 +224,9 @@ class EnginePool:
         on_sentence: SentenceCallback,
         on_start: Callable[[], None] | None = None,
     ) -> BatchResult:
-        """Speak a batch on the next free slot (FIFO among waiters); ``on_sentence`` sees each
-        sentence as it is made, ``on_start`` the moment a slot is taken."""
+        """Speak a batch on the next free slot (earliest deadline first among waiters, see
+        ``Line``); ``on_sentence`` sees each sentence as it is made, ``on_start`` the moment a slot
+        is taken."""
         returned: set[int] = set()
         spoken = 0.0  # engine seconds of the current attempt
 
@@ -237,6 +238,7 @@ class EnginePool:
                 on_sentence(index, samples, rate)
 
         slot_seconds = synthesis_seconds = 0.0
+        deadline = batch.deadline if batch.deadline is not None else time.monotonic()
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             todo = [(i, t) for i, t in zip(batch.indices, batch.sentences, strict=True) if i not in returned]
             request = dataclasses.replace(
@@ -244,7 +246,7 @@ class EnginePool:
             )
             self.waiting += 1
             try:
-                worker = await self._line.take(self._free, self._check)
+                worker = await self._line.take(self._free, self._check, deadline)
             finally:
                 self.waiting -= 1
             if on_start is not None and attempt == 1:
