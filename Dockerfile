@@ -4,7 +4,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir . && useradd --create-home ttsd
+RUN pip install --no-cache-dir ".[zh]" && useradd --create-home ttsd
 USER ttsd
 ENV TTSD_HOST=0.0.0.0
 EXPOSE 8000

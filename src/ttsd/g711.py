@@ -51,7 +51,8 @@ def _alaw_table() -> Codes:
 
 def _lookup(table: Codes, pcm: Pcm16) -> bytes:
     # Offsetting by 32768 maps int16 onto the table's indices without a sign test per sample.
-    return table[pcm.astype(np.int32) + 32768].tobytes()
+    coded: bytes = table[pcm.astype(np.int32) + 32768].tobytes()
+    return coded
 
 
 def ulaw(pcm: Pcm16) -> bytes:

@@ -32,6 +32,8 @@ class SynthesisSpec:
     # The tenant whose cache this is, under TTSD_CACHE_SCOPE=tenant ("" for the shared cache):
     # sentence pieces keep it, so one tenant's sentences are never another's either.
     scope: str = ""
+    # The text normaliser's version, for texts it can change ("" otherwise, and when it is off).
+    norm: str = ""
 
     @property
     def voice_ref(self) -> Voice:
@@ -41,8 +43,8 @@ class SynthesisSpec:
     @property
     def key(self) -> str:
         fields = asdict(self)
-        # Keys made before lexicons and scopes existed stay valid.
-        for name in ("lexicons", "scope"):
+        # Keys made before lexicons, scopes and normalisation existed stay valid.
+        for name in ("lexicons", "scope", "norm"):
             if not fields[name]:
                 del fields[name]
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

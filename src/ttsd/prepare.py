@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import audio
@@ -9,7 +10,8 @@ from .errors import InvalidRequest
 from .jobs.model import Job
 from .keys import SynthesisSpec
 from .links import Links
-from .text import normalize
+from .text import normalize, script_language
+from .textnorm import Normalizer, normalizer
 from .voices import Catalogue
 
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
@@ -30,15 +32,31 @@ class SynthesisRequest(NamedTuple):
     sample_rate: int | None = None
 
 
-def prepare_job(request: SynthesisRequest, catalogue: Catalogue, links: Links, *, max_text_chars: int) -> Job:
-    """Validate and normalise; the job's key and task id follow from the result."""
+def prepare_job(
+    request: SynthesisRequest,
+    catalogue: Catalogue,
+    links: Links,
+    *,
+    max_text_chars: int,
+    normalize_text: bool = True,
+) -> Job:
+    """Validate and normalise; the job's key and task id follow from the result.
+    ``normalize_text``: numbers and the like written as they are said (``textnorm``)."""
     fmt = audio.format_at(request.format, request.sample_rate)
     if not MIN_SPEED <= request.speed <= MAX_SPEED:
         raise InvalidRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
-    voice = catalogue.resolve(request.voice, request.language)
     text = normalize(request.text, max_chars=max_text_chars)
+    language = request.language
+    if request.voice is None and language is None:
+        # Neither named: the script says (a Mandarin text is not read by the English default).
+        seen = script_language(text)
+        language = seen if seen is not None and seen in catalogue.languages else None
+    voice = catalogue.resolve(request.voice, language)
     engine = catalogue.specs[voice.engine]
     lexicons = catalogue.lexicons.applied(request.lexicons, voice.language, engine.name)
+    norm = normalizer(voice.language) if normalize_text else None
+    if norm is not None and not norm.applies(text):
+        norm = None
     spec = SynthesisSpec(
         engine=engine.name,
         engine_version=engine.version,
@@ -50,6 +68,23 @@ def prepare_job(request: SynthesisRequest, catalogue: Catalogue, links: Links, *
         seed=request.seed,
         lexicons=lexicons.key,
         scope=request.scope,
+        norm=norm.version if norm is not None else "",
     )
-    rewrite = lexicons.speak if lexicons.table is not None else None
+    rewrite = _rewrite(norm, lexicons.speak if lexicons.table is not None else None)
     return Job(task_id=links.task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, rewrite=rewrite)
+
+
+def _rewrite(
+    norm: Normalizer | None, lexicons: Callable[[Sequence[str]], tuple[str, ...]] | None
+) -> Callable[[Sequence[str]], tuple[str, ...]] | None:
+    """What becomes of a text's sentences on their way to the engine: normalised, then the
+    lexicons applied (run lazily: on the way to an engine, never for a hit)."""
+    if norm is None:
+        return lexicons
+    speak = norm.sentence
+
+    def rewrite(sentences: Sequence[str]) -> tuple[str, ...]:
+        said = tuple(speak(s) for s in sentences)
+        return lexicons(said) if lexicons is not None else said
+
+    return rewrite

@@ -126,7 +126,13 @@ class TtsService:
             return dict.fromkeys(self.catalogue.specs, exc.message)
 
     def _prepare(self, request: SynthesisRequest) -> Job:
-        return prepare_job(request, self.catalogue, self.links, max_text_chars=self.settings.max_text_chars)
+        return prepare_job(
+            request,
+            self.catalogue,
+            self.links,
+            max_text_chars=self.settings.max_text_chars,
+            normalize_text=self.settings.text_normalization,
+        )
 
     def prepare(self, request: SynthesisRequest) -> Job:
         if len(request.text) <= _PREPARED_MAX_CHARS:

@@ -61,6 +61,24 @@ def normalize(text: str, *, max_chars: int) -> str:
     return text
 
 
+def script_language(text: str) -> str | None:
+    """The language a text's script says, for a request that names neither voice nor language:
+    kana is Japanese, Han (without kana) Mandarin, whichever outweighs the Latin letters (a
+    character weighs three letters, as in the splitter); None: Latin, or nothing to tell."""
+    kana = han = latin = 0
+    for ch in text:
+        code = ord(ch)
+        if 0x3040 <= code <= 0x30FF:
+            kana += 1
+        elif 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF:
+            han += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    if 3 * (kana + han) <= latin:
+        return None
+    return "ja" if kana else "cmn" if han else None
+
+
 def clean(text: str) -> str:
     """A piece of a text that is still arriving, made safe to buffer: NFC, control characters but
     line breaks as spaces. Whitespace is collapsed later, when each sentence is normalised."""

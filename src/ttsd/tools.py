@@ -74,7 +74,13 @@ async def synthesize_all(
         if skip(i):
             return
         try:
-            job = prepare_job(request, catalogue, links, max_text_chars=settings.max_text_chars)
+            job = prepare_job(
+                request,
+                catalogue,
+                links,
+                max_text_chars=settings.max_text_chars,
+                normalize_text=settings.text_normalization,
+            )
             entry = index.get(job.key, job.fmt)
             if entry is not None:
                 on_result(Result(i, entry, cached=True))

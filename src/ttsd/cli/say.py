@@ -33,7 +33,13 @@ def say_command(args: argparse.Namespace) -> int:
         lexicons=args.lexicons,
         sample_rate=args.sample_rate,
     )
-    job = prepare_job(request, catalogue, Links.of(settings), max_text_chars=settings.max_text_chars)
+    job = prepare_job(
+        request,
+        catalogue,
+        Links.of(settings),
+        max_text_chars=settings.max_text_chars,
+        normalize_text=settings.text_normalization,
+    )
     engine = catalogue.specs[job.spec.engine].load(threads=settings.engine_threads)
     started = time.perf_counter()
     pcm = synthesize_master(engine, job.spec, sentences=job.sentences)

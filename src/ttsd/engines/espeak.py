@@ -86,7 +86,8 @@ class Runtime:
             return np.zeros(0, np.float32)
         pcm = np.concatenate(self._buffer)
         self._buffer.clear()
-        return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+        out: Pcm = (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+        return out
 
     def phonemes(self, text: str, voice: str, *, ipa: bool) -> str:
         """The phonemes eSpeak says for ``text`` (lexicon spans included), as mnemonics or IPA:

@@ -52,7 +52,8 @@ class PiperEngine(Engine):
         parts = [chunk.audio_float_array for chunk in self._voice.synthesize(self._input(text), config)]
         if not parts:
             return np.zeros(0, np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        out: Pcm = np.concatenate(parts).astype(np.float32, copy=False)
+        return out
 
 
 class PiperSpec(EngineSpec):

@@ -23,9 +23,10 @@ log = logging.getLogger("ttsd.jobs")
 
 def piece_keys(spec: SynthesisSpec, sentences: Sequence[str]) -> list[str]:
     """Each sentence keyed like a text of its own (engine, version, voice, language, speed, seed),
-    by what the engine says: ``sentences`` have the lexicons applied, so a lexicon edit misses only
-    the sentences whose words it changes."""
-    return [dataclasses.replace(spec, text=s, lexicons="").key for s in sentences]
+    by what the engine says: ``sentences`` are normalised and have the lexicons applied, so a
+    lexicon edit misses only the sentences whose words it changes, and "4521" read as digits
+    shares its piece with the same digits written out."""
+    return [dataclasses.replace(spec, text=s, lexicons="", norm="").key for s in sentences]
 
 
 def keep(

@@ -28,7 +28,7 @@ from .. import audio
 from ..errors import InvalidRequest, TextTooLong, TtsdError
 from ..prepare import SynthesisRequest
 from ..service import TtsService
-from ..text import SentenceSplitter, clean
+from ..text import SentenceSplitter, clean, script_language
 from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
 from .limits import LiveLimits
 from .output import Output
@@ -52,7 +52,9 @@ class LiveContext:
     ) -> None:
         self.id = context_id
         self._service = service
-        self._template = template  # the voice pinned, format pcm at the engine's rate
+        # Format pcm at the engine's rate; the voice pinned, or None: the first sentence's script
+        # picks it (as on every route), then it is pinned, so a context speaks with one voice.
+        self._template = template
         self._limits = limits
         self._emit = emit
         self._on_closed = on_closed
@@ -152,12 +154,23 @@ class LiveContext:
     # -- inside --------------------------------------------------------------------------------
 
     def _add(self, sentences: list[str]) -> None:
+        if sentences and self._template.voice is None:
+            self._pin(sentences[0])
         for text in sentences:
             sentence = Sentence(len(self._sentences), text)
             self._sentences.append(sentence)
             self._items.append(sentence)
         self._open_ahead()
         self._arrived.set()
+
+    def _pin(self, first: str) -> None:
+        catalogue = self._service.catalogue
+        seen = script_language(first)
+        voice = catalogue.resolve(None, seen if seen in catalogue.languages else None)
+        self._template = self._template._replace(voice=voice.name)
+        rate = catalogue.specs[voice.engine].sample_rate
+        if rate != self._out.rate:  # nothing was sent yet
+            self._out = Output(self._out.format, rate, self._template.speed)
 
     def _push(self, marker: str) -> None:
         self._items.append(marker)

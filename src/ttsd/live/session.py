@@ -165,10 +165,11 @@ class LiveSession:
             )
         await self._admit()  # a context is one request to the rate limit, however many sentences
         config = config or self._defaults
+        named = config.voice is not None or config.language is not None
         voice = self._service.catalogue.resolve(config.voice, config.language)
         template = SynthesisRequest(
             text="",
-            voice=voice.name,
+            voice=voice.name if named else None,
             format="pcm",
             speed=config.speed,
             seed=config.seed,
