@@ -142,20 +142,23 @@ def test_warm_batch_and_cache_commands(tmp_path: Path) -> None:
     again = ttsd(tmp_path, "warm", str(hot), "-f", "mp3,ogg")
     assert "(6 cached" in again.stderr
 
-    # The service finds what warm made.
+    # A line in another script than the default voice's is spoken in its own language.
+    out = tmp_path / "out"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("First line to speak.\nSecond line to speak.\n您好，请问有什么可以帮您？\n")
+    first = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["00001.wav", "00002.wav", "00003.wav"]
+
+    # The service finds what warm and batch made: the Mandarin line under Mandarin's voice.
     srv = start_server(tmp_path, env={"TTSD_ENGINES": "hibari,espeak", "TTSD_DEFAULT_VOICE": "en-heart"})
     try:
         hit = httpx.post(f"{srv.url}/v1/synthesize", json={"text": "Thanks for calling.", "format": "ogg"})
         assert hit.status_code == 200
+        zh = {"text": "您好，请问有什么可以帮您？", "format": "wav", "language": "zh"}
+        assert httpx.post(f"{srv.url}/v1/synthesize", json=zh).status_code == 200
     finally:
         stop_server(srv)
-
-    out = tmp_path / "out"
-    lines = tmp_path / "lines.txt"
-    lines.write_text("First line to speak.\nSecond line to speak.\nThird line to speak.\n")
-    first = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
-    assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["00001.wav", "00002.wav", "00003.wav"]
     (out / "00002.wav").unlink()
     resumed = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
     assert resumed.returncode == 0 and "2 from an earlier run" in resumed.stderr and "1/1" in resumed.stderr
