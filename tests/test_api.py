@@ -48,8 +48,10 @@ def test_every_format_from_one_master(server: Server, client: httpx.Client) -> N
     syntheses_before = server.metric("ttsd_syntheses_total")
     for fmt in ("wav", "flac", "mp3", "ogg", "opus", "pcm"):
         response = client.post("/v1/synthesize", json={"text": text, "format": fmt, "voice": "en-heart"})
-        # The first is synthesized; the others are assembled from its cached sentence at once.
-        assert response.status_code == (202 if fmt == "wav" else 200)
+        # The first is synthesized; the others are assembled from its cached sentence, at once
+        # (200) unless a loaded machine takes longer than the request waits for that (202): either
+        # way without an engine, which the count of syntheses below checks.
+        assert response.status_code == 202 if fmt == "wav" else response.status_code in (200, 202)
         done = finished(server, response)
         assert done["status"] == "done", done
         data = client.get(done["url"]).content

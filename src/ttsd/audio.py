@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,15 +139,56 @@ def pause(sample_rate: int, speed: float) -> Pcm16:
     return np.zeros(int(sample_rate * _PAUSE_SECONDS / speed), np.int16)
 
 
-def joined(pieces: list[Pcm16], sample_rate: int, speed: float) -> list[Pcm16]:
-    """The sentences as they go on the wire: a pause before each but the first that has sound.
-    The master is the concatenation of exactly these, so a stream and the stored file agree."""
-    out: list[Pcm16] = []
-    gap = pause(sample_rate, speed)
-    for pcm in pieces:
-        if pcm.size:
-            out.append(np.concatenate([gap, pcm]) if out else pcm)
-    return out
+class Joiner:
+    """Sentences onto the wire one at a time, in order: a pause before each but the first that has
+    sound, or the silence a document put there instead (``pauses``, seconds before each sentence,
+    None for the usual pause: SSML breaks), then ``tail`` seconds after the last. The master is the
+    concatenation of exactly what it gives, so a stream and the stored file agree."""
+
+    def __init__(
+        self, sample_rate: int, speed: float, pauses: Sequence[float | None] | None = None, tail: float = 0.0
+    ) -> None:
+        self._rate = sample_rate
+        self._gap = pause(sample_rate, speed)
+        self._pauses = pauses
+        self._tail = tail
+        self._sounded = False
+        self.samples = 0  # on the wire so far
+        self.starts: list[int] = []  # where each sentence's wire audio (its pause first) begins
+
+    def add(self, pcm: Pcm16) -> Pcm16 | None:
+        """The next sentence's wire audio (None: nothing to send)."""
+        explicit = self._pauses[len(self.starts)] if self._pauses is not None else None
+        if explicit is not None:
+            head = np.zeros(int(self._rate * explicit), np.int16)
+        else:
+            head = self._gap if self._sounded and pcm.size else self._gap[:0]
+        self.starts.append(self.samples)
+        self._sounded = self._sounded or bool(pcm.size)
+        out = np.concatenate([head, pcm]) if head.size else pcm
+        self.samples += len(out)
+        return out if out.size else None
+
+    def end(self) -> Pcm16 | None:
+        """The silence after the last sentence, if the document asked for one."""
+        if self._tail <= 0:
+            return None
+        self.starts.append(self.samples)
+        return np.zeros(int(self._rate * self._tail), np.int16)
+
+
+def joined(
+    pieces: list[Pcm16],
+    sample_rate: int,
+    speed: float,
+    pauses: Sequence[float | None] | None = None,
+    tail: float = 0.0,
+) -> list[Pcm16]:
+    """All the sentences as ``Joiner`` puts them on the wire."""
+    joiner = Joiner(sample_rate, speed, pauses, tail)
+    out = [wire for wire in (joiner.add(pcm) for pcm in pieces) if wire is not None]
+    end = joiner.end()
+    return [*out, end] if end is not None else out
 
 
 def finish(pieces: list[Pcm16], sample_rate: int) -> Pcm16:

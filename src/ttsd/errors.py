@@ -11,6 +11,7 @@ the CLI into exit codes. Each class carries its HTTP status and a stable machine
     │   ├── UnknownLexicon (422 unknown_lexicon)
     │   ├── UnsupportedLexicon (422 unsupported_lexicon)  its phonemes are in no alphabet the engine reads
     │   ├── UnknownContext (422 unknown_context)   a live message for a context that is not open
+    │   ├── InvalidSsml (422 invalid_ssml)         not well-formed (line and column), refused, or bad values
     │   └── IdempotencyConflict (422 idempotency_conflict)  same Idempotency-Key, other body
     ├── MalformedRequest (400 malformed_request)    unparsable JSON
     ├── ConfigError (500 config_error)              bad settings; the CLI exits 2
@@ -88,6 +89,10 @@ class UnknownLexicon(InvalidRequest):
 
 class UnsupportedLexicon(InvalidRequest):
     code = "unsupported_lexicon"
+
+
+class InvalidSsml(InvalidRequest):
+    code = "invalid_ssml"
 
 
 class UnknownContext(InvalidRequest):

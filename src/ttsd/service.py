@@ -212,7 +212,8 @@ class TtsService:
         sentences = job.sentences
         if job.spec.engine not in self._reuse_engines:
             return len(sentences), 0
-        found = await asyncio.gather(*(self.index.aget(k, PIECE) for k in piece_keys(job.spec, sentences)))
+        keys = piece_keys(job.spec, sentences, job.speeds)
+        found = await asyncio.gather(*(self.index.aget(k, PIECE) for k in keys))
         return len(sentences), sum(entry is not None for entry in found)
 
     async def _assembled(self, job: Job) -> CacheEntry | None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..lexicons import MAX_PER_REQUEST
 from ..prepare import SynthesisRequest
-from ..state.base import Stage, Status, TaskError
+from ..state.base import Mark, Stage, Status, TaskError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -155,6 +155,8 @@ class TaskResponse(BaseModel):
     error: TaskError | None = None
     sentences: int | None = None
     sentences_reused: int | None = None
+    # An SSML document's marks, with their offsets in the audio (seconds), once done.
+    marks: list[Mark] | None = None
     created_at: float
     updated_at: float
 

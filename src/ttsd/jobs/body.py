@@ -31,6 +31,7 @@ from .. import audio
 from ..errors import JobError, StorageError
 from ..metrics import JobStats
 from ..state.base import Stage
+from .assembly import InOrder
 from .flights import await_flight, await_remote
 from .host import JobHost
 from .model import Job, JobOutcome, Reporter, SentenceBatch
@@ -61,27 +62,7 @@ class _Made:
     slot_seconds: float = 0.0
     synthesis_seconds: float = 0.0
     from_cache: bool = False
-
-
-class _InOrder:
-    """Passes sentences to the reporter in text order, each as soon as it and all before it exist."""
-
-    def __init__(self, reporter: Reporter, pieces: list[audio.Pcm16 | None], rate: int, speed: float) -> None:
-        self._reporter = reporter
-        self._pieces = pieces
-        self._rate = rate
-        self._gap = audio.pause(rate, speed)
-        self._next = 0
-        self._sounded = False
-
-    async def flush(self) -> None:
-        while self._next < len(self._pieces) and (pcm := self._pieces[self._next]) is not None:
-            self._next += 1
-            if pcm.size:
-                await self._reporter.audio(
-                    np.concatenate([self._gap, pcm]) if self._sounded else pcm, self._rate
-                )
-                self._sounded = True
+    marks: tuple[tuple[str, float], ...] = ()
 
 
 async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
@@ -90,12 +71,12 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
     sentences = job.sentences
     n = len(sentences)
     reuse = spec.engine in host.reuse_engines
-    keys = piece_keys(spec, sentences)
+    keys = piece_keys(spec, sentences, job.speeds)
     pieces: list[audio.Pcm16 | None] = (
         await host.run(load_pieces, host.store, host.index, keys, rate) if reuse else [None] * n
     )
     made = _Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
-    out = _InOrder(reporter, pieces, rate, spec.speed)
+    out = InOrder(reporter, pieces, rate, job)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
     # once if it needs none), which is what the queue's depth and Retry-After count.
     await reporter.stage(Stage.QUEUED, 0, sentences=n, sentences_reused=made.reused)
@@ -107,7 +88,8 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
         await _round(job, host, reporter, out, sentences, pieces, keys, missing, made)
     else:
         raise JobError("the sentences of this text could not be made")
-    made.pcm = audio.finish(audio.joined([p for p in pieces if p is not None], rate, spec.speed), rate)
+    made.pcm = await out.end()
+    made.marks = out.marks(job.layout)
     return made
 
 
@@ -115,7 +97,7 @@ async def _round(
     job: Job,
     host: JobHost,
     reporter: Reporter,
-    out: _InOrder,
+    out: InOrder,
     sentences: Sequence[str],
     pieces: list[audio.Pcm16 | None],
     keys: list[str],
@@ -161,7 +143,10 @@ async def _round(
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
     batch: asyncio.Task[Any] | None = None
     if own:
-        request = SentenceBatch(job.task_id, spec, tuple(own), tuple(sentences[i] for i in own), job.deadline)
+        speeds = tuple(job.speeds[i] for i in own) if job.speeds else None
+        request = SentenceBatch(
+            job.task_id, spec, tuple(own), tuple(sentences[i] for i in own), job.deadline, speeds
+        )
         batch = asyncio.create_task(
             host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
         )
@@ -285,6 +270,7 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         sentences_reused=made.reused,
         sentences_merged=made.merged,
         evicted=evicted,
+        marks=made.marks,
     )
 
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 from ..errors import BackendUnavailable, JobError, JobTimeout, StorageError, TtsdError
 from ..keys import file_id
 from ..metrics import JobStats
-from ..state.base import Stage, TaskError, TaskStatus
+from ..state.base import Mark, Stage, TaskError, TaskStatus
 from .model import Job, JobOutcome, Reporter
 
 log = logging.getLogger("ttsd.jobs")
@@ -87,7 +87,8 @@ class Lifecycle:
                     "slot_seconds": round(outcome.slot_seconds, 3),
                 },
             )
-            await reporter.stage(Stage.DONE, 100, audio_id=file_id(job.key, job.fmt))
+            marks = [Mark(name=name, seconds=seconds) for name, seconds in outcome.marks] or None
+            await reporter.stage(Stage.DONE, 100, audio_id=file_id(job.key, job.fmt), marks=marks)
             return Ended(reporter.status, outcome=outcome)
         return await self._fail(job, reporter, error)
 

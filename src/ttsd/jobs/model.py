@@ -17,6 +17,33 @@ from ..text import split_sentences
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How an SSML document's sentences are said and joined (plain text has none): each one's
+    speed ratio to the job's, the silence before each (None: the usual pause) and after the last,
+    and its marks (name, the sentence it precedes, seconds into the silence before that one)."""
+
+    rates: tuple[float, ...]
+    pauses: tuple[float | None, ...]
+    tail: float = 0.0
+    marks: tuple[tuple[str, int, float], ...] = ()
+    # Elements spoken as their content only: said in the response, not part of any identity.
+    ignored: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layout:
+        return cls(
+            rates=tuple(data["rates"]),
+            pauses=tuple(data["pauses"]),
+            tail=float(data.get("tail", 0.0)),
+            marks=tuple((str(n), int(i), float(s)) for n, i, s in data.get("marks", ())),
+            ignored=tuple(data.get("ignored", ())),
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     task_id: str
     spec: SynthesisSpec
@@ -37,6 +64,8 @@ class Job:
     # When its audio is needed (``time.monotonic()`` in the process that queues it): engine slots
     # go to the earliest first. None: as soon as it queues (first come, first served).
     deadline: float | None = field(default=None, compare=False)
+    # An SSML document's rates, breaks and marks (its key covers what changes the samples).
+    layout: Layout | None = field(default=None, compare=False)
 
     @functools.cached_property
     def key(self) -> str:
@@ -49,6 +78,13 @@ class Job:
             return self.spoken
         own = tuple(split_sentences(self.spec.text))
         return own if self.rewrite is None else self.rewrite(own)
+
+    @property
+    def speeds(self) -> tuple[float, ...] | None:
+        """Each sentence's own speed, when a document gives them different ones."""
+        if self.layout is None:
+            return None
+        return tuple(round(self.spec.speed * rate, 3) for rate in self.layout.rates)
 
     def queued(self) -> TaskStatus:
         """This job's status as it enters the queue."""
@@ -70,6 +106,8 @@ class Job:
             data["spoken"] = list(self.sentences)
         if self.live:
             data["live"] = True
+        if self.layout is not None:
+            data["layout"] = self.layout.to_dict()
         return data
 
     @classmethod
@@ -81,6 +119,7 @@ class Job:
             spec=SynthesisSpec(**data["spec"]),
             spoken=tuple(spoken) if spoken is not None else None,
             live=bool(data.get("live", False)),
+            layout=Layout.from_dict(data["layout"]) if data.get("layout") else None,
         )
 
 
@@ -95,6 +134,7 @@ class SentenceBatch:
     indices: tuple[int, ...]
     sentences: tuple[str, ...]
     deadline: float | None = None  # the job's (``Job.deadline``)
+    speeds: tuple[float, ...] | None = None  # each sentence's own speed (SSML prosody), else spec's
 
 
 @dataclass(frozen=True)
@@ -129,6 +169,8 @@ class JobOutcome:
     sentences_merged: int = 0
     # Objects the job evicted to keep the byte budget: the API forgets them at once.
     evicted: tuple[str, ...] = ()
+    # Its SSML marks, by name, with their offsets in the audio (seconds).
+    marks: tuple[tuple[str, float], ...] = ()
 
 
 class Reporter(Protocol):

@@ -21,12 +21,19 @@ from ..store.base import MASTER, PIECE, AudioStore
 log = logging.getLogger("ttsd.jobs")
 
 
-def piece_keys(spec: SynthesisSpec, sentences: Sequence[str]) -> list[str]:
+def piece_keys(
+    spec: SynthesisSpec, sentences: Sequence[str], speeds: Sequence[float] | None = None
+) -> list[str]:
     """Each sentence keyed like a text of its own (engine, version, voice, language, speed, seed),
     by what the engine says: ``sentences`` are normalised and have the lexicons applied, so a
     lexicon edit misses only the sentences whose words it changes, and "4521" read as digits
-    shares its piece with the same digits written out."""
-    return [dataclasses.replace(spec, text=s, lexicons="", norm="").key for s in sentences]
+    shares its piece with the same digits written out. ``speeds``: each sentence's own (SSML)."""
+    if speeds is None:
+        return [dataclasses.replace(spec, text=s, lexicons="", norm="").key for s in sentences]
+    return [
+        dataclasses.replace(spec, text=s, speed=speed, lexicons="", norm="").key
+        for s, speed in zip(sentences, speeds, strict=True)
+    ]
 
 
 def keep(

@@ -21,7 +21,7 @@ from ..engines import Engine, Pcm
 from ..errors import JobCancelled, TtsdError, job_error_from
 from ..keys import SynthesisSpec
 from .messages import BatchDone, BatchFailed, SlotEvent, Spoken
-from .model import SentenceBatch
+from .model import Layout, SentenceBatch
 
 log = logging.getLogger("ttsd.slot")
 
@@ -50,12 +50,13 @@ class SlotCore:
             spec = batch.spec
             engine, voice = self._engines[spec.engine], spec.voice_ref
             rate = engine.sample_rate
-            for i, sentence in zip(batch.indices, batch.sentences, strict=True):
+            speeds = batch.speeds or (spec.speed,) * len(batch.indices)
+            for i, sentence, speed in zip(batch.indices, batch.sentences, speeds, strict=True):
                 if cancelled():
                     raise JobCancelled("every listener of this stream left")
                 began = time.perf_counter()
                 chunks: list[Pcm] = []
-                for chunk in engine.chunks(sentence, voice, speed=spec.speed, seed=spec.seed):
+                for chunk in engine.chunks(sentence, voice, speed=speed, seed=spec.seed):
                     chunks.append(chunk)
                     if cancelled():
                         raise JobCancelled("every listener of this stream left")
@@ -76,26 +77,30 @@ def synthesize_master(
     spec: SynthesisSpec,
     *,
     sentences: Sequence[str] | None = None,
+    layout: Layout | None = None,
     on_piece: Callable[[audio.Pcm16, int, int], None] | None = None,
 ) -> audio.Pcm16:
     """A whole text on a loaded engine, with no cache or pool (``ttsd say``, benchmarks): the same
     slot loop, sentences (``Job.sentences``, lexicons applied; else the text's), fades and joins
-    as the service. Raises the engine's error."""
+    as the service (``layout``: an SSML document's rates and breaks). Raises the engine's error."""
     from ..text import split_sentences
 
     sentences = split_sentences(spec.text) if sentences is None else sentences
     rate = engine.sample_rate
-    gap = audio.pause(rate, spec.speed)
-    wire: list[audio.Pcm16] = []  # as ``audio.joined`` makes them, one at a time
+    joiner = audio.Joiner(rate, spec.speed, *((layout.pauses, layout.tail) if layout else ()))
+    wire: list[audio.Pcm16] = []
 
     def collect(event: SlotEvent) -> None:
         if isinstance(event, BatchFailed):
             raise job_error_from(event.code, event.message)
-        if isinstance(event, Spoken) and (pcm := event.samples).size:
-            wire.append(np.concatenate([gap, pcm]) if wire else pcm)
+        if isinstance(event, Spoken) and (out := joiner.add(event.samples)) is not None:
+            wire.append(out)
             if on_piece is not None:
-                on_piece(wire[-1], event.index, len(sentences))
+                on_piece(out, event.index, len(sentences))
 
-    batch = SentenceBatch("offline", spec, tuple(range(len(sentences))), tuple(sentences))
+    speeds = tuple(round(spec.speed * r, 3) for r in layout.rates) if layout else None
+    batch = SentenceBatch("offline", spec, tuple(range(len(sentences))), tuple(sentences), speeds=speeds)
     SlotCore({spec.engine: engine}).speak(batch, collect)
+    if (end := joiner.end()) is not None:
+        wire.append(end)
     return audio.finish(wire, rate)

@@ -102,6 +102,13 @@ class TaskError(BaseModel):
     message: str
 
 
+class Mark(BaseModel):
+    """An SSML ``<mark>``: where in the audio it fell."""
+
+    name: str
+    seconds: float
+
+
 class TaskStatus(BaseModel):
     task_id: str
     status: Status
@@ -115,6 +122,8 @@ class TaskStatus(BaseModel):
     # how many were found there.
     sentences: int | None = None
     sentences_reused: int | None = None
+    # The SSML document's marks, once done.
+    marks: list[Mark] | None = None
     created_at: float
     updated_at: float
 

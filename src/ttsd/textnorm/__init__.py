@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import zh
+from . import en, zh
 
 
 class Normalizer(NamedTuple):
@@ -19,7 +19,10 @@ class Normalizer(NamedTuple):
     sentence: Callable[[str], str]  # one sentence, normalised
 
 
-_BY_LANGUAGE = {"cmn": Normalizer(zh.VERSION, zh.applies, zh.normalize)}
+_BY_LANGUAGE = {
+    "cmn": Normalizer(zh.VERSION, zh.applies, zh.normalize),
+    "en-US": Normalizer(en.VERSION, en.applies, en.normalize),
+}
 
 
 def normalizer(language: str) -> Normalizer | None:
