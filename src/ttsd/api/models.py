@@ -36,6 +36,10 @@ SampleRate = Annotated[
     ),
 ]
 _FORMATS = "wav, mp3, ogg, opus, flac, pcm (s16le), ulaw or alaw (G.711, 8 kHz); pcm_RATE, wav_RATE"
+TextType = Annotated[
+    Literal["text", "ssml"] | None,
+    Field(None, description="text, or ssml (an SSML <speak> document); unset: SSML when it is one"),
+]
 
 
 class SynthesizeBody(BaseModel):
@@ -48,6 +52,7 @@ class SynthesizeBody(BaseModel):
     )
     format: str = Field("wav", description=_FORMATS)
     sample_rate: SampleRate
+    text_type: TextType
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Fixes the noise of engines that take one")
     lexicons: LexiconNames
@@ -62,6 +67,7 @@ class SynthesizeBody(BaseModel):
             self.seed,
             _names(self.lexicons),
             sample_rate=self.sample_rate,
+            text_type=self.text_type,
         )
 
 
@@ -75,6 +81,7 @@ class SpeechBody(BaseModel):
     voice: str | None = None
     response_format: str = Field("mp3", description=_FORMATS)
     sample_rate: SampleRate
+    text_type: TextType
     speed: float = Field(1.0, ge=0.5, le=2.0)
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: the file's bytes, streamed as made; sse: base64 deltas as events"
@@ -89,6 +96,7 @@ class SpeechBody(BaseModel):
             speed=self.speed,
             lexicons=_names(self.lexicons),
             sample_rate=self.sample_rate,
+            text_type=self.text_type,
         )
 
 
@@ -102,6 +110,7 @@ class StreamRequest(BaseModel):
     language: str | None = None
     format: str = "pcm"
     sample_rate: SampleRate
+    text_type: TextType
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     lexicons: LexiconNames
@@ -116,6 +125,7 @@ class StreamRequest(BaseModel):
             self.seed,
             _names(self.lexicons),
             sample_rate=self.sample_rate,
+            text_type=self.text_type,
         )
 
 
@@ -131,6 +141,8 @@ class Done(BaseModel):
     task_id: str | None = None
     sentences: int | None = None
     sentences_reused: int | None = None
+    # SSML elements spoken as their content only (see the README's SSML section).
+    ssml_ignored: list[str] | None = None
 
 
 class QueuedResponse(BaseModel):
@@ -142,6 +154,7 @@ class QueuedResponse(BaseModel):
     # The text's sentences, and how many of them the piece cache already holds.
     sentences: int | None = None
     sentences_reused: int | None = None
+    ssml_ignored: list[str] | None = None
 
 
 class TaskResponse(BaseModel):

@@ -29,13 +29,17 @@ _STRENGTH = {"none": 0.0, "x-weak": 0.1, "weak": 0.2, "medium": 0.4, "strong": 0
 _RATE = {"x-slow": 0.6, "slow": 0.8, "medium": 1.0, "default": 1.0, "fast": 1.25, "x-fast": 1.5}
 _PARAGRAPH_PAUSE = 0.4
 _TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
-_TIGHT = re.compile(r"\s+([.,!?;:。，！？；：])")  # a say-as before a full stop: no space between
-_SPEAK = re.compile(r"^\s*(?:<\?xml[^>]*\?>\s*)?<speak[\s>/]")
+# Spaces only: a phoneme span's separator (\x1f) counts as whitespace to str.split and \s.
+_SPACES = re.compile(r"[ \t\n\r\f\v\u00a0\u3000]+")
+_TIGHT = re.compile(r"[ \t\n\r\f\v]+([.,!?;:。，！？；：])")  # a say-as before a full stop: no space between
+_CJK_SPACE = re.compile(r"(?<=[\u3000-\u9fff]) +| +(?=[\u3000-\u9fff])")  # Chinese has no spaces
+_SPEAK = re.compile(r"<speak[\s>/]")
 
 
 def is_ssml(text: str) -> bool:
-    """A text that is a ``<speak>`` document (recognised without being asked for)."""
-    return _SPEAK.match(text) is not None
+    """A text that is a ``<speak>`` document (recognised without being asked for): markup first
+    (an XML declaration or a DTD may come before the root: it is refused then, never read out)."""
+    return text.lstrip()[:1] == "<" and _SPEAK.search(text, 0, 4096) is not None
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class _Builder:
     elements: int = 0
 
     def flush(self) -> None:
-        text = _TIGHT.sub(r"\1", " ".join("".join(self.runs).split()))
+        text = _CJK_SPACE.sub("", _TIGHT.sub(r"\1", _SPACES.sub(" ", "".join(self.runs)).strip()))
         self.runs.clear()
         for sentence in split_sentences(text) if text else []:
             self.sentences.append(sentence)

@@ -4,6 +4,7 @@ its line and column."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import InvalidSsml
@@ -28,7 +29,8 @@ def parse(document: str) -> Any:
         ) from exc
     except ParseError as exc:
         line, column = exc.position
+        reason = re.sub(r":? line \d+, column \d+$", "", str(exc))
         raise InvalidSsml(
-            f"the document is not well-formed at line {line}, column {column + 1}: {exc.msg}",
+            f"the document is not well-formed at line {line}, column {column + 1}: {reason}",
             details={"line": line, "column": column + 1},
         ) from exc

@@ -13,7 +13,7 @@ from ...prepare import SynthesisRequest
 from ...service import TtsService
 from ...store.base import LocalFile
 from ...streaming import AudioStream
-from ..deps import ServiceDep, annotate
+from ..deps import ServiceDep, annotate, ssml_ignored
 from ..models import ErrorResponse, SpeechBody
 from ..security import AdmittedCaller, Caller
 from .audio import local_file
@@ -48,6 +48,9 @@ async def answer(
     """The route's work once the request is parsed and admitted: shared with the hot path."""
     stream = await service.stream(service.scoped(wanted, caller.tenant_name))
     headers = stream_headers(stream)
+    if ignored := ssml_ignored(service, wanted):
+        headers["X-SSML-Ignored"] = ", ".join(ignored)
+        headers["Access-Control-Expose-Headers"] += ", X-SSML-Ignored"
     annotate(
         scope,
         key=stream.key,

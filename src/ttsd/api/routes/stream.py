@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from ...errors import InvalidRequest, MalformedRequest, TtsdError
 from ...prepare import SynthesisRequest
 from ...service import TtsService
+from ..deps import ssml_ignored
 from ..security import admit, authenticate
 
 router = APIRouter(tags=["streaming"])
@@ -91,6 +92,7 @@ async def stream(ws: WebSocket) -> None:
                     "sample_rate": opened.sample_rate,
                     "cached": opened.cached,
                     "bytes": sent,
+                    **({"ssml_ignored": ignored} if (ignored := ssml_ignored(service, request)) else {}),
                 }
             )
         )

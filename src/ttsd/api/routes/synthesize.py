@@ -10,7 +10,7 @@ from starlette.types import Scope
 
 from ...prepare import SynthesisRequest
 from ...service import Hit, TtsService
-from ..deps import ServiceDep, annotate, api_base, status_url
+from ..deps import ServiceDep, annotate, api_base, ssml_ignored, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 from ..security import AdmittedCaller, Caller
 
@@ -46,13 +46,14 @@ async def answer(
     wanted = service.scoped(wanted, caller.tenant_name)
     result = await service.synthesize(wanted, idempotency_key, owner=caller.tenant_name)
     base = api_base(scope)
+    ignored = ssml_ignored(service, wanted)
     if isinstance(result, Hit):
         entry = result.entry
         annotate(scope, key=entry.key, cache="hit", text_length=len(wanted.text))
         url = service.audio_url(entry.key, entry.fmt, base, entry.object_name)
         if redirect:
             return RedirectResponse(url, status_code=302)
-        if result.sentences is not None:  # assembled from cached sentences just now
+        if result.sentences is not None or ignored:  # assembled from cached sentences just now
             annotate(scope, cache="assembled")
             done = Done(
                 key=entry.key,
@@ -62,6 +63,7 @@ async def answer(
                 task_id=result.task_id,
                 sentences=result.sentences,
                 sentences_reused=result.sentences,
+                ssml_ignored=ignored,
             )
             return Response(done.model_dump_json(), media_type="application/json")
         body_json = _done(service.settings.hot_entries)(entry.key, entry.fmt, url, entry.duration)
@@ -82,6 +84,7 @@ async def answer(
         merged=result.merged,
         sentences=result.sentences,
         sentences_reused=result.sentences_reused,
+        ssml_ignored=ignored,
     )
     return JSONResponse(
         queued.model_dump(mode="json"), status_code=202, headers={"Location": queued.status_url}
