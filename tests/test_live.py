@@ -306,3 +306,24 @@ def test_a_context_that_names_no_voice_speaks_in_its_scripts_language(server: Se
         answer = client.post("/v1/synthesize", json={"text": text, "format": "pcm"})
     assert answer.json()["key"] == events[-1]["key"]
     assert answer.status_code == 200 and answer.json()["cached"] is True
+
+
+def test_an_ssml_document_in_a_live_context(server: Server) -> None:
+    """Each message a whole document: its sentences with their breaks, rates and marks."""
+    reference = unique("Hello.")
+    document = (
+        f'<speak>{reference}<break time="1s"/><mark name="order"/>Your order '
+        '<say-as interpret-as="digits">4521</say-as> has shipped.</speak>'
+    )
+    with live(server, "?voice=en-joe&format=pcm") as ws:
+        send(ws, type="speak", context="doc", text=document)
+        send(ws, type="end", context="doc")
+        events = read_until(ws, lambda e: e["type"] in ("done", "error"))
+    assert events[-1]["type"] == "done", events
+    sentences = of(events, "sentence")
+    assert [s["text"] for s in sentences][-1] == "Your order four five two one has shipped."
+    marked = sentences[-1]
+    assert marked["marks"] == ["order"]
+    samples = pcm(events)
+    # The second sentence starts after its one-second break: silence right before its offset.
+    assert np.abs(samples[marked["offset"] - 22050 + 300 : marked["offset"] - 10]).max() == 0

@@ -95,7 +95,7 @@ class AudioStreams:
         service = self._service
         job = service.prepare(request)
         if service.reuses(job.spec.engine) and len(job.sentences) == 1:
-            entry = await service.lookup(piece_keys(job.spec, job.sentences)[0], PIECE)
+            entry = await service.lookup(piece_keys(job.spec, job.sentences, job.speeds)[0], PIECE)
             if entry is not None:
                 service.count_hit()
                 fmt = audio.get_format("pcm")

@@ -20,23 +20,26 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from .. import audio
-from ..errors import InvalidRequest, TextTooLong, TtsdError
+from ..errors import InvalidRequest, TtsdError
 from ..prepare import SynthesisRequest
 from ..service import TtsService
-from ..text import SentenceSplitter, clean, script_language
+from ..text import script_language
 from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
 from .limits import LiveLimits
 from .output import Output
-from .sentence import Sentence, close, keep_spoken
+from .sentence import Sentence, close, from_document, keep_spoken
+from .transcript import Transcript
 
 log = logging.getLogger("ttsd.live")
 
 _FLUSHED, _END = "flushed", "end"
+_TAGS = re.compile(r"<[^>]*>")
 
 
 class LiveContext:
@@ -61,15 +64,14 @@ class LiveContext:
         job = service.prepare(template._replace(text="ok"))  # validates voice, speed, lexicons
         rate = service.catalogue.specs[job.spec.engine].sample_rate
         self._out = Output(output, rate, template.speed)
-        self._splitter = SentenceSplitter(first_clause=limits.first_clause)
+        self._text = Transcript(context_id, limits)
         self._sentences: list[Sentence] = []
         self._items: collections.deque[Sentence | str] = collections.deque()
         self._arrived = asyncio.Event()
-        self._parts: list[str] = []
-        self._chars = 0
         self._flushed = 0  # sentences given before the last flush
         self._dropped = 0
         self._failed = False
+        self._documents = False  # an SSML document was said: no one text to keep
         self.closing = False
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._idle: asyncio.TimerHandle | None = None
@@ -77,35 +79,21 @@ class LiveContext:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def speak(self, text: str, *, phrase: bool = False) -> None:
+    def speak(self, text: str, *, phrase: bool = False, ssml: bool = False) -> None:
         """``phrase``: ``text`` is whole (a sentence or phrase), said now: it ends at a word
-        boundary even when the next one starts without a space."""
+        boundary even when the next one starts without a space. ``ssml``: a whole document."""
         if self.closing:
             raise InvalidRequest(f"context {self.id!r} has ended; open another")
-        delta = clean(text)
-        if phrase and self._parts and not self._parts[-1][-1:].isspace() and not delta[:1].isspace():
-            delta = " " + delta
-        if self._chars + len(delta) > self._limits.max_text_chars:
-            raise TextTooLong(
-                f"context {self.id!r} would pass {self._limits.max_text_chars} characters; end it "
-                "and open another",
-                details={"limit": self._limits.max_text_chars},
-            )
-        if len(self._splitter.pending) + len(delta) > self._limits.buffer_chars:
-            raise TextTooLong(
-                f"context {self.id!r} would buffer over {self._limits.buffer_chars} characters "
-                "without a sentence end; flush it",
-                details={"limit": self._limits.buffer_chars},
-            )
-        self._chars += len(delta)
-        self._parts.append(delta)
-        self._add(self._splitter.feed(delta) + (self._splitter.flush() if phrase else []))
+        if ssml:
+            self._add_document(text)
+            return
+        self._add(self._text.add(text, phrase=phrase))
         self._arm_idle()
 
     def flush(self) -> None:
         if self.closing:
             raise InvalidRequest(f"context {self.id!r} has ended")
-        self._add(self._splitter.flush())
+        self._add(self._text.flush())
         self._flushed = len(self._sentences)
         self._push(_FLUSHED)
 
@@ -117,7 +105,7 @@ class LiveContext:
         self.closing = True
         self._disarm_idle()
         if flushed_only:
-            self._splitter.flush()
+            self._text.flush()
             late = [s for s in self._sentences[self._flushed :] if not s.played]
             self._dropped = len(late)
             self._items = collections.deque(i for i in self._items if i not in late)
@@ -128,7 +116,7 @@ class LiveContext:
                 else:
                     self._closing_tasks.add(asyncio.create_task(close(sentence)))
         else:
-            self._add(self._splitter.flush())
+            self._add(self._text.flush())
         self._push(_END)
 
     async def cancel(self) -> None:
@@ -163,6 +151,20 @@ class LiveContext:
         self._open_ahead()
         self._arrived.set()
 
+    def _add_document(self, document: str) -> None:
+        """An SSML document: what was buffered is said first, then its sentences, each with its
+        rate, the silence before it and its marks. The context's whole text is not kept then."""
+        self._add(self._text.flush())
+        if self._template.voice is None:
+            self._pin(_TAGS.sub(" ", document))
+        job = self._service.prepare(self._template._replace(text=document, text_type="ssml"))
+        self._documents = True
+        for sentence in from_document(job, len(self._sentences)):
+            self._sentences.append(sentence)
+            self._items.append(sentence)
+        self._open_ahead()
+        self._arrived.set()
+
     def _pin(self, first: str) -> None:
         catalogue = self._service.catalogue
         seen = script_language(first)
@@ -181,11 +183,13 @@ class LiveContext:
         for sentence in waiting[: self._limits.lookahead]:
             if sentence.opening is None:
                 request = self._template._replace(text=sentence.text)
+                if sentence.document is not None:  # already normalised, the lexicons applied
+                    request = request._replace(text=sentence.document, text_type="ssml", lexicons=())
                 sentence.opening = asyncio.create_task(self._service.sentence(request, self._out.needed()))
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
-        if self._splitter.pending.strip():
+        if self._text.pending.strip():
             self._idle = asyncio.get_running_loop().call_later(self._limits.idle_flush, self._idle_flush)
 
     def _disarm_idle(self) -> None:
@@ -197,7 +201,7 @@ class LiveContext:
         """A fragment with no ending, and no more text for a while: say it rather than wait."""
         self._idle = None
         if not self.closing:
-            self._add(self._splitter.flush())
+            self._add(self._text.flush())
 
     async def _run(self) -> None:
         try:
@@ -245,9 +249,10 @@ class LiveContext:
             self._failed = True
             await self._emit(Failed(self.id, exc, sentence=sentence.index))
             return
-        gap = self._out.gap()
+        gap = self._out.gap() if sentence.pause is None else self._out.silence(sentence.pause)
+        offset, rate = self._out.offset(gap), self._out.out_rate
         started = SentenceStarted(
-            self.id, sentence.index, sentence.text, self._out.offset(gap), self._out.out_rate, stream.cached
+            self.id, sentence.index, sentence.text, offset, rate, stream.cached, sentence.marks
         )
         await self._emit(started)
         span: tuple[float, float] | None = None
@@ -274,13 +279,13 @@ class LiveContext:
             await self._emit(Audio(self.id, last, tail))
         key = None
         played = [s for s in self._sentences if s.played]
-        if played and not self._failed and not self._dropped:
+        if played and not self._failed and not self._dropped and not self._documents:
             key = await self._keep_whole(played)
         await self._emit(Done(self.id, key, len(played), round(self._out.seconds, 3), self._dropped))
 
     async def _keep_whole(self, played: list[Sentence]) -> str | None:
         """The whole text stored under its own key, from the sentences as they were spoken."""
-        whole = self._template._replace(text="".join(self._parts), format=self._out.format.name)
+        whole = self._template._replace(text=self._text.whole, format=self._out.format.name)
         spoken = tuple(
             s
             for sentence in played

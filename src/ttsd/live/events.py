@@ -35,6 +35,8 @@ class Speak:
     text: str
     config: ContextConfig | None = None
     phrase: bool = False
+    # A whole SSML document (each message one): its sentences, rates, breaks and marks.
+    ssml: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class SentenceStarted:
     offset: int
     sample_rate: int
     cached: bool
+    marks: tuple[str, ...] = ()  # SSML marks just before it: their offset is its offset
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+
 from .. import audio
 from ..audio_stream import StreamEncoder
 
@@ -30,6 +32,10 @@ class Output:
     def gap(self) -> audio.Pcm16:
         """The silence the next sentence starts with."""
         return self._gap if self._sounded else self._gap[:0]
+
+    def silence(self, seconds: float) -> audio.Pcm16:
+        """What a document put before the next sentence instead of the usual pause."""
+        return np.zeros(int(self.rate * seconds), np.int16)
 
     def offset(self, gap: audio.Pcm16) -> int:
         """Where a sentence starting after ``gap`` begins, in samples at the output rate."""

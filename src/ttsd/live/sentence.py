@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import dataclasses
 from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
 
+from ..engines.base import Phonemes, segments
+from ..jobs.model import Job
 from ..prepare import SynthesisRequest
 from ..service import NEAR_HIT_WAIT, TtsService
 from ..state.base import Status
@@ -21,6 +24,34 @@ class Sentence:
     opening: asyncio.Task[AudioStream] | None = None
     play: asyncio.Task[None] | None = None
     played: bool = False
+    # From an SSML document: the one-sentence document it is asked for as (its rate, its
+    # phonemes), the silence before it, the marks just before it.
+    document: str | None = None
+    pause: float | None = None
+    marks: tuple[str, ...] = ()
+
+
+def from_document(job: Job, first: int) -> list[Sentence]:
+    """An SSML document's sentences (a prepared job's), each asked for as a document of its own,
+    so it is keyed, cached and shared as the same sentence anywhere else."""
+    layout = job.layout
+    assert layout is not None
+    out = []
+    for i, said in enumerate(job.sentences):
+        parts = [
+            f"<phoneme alphabet={quoteattr(p.alphabet)} ph={quoteattr(p.text)}>-</phoneme>"
+            if isinstance(p, Phonemes)
+            else escape(p)
+            for p in segments(said)
+        ]
+        body = "".join(parts)
+        if layout.rates[i] != 1.0:
+            body = f'<prosody rate="{layout.rates[i] * 100:g}%">{body}</prosody>'
+        shown = "".join(p for p in segments(said) if isinstance(p, str))
+        marks = tuple(name for name, index, _ in layout.marks if index == i)
+        document = f"<speak>{body}</speak>"
+        out.append(Sentence(first + i, shown, document=document, pause=layout.pauses[i], marks=marks))
+    return out
 
 
 async def keep_spoken(service: TtsService, request: SynthesisRequest, spoken: tuple[str, ...]) -> str | None:

@@ -133,10 +133,10 @@ class LiveSession:
 
     async def _carry_out(self, command: Command) -> None:
         match command:
-            case Speak(context=context_id, text=text, config=config, phrase=phrase):
+            case Speak(context=context_id, text=text, config=config, phrase=phrase, ssml=ssml):
                 context = self._contexts.get(context_id) or await self._open(context_id, config)
                 if text:
-                    context.speak(text, phrase=phrase)
+                    context.speak(text, phrase=phrase, ssml=ssml)
             case Flush(context=context_id):
                 self._context(context_id).flush()
             case End(context=context_id, flushed_only=flushed_only):

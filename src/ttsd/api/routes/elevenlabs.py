@@ -25,6 +25,7 @@ from fastapi import APIRouter, WebSocket
 from ... import audio
 from ...errors import InvalidRequest, MalformedRequest, TtsdError
 from ...live.events import Audio, CloseSocket, Command, ContextConfig, Done, End, Event, Failed, Flush, Speak
+from ...ssml import is_ssml
 from ..live_socket import serve
 
 router = APIRouter(tags=["elevenlabs"])
@@ -60,6 +61,8 @@ class ElevenLabsWire:
         # auto_mode: each message is a whole sentence or phrase, spoken as it comes (what LiveKit
         # and Pipecat send by default, sentences without a trailing space).
         self.phrases = query.get("auto_mode", "").lower() == "true"
+        # enable_ssml_parsing: a message that is a whole <speak> document is read as SSML.
+        self.ssml = query.get("enable_ssml_parsing", "").lower() == "true"
         self.defaults = ContextConfig(
             voice=voice_id, format=output_format(query.get("output_format") or _DEFAULT_FORMAT)
         )
@@ -88,7 +91,8 @@ class ElevenLabsWire:
         if self.multi and message.get("close_socket") is True:
             return [CloseSocket()]
         if text:
-            out.append(Speak(context, text, self._config(message), phrase=self.phrases))
+            ssml = self.ssml and is_ssml(text)
+            out.append(Speak(context, text, self._config(message), phrase=self.phrases, ssml=ssml))
         elif text == "" and not self.multi:
             out.append(End(context))  # stream-input: an empty text ends the input
         # multi-stream-input: an empty text keeps the connection (or the context) alive

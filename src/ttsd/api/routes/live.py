@@ -35,6 +35,7 @@ from ...live.events import (
     SentenceStarted,
     Speak,
 )
+from ...ssml import is_ssml
 from ..live_socket import serve
 from ..models import LexiconNames, SampleRate
 
@@ -49,6 +50,8 @@ class LiveMessage(BaseModel):
     type: Literal["speak", "flush", "end", "cancel", "close"] = "speak"
     context: str = Field("default", min_length=1, max_length=128)
     text: str | None = None
+    # ssml: the text is a whole SSML document (unset: when it is one).
+    text_type: Literal["text", "ssml"] | None = None
     api_key: str | None = None
     voice: str | None = None
     language: str | None = None
@@ -107,7 +110,9 @@ class TtsdWire:
             case "speak":
                 if body.text is None and body.config(self.defaults) is None:
                     raise MalformedRequest("a speak message carries text (or opens a context)")
-                return [Speak(body.context, body.text or "", body.config(self.defaults))]
+                text = body.text or ""
+                ssml = body.text_type == "ssml" or (body.text_type is None and is_ssml(text))
+                return [Speak(body.context, text, body.config(self.defaults), ssml=ssml)]
             case "flush":
                 return [Flush(body.context)]
             case "end":
@@ -133,6 +138,7 @@ class TtsdWire:
                         "offset": event.offset,
                         "sample_rate": event.sample_rate,
                         "cached": event.cached,
+                        **({"marks": list(event.marks)} if event.marks else {}),
                     }
                 ]
             case Flushed():
