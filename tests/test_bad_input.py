@@ -11,6 +11,20 @@ from .conftest import Server
 
 TOO_LONG = "word " * 1100  # 5500 characters, over the 5000 default
 
+
+def _text(text: str) -> str:
+    return json.dumps({"text": text})
+
+
+# Entity expansion and external references: defusedxml refuses both before anything is expanded or fetched.
+_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+    '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+    "<speak>&c;&c;&c;&c;</speak>"
+)
+_EXTERNAL_ENTITY = '<!DOCTYPE s [<!ENTITY x SYSTEM "file:///etc/passwd">]><speak>&x;</speak>'
+
+
 CASES: list[tuple[str, bytes | str, int, str | None]] = [
     ("empty text", json.dumps({"text": ""}), 422, "empty_text"),
     ("whitespace only", json.dumps({"text": " \n\t "}), 422, "empty_text"),
@@ -94,7 +108,21 @@ CASES: list[tuple[str, bytes | str, int, str | None]] = [
         "unknown_format",
     ),
     ("format with a made-up rate", json.dumps({"text": "hi", "format": "pcm_12345"}), 422, "unknown_format"),
-]
+    ("text_type unknown", json.dumps({"text": "hi", "text_type": "html"}), 422, "invalid_request"),
+    ("SSML not well-formed", _text("<speak>oops <b></speak>"), 422, "invalid_ssml"),
+    ("SSML asked for, plain text", json.dumps({"text": "hello", "text_type": "ssml"}), 422, "invalid_ssml"),
+    ("SSML billion laughs", _text(_LAUGHS), 422, "invalid_ssml"),
+    ("SSML external entity", _text(_EXTERNAL_ENTITY), 422, "invalid_ssml"),
+    ("SSML external DTD", _text('<!DOCTYPE speak SYSTEM "http://127.0.0.1:9/x.dtd"><speak>x</speak>'), 422,
+        "invalid_ssml"),
+    ("SSML nested deep", _text("<speak>" + "<s>" * 50 + "x" + "</s>" * 50 + "</speak>"), 422, "invalid_ssml"),
+    ("SSML of many elements", _text("<speak>" + "<break/>" * 3000 + "x</speak>"), 422, "invalid_ssml"),
+    ("SSML break forever", _text('<speak><break time="9e99s"/>x</speak>'), 422, "invalid_ssml"),
+    ("SSML unknown lexicon", _text('<speak><lexicon name="../etc"/>x</speak>'), 422, "unknown_lexicon"),
+    ("SSML phoneme alphabet unread", _text('<speak><phoneme alphabet="klingon" ph="x">y</phoneme></speak>'),
+        422, "invalid_ssml"),
+    ("SSML saying nothing", _text("<speak><break/></speak>"), 422, "invalid_ssml"),
+]  # fmt: skip
 
 # Messages on the live sockets: each is answered with an error event naming the problem (or, for a
 # keep-alive, nothing), and the socket stays open for the next one.

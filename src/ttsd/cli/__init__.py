@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-o", "--output", required=True, help="output file; its extension picks the format")
     say.add_argument("-f", "--format", choices=list(audio.FORMATS), help="override the format")
     say.add_argument("--sample-rate", type=int, help=_RATE_HELP)
+    say.add_argument(
+        "--text-type",
+        choices=["text", "ssml"],
+        help="ssml: TEXT is an SSML document (default: when it is one)",
+    )
     say.add_argument("--speed", type=float, default=1.0)
     say.add_argument("--seed", type=int)
     say.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)

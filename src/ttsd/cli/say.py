@@ -32,6 +32,7 @@ def say_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         lexicons=args.lexicons,
         sample_rate=args.sample_rate,
+        text_type=args.text_type,
     )
     job = prepare_job(
         request,
@@ -42,7 +43,7 @@ def say_command(args: argparse.Namespace) -> int:
     )
     engine = catalogue.specs[job.spec.engine].load(threads=settings.engine_threads)
     started = time.perf_counter()
-    pcm = synthesize_master(engine, job.spec, sentences=job.sentences)
+    pcm = synthesize_master(engine, job.spec, sentences=job.sentences, layout=job.layout)
     data = audio.encode(pcm, engine.sample_rate, audio.get_format(job.fmt))
     out.write_bytes(data)
     seconds = len(pcm) / engine.sample_rate
