@@ -28,6 +28,19 @@ def test_say_cantonese(tmp_path: Path) -> None:
     assert soundfile.info(str(out)).duration > 0.5
 
 
+def test_say_ssml_breaks_are_silence_between_sentences(tmp_path: Path) -> None:
+    plain, ssml = tmp_path / "plain.wav", tmp_path / "ssml.wav"
+    text = "Hold on. I will check."
+    assert ttsd("say", text, "-v", "en-heart", "-o", str(plain)).returncode == 0
+    document = '<speak>Hold on.<break time="1500ms"/>I will check.</speak>'
+    assert ttsd("say", document, "-v", "en-heart", "--seed", "1", "-o", str(ssml)).returncode == 0
+    gap = soundfile.info(str(ssml)).duration - soundfile.info(str(plain)).duration
+    assert 1.2 < gap < 1.8, gap
+    # Asked for as SSML, plain text is refused; asked for as text, the markup is read as words.
+    refused = ttsd("say", text, "--text-type", "ssml", "-o", str(tmp_path / "x.wav"))
+    assert refused.returncode == 2 and "SSML" in refused.stderr
+
+
 def test_bad_input_exits_2(tmp_path: Path) -> None:
     result = ttsd("say", "hi", "-v", "nobody", "-o", str(tmp_path / "x.wav"))
     assert result.returncode == 2 and "unknown voice" in result.stderr

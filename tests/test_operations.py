@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import soundfile
 
 from .conftest import Server, base_env, start_server, stop_server, unique, wait_for
 
@@ -145,10 +146,13 @@ def test_warm_batch_and_cache_commands(tmp_path: Path) -> None:
     # A line in another script than the default voice's is spoken in its own language.
     out = tmp_path / "out"
     lines = tmp_path / "lines.txt"
-    lines.write_text("First line to speak.\nSecond line to speak.\n您好，请问有什么可以帮您？\n")
+    # A line that is a <speak> document is SSML.
+    document = '<speak>Order <say-as interpret-as="digits">4521</say-as><break time="800ms"/>ships.</speak>'
+    lines.write_text(f"First line to speak.\nSecond line to speak.\n您好，请问有什么可以帮您？\n{document}\n")
     first = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["00001.wav", "00002.wav", "00003.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["00001.wav", "00002.wav", "00003.wav", "00004.wav"]
+    assert soundfile.info(str(out / "00004.wav")).duration > 2.0
 
     # The service finds what warm and batch made: the Mandarin line under Mandarin's voice.
     srv = start_server(tmp_path, env={"TTSD_ENGINES": "hibari,espeak", "TTSD_DEFAULT_VOICE": "en-heart"})
@@ -157,11 +161,13 @@ def test_warm_batch_and_cache_commands(tmp_path: Path) -> None:
         assert hit.status_code == 200
         zh = {"text": "您好，请问有什么可以帮您？", "format": "wav", "language": "zh"}
         assert httpx.post(f"{srv.url}/v1/synthesize", json=zh).status_code == 200
+        ssml = {"text": document, "format": "wav"}
+        assert httpx.post(f"{srv.url}/v1/synthesize", json=ssml).status_code == 200
     finally:
         stop_server(srv)
     (out / "00002.wav").unlink()
     resumed = ttsd(tmp_path, "batch", str(lines), "--out", str(out), "-f", "wav")
-    assert resumed.returncode == 0 and "2 from an earlier run" in resumed.stderr and "1/1" in resumed.stderr
+    assert resumed.returncode == 0 and "3 from an earlier run" in resumed.stderr and "1/1" in resumed.stderr
     assert (out / "00002.wav").stat().st_size > 1000
 
     purged = ttsd(tmp_path, "cache", "purge", "--all")

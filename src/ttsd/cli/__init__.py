@@ -18,6 +18,8 @@ from .serve import serve_command
 from .worker import worker_command
 
 _TENANT_HELP = "fill this tenant's own cache (TTSD_CACHE_SCOPE=tenant; a name in TTSD_API_KEYS)"
+_TEXT_TYPES = ["text", "ssml"]
+_AUTO = " (default: when it is a <speak> document)"
 _RATE_HELP = (
     "pcm, wav or mp3 at this rate (8000, 16000, 22050, 24000, 44100, 48000) rather than the voice's; "
     "ulaw and alaw (.ulaw, .alaw: G.711 for phone lines) are 8000"
@@ -76,11 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-o", "--output", required=True, help="output file; its extension picks the format")
     say.add_argument("-f", "--format", choices=list(audio.FORMATS), help="override the format")
     say.add_argument("--sample-rate", type=int, help=_RATE_HELP)
-    say.add_argument(
-        "--text-type",
-        choices=["text", "ssml"],
-        help="ssml: TEXT is an SSML document (default: when it is one)",
-    )
+    say.add_argument("--text-type", choices=_TEXT_TYPES, help="ssml: TEXT is an SSML document" + _AUTO)
     say.add_argument("--speed", type=float, default=1.0)
     say.add_argument("--seed", type=int)
     say.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
@@ -92,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("-v", "--voice")
     warm.add_argument("-f", "--formats", default="mp3", help="comma-separated formats (default mp3)")
     warm.add_argument("--sample-rate", type=int, help=_RATE_HELP)
+    warm.add_argument("--text-type", choices=_TEXT_TYPES, help="ssml: each line is an SSML document" + _AUTO)
     warm.add_argument("--tenant", help=_TENANT_HELP)
     warm.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     warm.add_argument("--engines", type=_engines)
@@ -104,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-v", "--voice")
     batch.add_argument("-f", "--format", default="mp3", choices=list(audio.FORMATS))
     batch.add_argument("--sample-rate", type=int, help=_RATE_HELP)
+    batch.add_argument("--text-type", choices=_TEXT_TYPES, help="ssml: each line is an SSML document" + _AUTO)
     batch.add_argument("--tenant", help=_TENANT_HELP)
     batch.add_argument("--lexicons", type=_engines, default=(), help=_LEXICONS_HELP)
     batch.add_argument("--engines", type=_engines)

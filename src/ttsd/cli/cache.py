@@ -31,6 +31,7 @@ def warm_command(args: argparse.Namespace) -> int:
             format=f,
             lexicons=args.lexicons,
             sample_rate=args.sample_rate,
+            text_type=args.text_type,
             scope=scope,
         )
         for t in texts
@@ -83,6 +84,7 @@ def batch_command(args: argparse.Namespace) -> int:
             format=args.format,
             lexicons=args.lexicons,
             sample_rate=args.sample_rate,
+            text_type=args.text_type,
             scope=scope,
         )
         for t in texts

@@ -31,6 +31,6 @@ def parse(document: str) -> Any:
         line, column = exc.position
         reason = re.sub(r":? line \d+, column \d+$", "", str(exc))
         raise InvalidSsml(
-            f"the document is not well-formed at line {line}, column {column + 1}: {reason}",
+            f"the SSML document is not well-formed at line {line}, column {column + 1}: {reason}",
             details={"line": line, "column": column + 1},
         ) from exc
