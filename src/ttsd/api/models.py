@@ -143,6 +143,8 @@ class Done(BaseModel):
     sentences_reused: int | None = None
     # SSML elements spoken as their content only (see the README's SSML section).
     ssml_ignored: list[str] | None = None
+    # An SSML document's marks, with their offsets in the audio (seconds).
+    marks: list[Mark] | None = None
 
 
 class QueuedResponse(BaseModel):

@@ -35,7 +35,7 @@ from .assembly import InOrder
 from .flights import await_flight, await_remote
 from .host import JobHost
 from .model import Job, JobOutcome, Reporter, SentenceBatch
-from .pieces import cached_master, keep_piece, keep_text, load_piece, load_pieces, piece_keys
+from .pieces import cached_master, keep_piece, keep_text, load_marks, load_piece, load_pieces, piece_keys
 
 log = logging.getLogger("ttsd.jobs")
 
@@ -238,6 +238,9 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
     cached = await host.run(cached_master, job.key, host.store, host.index)
     if cached is not None:
         made = _Made(cached[0], cached[1], from_cache=True)
+        if job.layout is not None and job.layout.marks:
+            kept = await host.run(load_marks, host.store, host.index, job.key)
+            made.marks = kept or ()
     else:
         made = await _make_master(job, host, reporter)
     try:
@@ -252,7 +255,7 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         duration = len(made.pcm) / made.rate
         entry, evicted = await host.run(
             keep_text, host.store, host.index, job.key, audio.get_format(job.fmt), made.rate, duration,
-            master, data, host.cache_ttl, host.cache_max_bytes,
+            master, data, host.cache_ttl, host.cache_max_bytes, () if made.from_cache else made.marks,
         )  # fmt: skip
         await host.run(_record, host.stats, job, made)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from .. import audio
 from ..errors import AudioNotFound
 from ..keys import SynthesisSpec
 from ..state.base import CacheEntry, CacheIndex
-from ..store.base import MASTER, PIECE, AudioStore
+from ..store.base import MARKS, MASTER, PIECE, AudioStore
 
 log = logging.getLogger("ttsd.jobs")
+
+Marks = tuple[tuple[str, float], ...]  # an SSML document's marks: name, seconds into the audio
 
 
 def piece_keys(
@@ -106,14 +109,30 @@ def cached_master(key: str, store: AudioStore, index: CacheIndex) -> tuple[audio
         return None
 
 
+def load_marks(store: AudioStore, index: CacheIndex, key: str) -> Marks | None:
+    """The marks kept with a text's audio (``keep_text``), or None."""
+    entry = index.get(key, MARKS)
+    if entry is None:
+        return None
+    try:
+        data = store.get(entry.object_name)
+    except AudioNotFound:
+        index.delete(key, MARKS)
+        return None
+    return tuple((str(name), float(seconds)) for name, seconds in json.loads(data))
+
+
 def keep_text(
     store: AudioStore, index: CacheIndex, key: str, fmt: audio.AudioFormat, rate: int, duration: float,
-    master: bytes | None, data: bytes, ttl: float, max_bytes: int,
+    master: bytes | None, data: bytes, ttl: float, max_bytes: int, marks: Marks = (),
 ) -> tuple[CacheEntry, tuple[str, ...]]:  # fmt: skip
-    """A text's master (when made here) and format stored and indexed; then the byte budget kept.
-    Returns the format's entry and the objects evicted."""
+    """A text's master (when made here), its SSML marks and format stored and indexed (the format
+    last: whoever finds it finds the rest); then the byte budget kept. Returns the format's entry
+    and the objects evicted."""
     if master is not None:
         keep(store, index, key, MASTER, master, audio.MASTER.media_type, rate, duration, ttl)
+    if marks:
+        keep(store, index, key, MARKS, json.dumps(marks).encode(), "application/json", rate, duration, ttl)
     rate_out = audio.encoded_rate(fmt, rate)
     entry = keep(store, index, key, fmt.name, data, fmt.media_type, rate_out, duration, ttl)
     evicted = tuple(index.evict(max_bytes))

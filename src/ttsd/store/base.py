@@ -32,12 +32,14 @@ MASTER = "master"
 # One sentence's audio, for reuse across texts: raw int16 samples, checked against the index's
 # size and digest when read (see ``jobs.pieces``).
 PIECE = "piece"
-_LEAVES = {MASTER: "master.flac", PIECE: "piece.pcm"}
+# Where an SSML document's marks fall in its audio (JSON), so a hit reports them as the job did.
+MARKS = "marks"
+_LEAVES = {MASTER: "master.flac", PIECE: "piece.pcm", MARKS: "marks.json"}
 _KINDS = {leaf: kind for kind, leaf in _LEAVES.items()}
 
 
 def object_name(key: str, fmt: str, tag: str = "") -> str:
-    """Where the file for (key, format) lives; ``fmt`` is a format name, ``MASTER`` or ``PIECE``.
+    """Where the file for (key, format) lives; ``fmt`` is a format name, ``MASTER``, ``PIECE`` or ``MARKS``.
     ``tag``: the keyed digest (``links.Links.object_tag``) that keeps the names in a bucket behind
     a CDN unguessable; objects stored before it existed have none.
 

@@ -10,6 +10,7 @@ from starlette.types import Scope
 
 from ...prepare import SynthesisRequest
 from ...service import Hit, TtsService
+from ...state.base import Mark
 from ..deps import ServiceDep, annotate, api_base, ssml_ignored, status_url
 from ..models import Done, ErrorResponse, QueuedResponse, SynthesizeBody
 from ..security import AdmittedCaller, Caller
@@ -53,8 +54,9 @@ async def answer(
         url = service.audio_url(entry.key, entry.fmt, base, entry.object_name)
         if redirect:
             return RedirectResponse(url, status_code=302)
-        if result.sentences is not None or ignored:  # assembled from cached sentences just now
-            annotate(scope, cache="assembled")
+        if result.sentences is not None or ignored or result.marks:  # assembled just now, or SSML
+            if result.sentences is not None:
+                annotate(scope, cache="assembled")
             done = Done(
                 key=entry.key,
                 format=entry.fmt,
@@ -64,6 +66,7 @@ async def answer(
                 sentences=result.sentences,
                 sentences_reused=result.sentences,
                 ssml_ignored=ignored,
+                marks=[Mark(name=name, seconds=seconds) for name, seconds in result.marks or ()] or None,
             )
             return Response(done.model_dump_json(), media_type="application/json")
         body_json = _done(service.settings.hot_entries)(entry.key, entry.fmt, url, entry.duration)
