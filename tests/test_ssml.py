@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import httpx
@@ -43,14 +44,14 @@ def job(text: str, **fields: Any) -> Any:
     [
         (
             '<say-as interpret-as="telephone">400-820-8820</say-as>',
-            "four zero zero, eight two zero, eight eight two zero",
+            "four, zero, zero; eight, two, zero; eight, eight, two, zero",
         ),
-        ('<say-as interpret-as="digits">4521</say-as>', "four five two one"),
+        ('<say-as interpret-as="digits">4521</say-as>', "four, five, two, one"),
         ('<say-as interpret-as="cardinal">4521</say-as>', "four thousand five hundred and twenty one"),
         ('<say-as interpret-as="number">1500</say-as>', "one thousand five hundred"),
         ('<say-as interpret-as="ordinal">3</say-as>', "third"),
-        ('<say-as interpret-as="characters">ACME</say-as>', "A C M E"),
-        ('<say-as interpret-as="spell-out">B2</say-as>', "B two"),
+        ('<say-as interpret-as="characters">ACME</say-as>', "A, C, M, E"),
+        ('<say-as interpret-as="spell-out">B2</say-as>', "B, two"),
         ('<say-as interpret-as="currency">19.99</say-as>', "nineteen dollars and ninety nine cents"),
         ('<say-as interpret-as="currency">€5</say-as>', "five euros"),
         ('<say-as interpret-as="date" format="mdy">12/03/2026</say-as>', "December third, twenty twenty six"),
@@ -138,15 +139,15 @@ def test_ssml_is_recognised_or_chosen() -> None:
 
 def test_keys_cover_what_changes_the_samples_and_nothing_else() -> None:
     digits = job('<speak>Your order <say-as interpret-as="digits">4521</say-as> has shipped.</speak>')
-    typed = job("<speak>Your order four five two one has shipped.</speak>")
+    typed = job("<speak>Your order four, five, two, one has shipped.</speak>")
     # Two documents, one sentence: said as digits or typed out, the same piece.
     assert piece_keys(digits.spec, digits.sentences, digits.speeds) == piece_keys(
         typed.spec, typed.sentences, typed.speeds
     )
-    plain = job("Your order four five two one has shipped.")
+    plain = job("Your order four, five, two, one has shipped.")
     assert piece_keys(plain.spec, plain.sentences) == piece_keys(typed.spec, typed.sentences, typed.speeds)
     # A mark changes nothing that is heard: the same key. A break or a rate does.
-    marked = job('<speak>Your order four five two one <mark name="x"/>has shipped.</speak>')
+    marked = job('<speak>Your order four, five, two, one <mark name="x"/>has shipped.</speak>')
     assert job("<speak>Hi. Bye.</speak>").key == job('<speak>Hi. <mark name="x"/>Bye.</speak>').key
     assert job("<speak>Hi. Bye.</speak>").key != job('<speak>Hi. <break time="1s"/>Bye.</speak>').key
     slow = job('<speak><prosody rate="slow">Hi.</prosody></speak>')
@@ -203,8 +204,12 @@ def test_ssml_through_the_routes(server: Server) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["embedded"], indirect=True)
-def test_whisper_hears_every_say_as_kind(server: Server, whisper: Any) -> None:
-    """Piper and Whisper tiny.en: each kind said as a support line says it."""
+@pytest.mark.parametrize("voice", ["en-joe", "en-us-female"])
+def test_whisper_hears_every_say_as_kind(server: Server, whisper_base: Any, voice: str) -> None:
+    """Piper and eSpeak through Whisper base: each kind said as a support line says it. (tiny.en,
+    on this long a run of digits, loops on "-0-0-0…" one take in eight, and hears eSpeak's digits
+    as noise one in three; neither voice says a text the same way twice.)"""
+    whisper = whisper_base
     document = (
         '<speak>Call <say-as interpret-as="telephone">400-820-8820</say-as>. '
         'Your order <say-as interpret-as="digits">4521</say-as> ships on '
@@ -217,25 +222,26 @@ def test_whisper_hears_every_say_as_kind(server: Server, whisper: Any) -> None:
     )
     with server.client() as client:
         answer = client.post(
-            "/v1/audio/speech", json={"input": document, "voice": "en-joe", "response_format": "wav"}
+            "/v1/audio/speech", json={"input": document, "voice": voice, "response_format": "wav"}
         )
     heard = transcribe(whisper, answer.content).lower()
-    # Whisper writes what it hears as numbers in digits, and what it hears one by one apart
-    # ("4-0-0"); tiny.en hears Piper's lone "four" as "for" and "eight" as "a" at times.
-    one = r"(?:4|four|for)"
+    # Whisper writes numbers as digits or as words ("4-0-0", "four, zero, zero", "250", "two hundred
+    # and fifty"): matched in words, and digits said one by one as runs of digits.
+    said = _spelled(heard).lower()
+    runs = _digit_runs(said)
     kinds = {
-        "telephone, digit by digit": rf"{one}\W+0\W+0\W+(?:8|a)\W+2\W+0",
-        "digits, one by one": rf"{one}\W*5\W*2\W*1",
-        "date": r"december\W+(?:3rd|third)",
-        "time": r"3\W*30\W*p\.?\s?m",
-        "currency": r"\$19\.99|19 dollars",
-        "ordinal": r"\b(?:3rd|third)\b",
-        "cardinal": r"\b250\b",
-        "characters, spelled": r"\bb\W*c\b",
+        "telephone, digit by digit": any("4008208820" in run for run in runs),
+        "digits, one by one": any("4521" in run for run in runs),
+        "date": re.search(r"december\W+(?:third|three)", said),
+        "time": re.search(r"3\W*30\W*p\.?\s?m", heard) or re.search(r"three\W+thirty\W+p\W*m", said),
+        # As money, not "ten ninety-nine"; the cents of eSpeak's are heard as "$19.00" now and then.
+        "currency": re.search(r"nineteen dollars", said),
+        "ordinal": re.search(r"\bthird in line", said),
+        "cardinal": re.search(r"\btwo hundred and fifty\b", said),
+        # Letter by letter (base hears the spelled "A" as "8" and "B" as "V" at times).
+        "characters, spelled": re.search(r"\b[a-z]\W+c\b", said),
     }
-    import re
-
-    missed = [kind for kind, pattern in kinds.items() if not re.search(pattern, heard)]
+    missed = [kind for kind, found in kinds.items() if not found]
     assert not missed and "thousand" not in heard, (missed, heard)
 
 
@@ -261,7 +267,8 @@ def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
             "cents or twenty percent off visit acme dot com or email help at acme dot com"
         )
         # What came back wrong before is right: the order number, the date, the amount.
-        assert "hash" not in heard.lower() and "4521" in heard and "December" in heard, heard
+        assert "hash" not in heard.lower() and "December" in heard, heard
+        assert any("4521" in run for run in _digit_runs(heard)), heard
         assert "$10.99" not in heard and "19.99" in heard, heard
         # Piper's noise cannot be seeded: about one take in five, tiny.en turns the long run of phone
         # digits into others ("400-800-888-800-800-") and mishears a word or two (0.27 then; 0.10
@@ -271,10 +278,28 @@ def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
         stop_server(server)
 
 
+_DIGIT_WORDS = {
+    word: str(digit)
+    for digit, word in enumerate("zero one two three four five six seven eight nine".split())  # noqa: SIM905
+} | {"for": "4", "nilo": "0", "niro": "0"}  # tiny.en's "four"; eSpeak's "zero" as both models write it
+
+
+def _digit_runs(heard: str) -> list[str]:
+    """The runs of digits in a transcript, whether Whisper wrote them as digits or words, whatever
+    came between them."""
+    runs, run = [], ""
+    for token in re.findall(r"\d+|[a-z]+", heard.lower()):
+        digit = token if token.isdigit() else _DIGIT_WORDS.get(token)
+        if digit is None:
+            runs.append(run)
+            run = ""
+        else:
+            run += digit
+    return [r for r in [*runs, run] if r]
+
+
 def _spelled(heard: str) -> str:
     """Whisper writes digits; the reference is in words."""
-    import re
-
     from ttsd.textnorm.en import normalize
 
     # Phone digits as Whisper groups them ("400-800-8820"): one by one, as the reference has them.

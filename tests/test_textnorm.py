@@ -7,13 +7,13 @@ import pytest
 from ttsd.textnorm.en import applies, normalize
 
 CASES = [
-    ("Please call 400-820-8820.", "Please call four zero zero, eight two zero, eight eight two zero."),
-    ("Call (555) 123-4567 now.", "Call five five five, one two three, four five six seven now."),
-    ("Call 1-800-555-0199.", "Call one, eight zero zero, five five five, zero one nine nine."),
-    ("Your order #4521 ships.", "Your order number four five two one ships."),
-    ("Ticket 8812 is open.", "Ticket eight eight one two is open."),
-    ("Card ending in 4321 was blocked.", "Card ending in four three two one was blocked."),
-    ("Tracking 9400111899223.", "Tracking nine four zero zero one one one eight nine nine two two three."),
+    ("Please call 400-820-8820.", "Please call four, zero, zero; eight, two, zero; eight, eight, two, zero."),
+    ("Call (555) 123-4567 now.", "Call five, five, five; one, two, three; four, five, six, seven now."),
+    ("Call 1-800-555-0199.", "Call one; eight, zero, zero; five, five, five; zero, one, nine, nine."),
+    ("Your order #4521 ships.", "Your order number four, five, two, one ships."),
+    ("Ticket 8812 is open.", "Ticket eight, eight, one, two is open."),
+    ("Card ending in 4321 was blocked.", "Card ending in four, three, two, one was blocked."),
+    ("Tracking 94001118.", "Tracking nine, four, zero, zero, one, one, one, eight."),
     (
         "The total is $19.99, or 20% off.",
         "The total is nineteen dollars and ninety nine cents, or twenty percent off.",

@@ -17,7 +17,7 @@ def _spell(text: str, chinese: bool) -> str:
             out.append(_LETTERS_ZH[ch] if chinese else en.digits(ch))
         elif ch.isalnum():
             out.append(ch.upper())
-    return " ".join(out)
+    return (" " if chinese else ", ").join(out)  # a beat between letters, as an agent spells
 
 
 def _date(text: str, fmt: str, chinese: bool) -> str:
@@ -60,14 +60,13 @@ def say_as(text: str, interpret_as: str, fmt: str, language: str) -> str | None:
         if chinese:
             return zh.normalize(text.strip().replace(",", ""))
         whole = en._words(int(number.group(1).replace(",", "")))
-        return f"{whole} point {en.digits(number.group(2))}" if number.group(2) else whole
+        return f"{whole} point {en.digits(number.group(2), ' ')}" if number.group(2) else whole
     if kind == "ordinal" and digits:
         return f"第{zh._cardinal(digits)}" if chinese else en._words(int(digits), to="ordinal")
     if kind == "telephone" and digits:
         if chinese:
             return zh._digits(digits, zh._PHONE_DIGITS)
-        groups = re.findall(r"\d+", text)
-        return ", ".join(en.digits(g) for g in groups)
+        return en.phone(re.findall(r"\d+", text))
     if kind == "currency":
         amount = text.strip()
         if chinese:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import re
 
-VERSION = "en-1"
+VERSION = "en-2"
 
 _DIGIT = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _MONTHS = tuple(datetime.date(2000, m, 1).strftime("%B") for m in range(1, 13))
@@ -55,13 +55,20 @@ def _words(number: int | float | str, to: str = "cardinal") -> str:
     return str(num2words(number, lang="en", to=to)).replace(",", "").replace("-", " ")
 
 
-def digits(run: str) -> str:
-    return " ".join(_DIGIT[int(d)] for d in run if d.isdigit())
+def digits(run: str, between: str = ", ") -> str:
+    """Digit by digit, a comma between each: so an agent reads a number out, and so it is heard
+    (Whisper tiny.en heard Piper's "four zero zero, eight two zero, …" as 400-800-888 one take in
+    five, and eSpeak's as "a near-of-0"; with commas, every digit on both)."""
+    return between.join(_DIGIT[int(d)] for d in run if d.isdigit())
+
+
+def phone(groups: list[str]) -> str:
+    """A phone number's groups, digit by digit, a beat between groups."""
+    return "; ".join(digits(g) for g in groups)
 
 
 def _phone(match: re.Match[str]) -> str:
-    groups = re.findall(r"\d+", match.group())
-    return ", ".join(digits(g) for g in groups)
+    return phone(re.findall(r"\d+", match.group()))
 
 
 def _money(match: re.Match[str]) -> str:
@@ -119,7 +126,7 @@ def _code(match: re.Match[str]) -> str:
 def _number(match: re.Match[str]) -> str:
     whole = match.group(1).replace(",", "")
     if match.group(2) is not None:
-        return f"{_words(int(whole))} point {digits(match.group(2))}"
+        return f"{_words(int(whole))} point {digits(match.group(2), ' ')}"
     if len(whole) == 4 and match.group(1) == whole and 1100 <= int(whole) <= 2099:
         return _year(whole)  # a bare four-digit number this side of 2100 is most often a year
     return _words(int(whole))
