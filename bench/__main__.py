@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from . import chaos, first_audio, hits, index, lexicons, live, overload, pools, reuse, scope, soak, suite
+from . import (
+    chaos,
+    first_audio,
+    hits,
+    index,
+    lexicons,
+    live,
+    overload,
+    pools,
+    reuse,
+    scope,
+    soak,
+    ssml,
+    suite,
+)
 
 SCENARIOS = {
     "all": suite.run,
@@ -15,6 +29,7 @@ SCENARIOS = {
     "chaos": chaos.run,
     "pools": pools.run,
     "lexicons": lexicons.run,
+    "ssml": ssml.run,
     "index": index.run,
     "soak": soak.run,
     "scope": scope.run,

@@ -211,14 +211,16 @@ def test_whisper_hears_every_say_as_kind(server: Server, whisper_base: Any, voic
     as noise one in three; neither voice says a text the same way twice.)"""
     whisper = whisper_base
     document = (
-        '<speak>Call <say-as interpret-as="telephone">400-820-8820</say-as>. '
+        '<speak>Your code is <say-as interpret-as="characters">ABC</say-as>. '
+        'Call <say-as interpret-as="telephone">400-820-8820</say-as>. '
         'Your order <say-as interpret-as="digits">4521</say-as> ships on '
         '<say-as interpret-as="date" format="md">12/03</say-as> at '
         '<say-as interpret-as="time">3:30pm</say-as>. '
         'The total is <say-as interpret-as="currency">19.99</say-as>. '
         'You are <say-as interpret-as="ordinal">3</say-as> in line of '
         '<say-as interpret-as="cardinal">250</say-as>. '
-        'Spell it <say-as interpret-as="characters">ABC</say-as>.</speak>'
+        # Whisper drops the last words of a take now and then: nothing checked comes last.
+        "Thank you for calling.</speak>"
     )
     with server.client() as client:
         answer = client.post(
