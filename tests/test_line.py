@@ -96,3 +96,26 @@ def test_a_check_that_fails_wakes_and_fails_every_waiter() -> None:
 @pytest.mark.parametrize("n", [1, 50])
 def test_every_waiter_is_served_once(n: int) -> None:
     assert sorted(asyncio.run(served_in_order([float(i % 7) for i in range(n)]))) == list(range(n))
+
+
+def test_a_live_sentence_is_due_when_what_comes_before_it_has_played() -> None:
+    """A context's deadlines: the next sentence when the audio sent has played out, one opened
+    ahead of it once that one has played too (at the pace of what was sent), so the line does
+    not put it beside other contexts' next sentences."""
+    import time
+
+    import numpy as np
+
+    from ttsd import audio
+    from ttsd.live.output import Output
+
+    out = Output(audio.format_at("pcm", None), 22050, 1.0)
+    before = time.monotonic()
+    assert before <= out.needed() <= time.monotonic()  # nothing sent: needed at once
+    assert out.needed(2.0) >= before + 2.0
+    asyncio.run(out.encode(np.zeros(22050 * 3, np.int16)))  # three seconds of "thirty letters"
+    out.weight += 30
+    started = time.monotonic()
+    assert started + 2.9 <= out.needed() <= time.monotonic() + 3.0
+    assert out.expected("ten letter") == pytest.approx(1.0)
+    assert out.needed(out.expected("ten letter")) >= started + 3.9

@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     live_idle_timeout: float = Field(20.0, gt=0)
     live_message_rate: float = Field(3000.0, gt=0)
     live_first_clause: int = Field(20, ge=0)
-    live_lookahead: int = Field(2, ge=1, le=64)
+    live_lookahead: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
     debug: bool = False

@@ -102,7 +102,7 @@ _CLAUSE_MARK = re.compile(r"[，、；：]|[,;:](?=\s)")
 _LEADING = "".join(sorted(set(_CJK_END + "」』）》”’")))
 
 
-def _weight(text: str) -> int:
+def weight(text: str) -> int:
     """A length in Latin letters: a Han, kana or hangul character says about three of them."""
     return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in text)
 
@@ -172,7 +172,7 @@ class SentenceSplitter:
     def _first_cut(self, text: str) -> tuple[list[str], str]:
         assert self._first_clause is not None
         for match in _CLAUSE_MARK.finditer(text):
-            if _weight(text[: match.end()].strip()) >= self._first_clause:
+            if weight(text[: match.end()].strip()) >= self._first_clause:
                 return [text[: match.end()]], text[match.end() :]
         return [], text
 

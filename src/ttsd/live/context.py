@@ -29,7 +29,7 @@ from .. import audio
 from ..errors import InvalidRequest, TtsdError
 from ..prepare import SynthesisRequest
 from ..service import TtsService
-from ..text import script_language
+from ..text import script_language, weight
 from .events import Audio, Done, Event, Failed, Flushed, SentenceStarted
 from .limits import LiveLimits
 from .output import Output
@@ -180,12 +180,12 @@ class LiveContext:
 
     def _open_ahead(self) -> None:
         waiting = [s for s in self._sentences if not s.played]
+        ahead = 0.0  # opened ahead, it is needed once those before it have played (its deadline)
         for sentence in waiting[: self._limits.lookahead]:
             if sentence.opening is None:
-                request = self._template._replace(text=sentence.text)
-                if sentence.document is not None:  # already normalised, the lexicons applied
-                    request = request._replace(text=sentence.document, text_type="ssml", lexicons=())
-                sentence.opening = asyncio.create_task(self._service.sentence(request, self._out.needed()))
+                request, due = sentence.request(self._template), self._out.needed(ahead)
+                sentence.opening = asyncio.create_task(self._service.sentence(request, due))
+            ahead += self._out.expected(sentence.text)
 
     def _arm_idle(self) -> None:
         self._disarm_idle()
@@ -239,6 +239,7 @@ class LiveContext:
             await close(sentence)  # its job stops, or never starts, unless someone else wants it
             raise
         sentence.played = True
+        self._out.weight += weight(sentence.text)
 
     async def _speak(self, sentence: Sentence) -> None:
         self._open_ahead()

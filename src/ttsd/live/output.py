@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import audio
 from ..audio_stream import StreamEncoder
+from ..text import weight
 
 
 class Output:
@@ -24,6 +25,7 @@ class Output:
         self._sounded = False
         self.native = 0  # samples sent, at the engine's rate
         self._started: float | None = None  # when the first audio was sent
+        self.weight = 0  # of the sentences sent (``weight``)
 
     @property
     def seconds(self) -> float:
@@ -41,13 +43,20 @@ class Output:
         """Where a sentence starting after ``gap`` begins, in samples at the output rate."""
         return round((self.native + len(gap)) * self.out_rate / self.rate)
 
-    def needed(self) -> float:
+    def needed(self, after: float = 0.0) -> float:
         """When a sentence asked for now will be needed (``time.monotonic()``): once what was sent
-        has played out, or at once before anything was sent."""
+        has played out (at once before anything was sent), and then ``after`` seconds of sentences
+        to be sent before it."""
         now = time.monotonic()
         if self._started is None:
-            return now
-        return max(now, self._started + self.seconds)
+            return now + after
+        return max(now, self._started + self.seconds) + after
+
+    def expected(self, text: str) -> float:
+        """Seconds of audio ``text`` will make, at the pace of what was sent so far (before that,
+        a short guess: an early deadline is the safe side)."""
+        pace = self.seconds / self.weight if self.weight else _FIRST_PACE
+        return weight(text) * pace
 
     async def encode(self, pcm: audio.Pcm16) -> bytes:
         if self._started is None:
@@ -60,3 +69,6 @@ class Output:
 
     async def finish(self) -> bytes:
         return await asyncio.to_thread(self._encoder.finish)
+
+
+_FIRST_PACE = 0.04  # seconds a letter; a speaker says about 15 a second

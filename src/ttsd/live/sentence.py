@@ -30,6 +30,12 @@ class Sentence:
     pause: float | None = None
     marks: tuple[str, ...] = ()
 
+    def request(self, template: SynthesisRequest) -> SynthesisRequest:
+        """What it is asked for as: its text, or its document (normalised, the lexicons applied)."""
+        if self.document is None:
+            return template._replace(text=self.text)
+        return template._replace(text=self.document, text_type="ssml", lexicons=())
+
 
 def from_document(job: Job, first: int) -> list[Sentence]:
     """An SSML document's sentences (a prepared job's), each asked for as a document of its own,
