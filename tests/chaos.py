@@ -66,11 +66,11 @@ class Load:
         # Each accepted job's status as first seen finished, while the fault is still on: what
         # a worker waking late must not change.
         self.finals: dict[str, dict[str, Any]] = {}
-        # Jobs published again (lease lapsed or given up), by API process, and when it first
-        # happened: how soon a lost worker's jobs were back in the queue.
+        # Jobs published again (lease lapsed or given up) before the load, counted in Redis (any
+        # API process reports them all), and when it first happened: how soon a lost worker's jobs
+        # were back in the queue.
         self._requeued_before = {
-            (api.url, reason): self._requeued(api, reason)
-            for api in cluster.live_apis()
+            reason: max((self._requeued(api, reason) for api in cluster.live_apis()), default=0.0)
             for reason in (None, "given_up")
         }
         self.requeued_at: float | None = None
@@ -125,11 +125,10 @@ class Load:
             return 0.0
 
     def requeued(self, reason: str | None = None) -> float:
-        """Jobs published again since the load began (for ``reason``), by the API processes alive."""
-        return sum(
-            self._requeued(api, reason) - self._requeued_before.get((api.url, reason), 0.0)
-            for api in self._cluster.live_apis()
-        )
+        """Jobs published again since the load began (for ``reason``), as any API process alive
+        reports them (one that cannot be reached reports none)."""
+        now = max((self._requeued(api, reason) for api in self._cluster.live_apis()), default=0.0)
+        return max(0.0, now - self._requeued_before[reason])
 
     def _watch(self) -> None:
         while not self._closed.wait(0.5):

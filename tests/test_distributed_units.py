@@ -17,7 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 from celery.exceptions import WorkerLostError
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from ttsd.config import Settings
 from ttsd.errors import BackendUnavailable
@@ -31,6 +31,7 @@ from ttsd.state.redis.claims import RedisClaims
 from ttsd.state.redis.client import connect
 from ttsd.state.redis.keys import RedisKeys
 from ttsd.state.redis.leases import JobLeases, LeaseLost
+from ttsd.state.redis.stats import RedisJobStats
 
 from .conftest import Clock, Redis, free_port, wait_for
 from .job_fakes import ENGINE, job
@@ -126,14 +127,15 @@ def api(settings: Settings, client: redis.Redis) -> Api:
     board = RedisTaskBoard(client, keys, ttl=3600)
     leases = JobLeases(client, keys, settings.job_lease, ttl=600)
     registry = CollectorRegistry()
-    requeued = Counter("ttsd_jobs_requeued", "Jobs queued again", ["reason"], registry=registry)
+    stats = RedisJobStats(client, keys)
+    registry.register(stats)  # as every API process exports it
     clock = Clock(time.time())
     published: list[tuple[str, dict[str, Any]]] = []
 
     def publish(task_id: str, payload: dict[str, Any]) -> None:
         published.append((task_id, payload))
 
-    sweeper = Sweeper(settings, client, keys, board, leases, publish, requeued, clock=clock.time)
+    sweeper = Sweeper(settings, client, keys, board, leases, publish, stats.requeued, clock=clock.time)
     return Api(settings, client, keys, board, leases, clock, registry, sweeper, published)
 
 
@@ -150,6 +152,10 @@ def test_a_job_whose_lease_lapsed_is_published_again_once(api: Api) -> None:
     assert api.sweep() == 1
     assert api.published == [(j.task_id, j.to_dict())]
     assert api.requeued("lease_lapsed") == 1 and api.requeued("given_up") == 0
+    # Counted in Redis: another API process (or this one restarted) reports it too.
+    elsewhere = CollectorRegistry()
+    elsewhere.register(RedisJobStats(connect(api.settings), api.keys))
+    assert elsewhere.get_sample_value("ttsd_jobs_requeued_total", {"reason": "lease_lapsed"}) == 1
     # Pending again until a worker takes the new message; the old delivery is fenced out.
     assert api.pending(j.task_id) == api.clock.now
     assert deadline(api.client, api.keys, j.task_id) is None

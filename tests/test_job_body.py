@@ -107,6 +107,20 @@ def test_progress_only_rises_and_synthesis_is_its_first_80_percent(tmp_path: Pat
     assert max(progress[:-2]) == 80
 
 
+def test_a_job_handed_on_keeps_the_stage_and_progress_it_had(tmp_path: Path) -> None:
+    """A lost worker's job, run again elsewhere: what the board showed (synthesizing, half done)
+    is not shown as queued at 0 % again, and its progress never falls."""
+    with bench(tmp_path, ToneSynthesizer()) as b:
+        run(job(text(A, B)), b)  # the first worker's finished sentences are in the cache
+        handed = job(text(A, B, C, D))
+        reporter = RecordingReporter(handed)
+        reporter.status = handed.queued().advance(Stage.SYNTHESIZING, 40)
+        asyncio.run(run_job(handed, b.host, reporter))
+    assert Stage.QUEUED not in reporter.stages
+    assert reporter.progress[0] == 40 and reporter.progress == sorted(reporter.progress)
+    assert reporter.stages[-1] is Stage.STORING  # then the lifecycle marks it done
+
+
 def test_a_second_text_asks_the_engine_only_for_its_new_sentence(tmp_path: Path) -> None:
     gate = asyncio.Event()
     synth = ToneSynthesizer(gate=gate)

@@ -30,6 +30,11 @@ SENTENCES = (
 )
 ENCODES = ("ttsd_encodes", "Files encoded from a master")
 FAILURES = ("ttsd_job_failures", "Failed jobs by error code")
+REQUEUED = (
+    "ttsd_jobs_requeued",
+    "Jobs queued again (distributed mode, counted in Redis): given up by a worker whose engine process"
+    " died, lease lapsed (worker lost or frozen), popped from the queue but never taken, never taken",
+)
 
 
 class JobStats(Protocol):
@@ -143,13 +148,6 @@ class Metrics:
             "Time from a job's acceptance to its first engine slot, by pool",
             ["pool"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-            registry=r,
-        )
-        self.requeued = Counter(
-            "ttsd_jobs_requeued",
-            "Jobs queued again by this API process: given up by a worker whose engine process died,"
-            " lease lapsed (worker lost or frozen), popped from the queue but never taken, never taken",
-            ["reason"],
             registry=r,
         )
         # Tenants by name (never by key); the labels are the configured names, a bounded set.

@@ -78,8 +78,16 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
     made = _Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
     out = InOrder(reporter, pieces, rate, job)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
-    # once if it needs none), which is what the queue's depth and Retry-After count.
-    await reporter.stage(Stage.QUEUED, 0, sentences=n, sentences_reused=made.reused)
+    # once if it needs none), which is what the queue's depth and Retry-After count. A job run
+    # again (handed on from a lost worker) keeps the stage and progress it had reached.
+    was = reporter.status
+    again = was.stage is not Stage.QUEUED
+    await reporter.stage(
+        was.stage if again else Stage.QUEUED,
+        max(was.progress, _progress(pieces)) if again else 0,
+        sentences=n,
+        sentences_reused=made.reused,
+    )
     await out.flush()  # cached leading sentences go out before any engine is asked
     for _ in range(_ROUNDS):
         missing = [i for i in range(n) if pieces[i] is None]

@@ -25,6 +25,7 @@ from ...state.redis.client import redis_errors
 from ...state.redis.keys import RedisKeys, parse_member
 from ...state.redis.leases import JobLeases
 from ...state.redis.registry import WorkerRegistry
+from ...state.redis.stats import RedisJobStats
 from ..admission import Admission, JobTime
 from ..model import Job, Piece
 from ..queue import JobQueue, Submission
@@ -64,7 +65,8 @@ class CeleryQueue(JobQueue):
         self._mark_ttl = mark_ttl(settings)
         self._admission = Admission(settings.queue_limit, settings.max_wait)
         leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
-        self.sweeper = Sweeper(settings, client, self._keys, board, leases, self._publish, metrics.requeued)
+        requeued = RedisJobStats(client, self._keys).requeued
+        self.sweeper = Sweeper(settings, client, self._keys, board, leases, self._publish, requeued)
         metrics.watch_pools(self._figures)
 
     def _figures(self) -> list[PoolFigures]:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from prometheus_client import Counter
 
 from ...config import Settings
 from ...errors import BackendUnavailable
@@ -43,7 +42,7 @@ class Sweeper:
         board: TaskBoard,
         leases: JobLeases,
         publish: Callable[[str, dict[str, Any]], None],
-        requeued: Counter,
+        requeued: Callable[[str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -124,5 +123,5 @@ class Sweeper:
         with redis_errors():
             self._client.zadd(self._keys.pending, {task_id: self._clock()})
         self._publish(task_id, json.loads(payload))
-        self._requeued.labels(reason).inc()
+        self._requeued(reason)
         return 1

@@ -1,4 +1,5 @@
-"""Worker-side job counters in Redis, exported by every API process as Prometheus counters."""
+"""Job counters in Redis (the workers', and the API processes' requeues), exported by every API
+process as Prometheus counters."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ...metrics import (
     AUDIO_SECONDS,
     ENCODES,
     FAILURES,
+    REQUEUED,
     SENTENCES,
     SLOT_BUSY_SECONDS,
     SYNTHESES,
@@ -62,6 +64,12 @@ class RedisJobStats:
     def failed(self, code: str) -> None:
         self._r.hincrbyfloat(self._k.stats, f"{FAILURES[0]}|{code}", 1)
 
+    @guarded
+    def requeued(self, reason: str) -> None:
+        """A job published again (by whichever API process swept it): counted where every API
+        process reads it, so the count outlives the process that counted."""
+        self._r.hincrbyfloat(self._k.stats, f"{REQUEUED[0]}|{reason}", 1)
+
     def collect(self) -> Iterator[Metric]:
         families = {
             SYNTHESES[0]: CounterMetricFamily(*SYNTHESES, labels=["engine", "voice"]),
@@ -71,6 +79,7 @@ class RedisJobStats:
             AUDIO_SECONDS[0]: CounterMetricFamily(*AUDIO_SECONDS, labels=["engine", "voice"]),
             ENCODES[0]: CounterMetricFamily(*ENCODES, labels=["format"]),
             FAILURES[0]: CounterMetricFamily(*FAILURES, labels=["code"]),
+            REQUEUED[0]: CounterMetricFamily(*REQUEUED, labels=["reason"]),
         }
         try:
             fields: dict[Any, Any] = self._r.hgetall(self._k.stats)
