@@ -6,6 +6,7 @@ import sys
 
 from . import (
     chaos,
+    distributed,
     first_audio,
     hits,
     index,
@@ -29,6 +30,7 @@ SCENARIOS = {
     "chaos": chaos.run,
     "pools": pools.run,
     "lexicons": lexicons.run,
+    "distributed": distributed.run,
     "ssml": ssml.run,
     "index": index.run,
     "soak": soak.run,
