@@ -46,6 +46,11 @@ def texts(tag: str) -> list[list[str]]:
     return [[f"{s}, case {tag} {i}." for s in SENTENCES] for i in range(TEXTS)]
 
 
+def tag() -> str:
+    """A run's name in letters (digits would be read out one by one, lengthening every sentence)."""
+    return "".join(chr(ord("a") + int(c, 16) % 26) for c in uuid.uuid4().hex[:6])
+
+
 async def _run(url: str, bodies: list[str]) -> float:
     """Seconds from submitting every text at once to the last one done."""
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
@@ -56,15 +61,15 @@ async def _run(url: str, bodies: list[str]) -> float:
                 for b in bodies
             )
         )
-        pending = {a.json()["task_id"] for a in answers}
-        while pending:
-            for task_id in list(pending):
-                status = (await client.get(f"/v1/tasks/{task_id}")).json()
+        # One task polled at a time, in the order they were queued: the polls must not take the
+        # CPU the slot is measured on.
+        for answer in answers:
+            while (status := (await client.get(f"/v1/tasks/{answer.json()['task_id']}")).json())[
+                "status"
+            ] != "done":
                 if status["status"] == "failed":
                     raise RuntimeError(f"a job failed: {status}")
-                if status["status"] == "done":
-                    pending.discard(task_id)
-            await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
         return time.perf_counter() - started
 
 
@@ -84,24 +89,25 @@ def bare(sentences: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def embedded(tmp: Path) -> float:
+def embedded(tmp: Path, name: str) -> float:
     env = {"TTSD_ENGINES": "espeak", "TTSD_ENGINE_SLOTS": "1", "TTSD_MAX_WAIT": "600"}
     with ttsd_server(tmp / "embedded", **env) as url:
-        asyncio.run(_run(url, [" ".join(t) for t in texts(f"w{uuid.uuid4().hex[:6]}")[:2]]))
-        return asyncio.run(_run(url, [" ".join(t) for t in texts(uuid.uuid4().hex[:6])]))
+        asyncio.run(_run(url, [" ".join(t) for t in texts(f"warm {tag()}")[:2]]))
+        return asyncio.run(_run(url, [" ".join(t) for t in texts(name)]))
 
 
-def distributed(tmp: Path) -> dict[str, Any]:
+def distributed(tmp: Path, name: str) -> dict[str, Any]:
     import boto3
     import redis
     from tests.conftest import start_stack, stop_server
 
+    (tmp / "distributed").mkdir()
     stack = start_stack(tmp / "distributed", workers=1, env={"TTSD_ENGINES": "espeak"})
     try:
         api = stack.server(env={"TTSD_MAX_WAIT": "600"})
         r = redis.Redis.from_url(stack.redis.url)
-        asyncio.run(_run(api.url, [" ".join(t) for t in texts(f"w{uuid.uuid4().hex[:6]}")[:2]]))
-        bodies = [" ".join(t) for t in texts(uuid.uuid4().hex[:6])]
+        asyncio.run(_run(api.url, [" ".join(t) for t in texts(f"warm {tag()}")[:2]]))
+        bodies = [" ".join(t) for t in texts(name)]
         r.config_resetstat()
         seconds = asyncio.run(_run(api.url, bodies))
         commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
@@ -125,9 +131,10 @@ def distributed(tmp: Path) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ttsd-bench-distributed-") as tmp:
-        embedded_seconds = embedded(Path(tmp))
-        dist = distributed(Path(tmp))
-    sentences = [s for t in texts("bare") for s in t]
+        embedded_seconds = embedded(Path(tmp), tag())
+        name = tag()  # the bare loop says the distributed run's sentences
+        dist = distributed(Path(tmp), name)
+    sentences = [s for t in texts(name) for s in t]
     bare_seconds = bare(sentences)
     result = {
         "scenario": "distributed",
