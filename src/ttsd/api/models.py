@@ -100,33 +100,10 @@ class SpeechBody(BaseModel):
         )
 
 
-class StreamRequest(BaseModel):
-    """One request on the /v1/stream WebSocket."""
+class StreamRequest(SynthesizeBody):
+    """One request on the /v1/stream WebSocket: a synthesis request whose audio is pcm unless told."""
 
-    model_config = _STRICT
-
-    text: str
-    voice: str | None = None
-    language: str | None = None
     format: str = "pcm"
-    sample_rate: SampleRate
-    text_type: TextType
-    speed: float = Field(1.0, ge=0.5, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    lexicons: LexiconNames
-
-    def to_request(self) -> SynthesisRequest:
-        return SynthesisRequest(
-            self.text,
-            self.voice,
-            self.language,
-            self.format,
-            self.speed,
-            self.seed,
-            _names(self.lexicons),
-            sample_rate=self.sample_rate,
-            text_type=self.text_type,
-        )
 
 
 class Done(BaseModel):
