@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import audio
-from .engines.base import Voice, phoneme_span
+from .engines.base import EngineSpec, Voice, phoneme_span
 from .errors import InvalidRequest, InvalidSsml, TextTooLong
 from .jobs.model import Job, Layout
 from .keys import SynthesisSpec
@@ -63,19 +63,7 @@ def prepare_job(
     norm = normalizer(voice.language) if normalize_text else None
     if norm is not None and not norm.applies(text):
         norm = None
-    spec = SynthesisSpec(
-        engine=engine.name,
-        engine_version=engine.version,
-        voice=voice.name,
-        speaker=voice.speaker,
-        language=voice.language,
-        text=text,
-        speed=round(float(request.speed), 3),
-        seed=request.seed,
-        lexicons=lexicons.key,
-        scope=request.scope,
-        norm=norm.version if norm is not None else "",
-    )
+    spec = _spec(request, voice, engine, text, lexicons.key, norm)
     rewrite = _rewrite(norm, lexicons.speak if lexicons.table is not None else None)
     return Job(task_id=links.task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, rewrite=rewrite)
 
@@ -129,22 +117,33 @@ def prepare_ssml(
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    spec = SynthesisSpec(
+    spec = _spec(request, voice, engine, f"<ssml>{canonical}", lexicons.key, norm)
+    layout = Layout(plan.rates, plan.pauses, plan.tail, plan.marks, plan.ignored)
+    return Job(
+        task_id=links.task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, spoken=sentences, layout=layout
+    )
+
+
+def _spec(
+    request: SynthesisRequest,
+    voice: Voice,
+    engine: EngineSpec,
+    text: str,
+    lexicons: str,
+    norm: Normalizer | None,
+) -> SynthesisSpec:
+    return SynthesisSpec(
         engine=engine.name,
         engine_version=engine.version,
         voice=voice.name,
         speaker=voice.speaker,
         language=voice.language,
-        text=f"<ssml>{canonical}",
+        text=text,
         speed=round(float(request.speed), 3),
         seed=request.seed,
-        lexicons=lexicons.key,
+        lexicons=lexicons,
         scope=request.scope,
         norm=norm.version if norm is not None else "",
-    )
-    layout = Layout(plan.rates, plan.pauses, plan.tail, plan.marks, plan.ignored)
-    return Job(
-        task_id=links.task_id(spec.key, fmt.name), spec=spec, fmt=fmt.name, spoken=sentences, layout=layout
     )
 
 
