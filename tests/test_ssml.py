@@ -211,22 +211,39 @@ def test_whisper_hears_every_say_as_kind(server: Server, whisper_base: Any, voic
     as noise one in three; neither voice says a text the same way twice.)"""
     whisper = whisper_base
     document = (
-        '<speak>Your code is <say-as interpret-as="characters">ABC</say-as>. '
-        'Call <say-as interpret-as="telephone">400-820-8820</say-as>. '
+        '<speak>Call <say-as interpret-as="telephone">400-820-8820</say-as>. '
         'Your order <say-as interpret-as="digits">4521</say-as> ships on '
         '<say-as interpret-as="date" format="md">12/03</say-as> at '
         '<say-as interpret-as="time">3:30pm</say-as>. '
         'The total is <say-as interpret-as="currency">19.99</say-as>. '
         'You are <say-as interpret-as="ordinal">3</say-as> in line of '
         '<say-as interpret-as="cardinal">250</say-as>. '
+        # A word that could be read whole, so spelled letters are told from it.
+        'To confirm, I will spell it: <say-as interpret-as="characters">CAT</say-as>. '
         # Whisper drops the last words of a take now and then: nothing checked comes last.
         "Thank you for calling.</speak>"
     )
-    with server.client() as client:
-        answer = client.post(
-            "/v1/audio/speech", json={"input": document, "voice": voice, "response_format": "wav"}
-        )
-    heard = transcribe(whisper, answer.content).lower()
+    # Neither voice says a text the same way twice, and Whisper mishears a word of a long take now
+    # and then ("call four" as "golf r", a spelled "A" lost): each kind must be heard in one of up
+    # to three takes (each at a slightly other speed, so made anew), and none may say "thousand".
+    missed: set[str] | None = None
+    takes = []
+    for speed in (1.0, 0.97, 1.03):  # a take of its own: no sentence of it is in the cache
+        body = {"input": document, "voice": voice, "response_format": "wav", "speed": speed}
+        with server.client() as client:
+            answer = client.post("/v1/audio/speech", json=body)
+        heard = transcribe(whisper, answer.content).lower()
+        takes.append(heard)
+        assert "thousand" not in heard, heard
+        now = _missed(heard)
+        missed = now if missed is None else missed & now
+        if not missed:
+            break
+    assert not missed, (missed, takes)
+
+
+def _missed(heard: str) -> set[str]:
+    """The say-as kinds of the document not heard as intended in this take."""
     # Whisper writes numbers as digits or as words ("4-0-0", "four, zero, zero", "250", "two hundred
     # and fifty"): matched in words, and digits said one by one as runs of digits.
     said = _spelled(heard).lower()
@@ -238,13 +255,12 @@ def test_whisper_hears_every_say_as_kind(server: Server, whisper_base: Any, voic
         "time": re.search(r"3\W*30\W*p\.?\s?m", heard) or re.search(r"three\W+thirty\W+p\W*m", said),
         # As money, not "ten ninety-nine"; the cents of eSpeak's are heard as "$19.00" now and then.
         "currency": re.search(r"nineteen dollars", said),
-        "ordinal": re.search(r"\bthird in line", said),
+        "ordinal": re.search(r"\bthird in li\w+", said),  # "line", heard as "life" at times
         "cardinal": re.search(r"\btwo hundred and fifty\b", said),
-        # Letter by letter (base hears the spelled "A" as "8" and "B" as "V" at times).
-        "characters, spelled": re.search(r"\b[a-z]\W+c\b", said),
+        # Letter by letter, not the word "cat" (base hears eSpeak's "A" as "8" and "T" as "D").
+        "characters, spelled": re.search(r"\bc(?:\W+(?:a|8)\W*|\W*(?:a|8)\W+)[td]\b", heard),
     }
-    missed = [kind for kind, found in kinds.items() if not found]
-    assert not missed and "thousand" not in heard, (missed, heard)
+    return {kind for kind, found in kinds.items() if not found}
 
 
 @pytest.mark.slow
@@ -280,10 +296,14 @@ def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
         stop_server(server)
 
 
-_DIGIT_WORDS = {
-    word: str(digit)
-    for digit, word in enumerate("zero one two three four five six seven eight nine".split())  # noqa: SIM905
-} | {"for": "4", "nilo": "0", "niro": "0"}  # tiny.en's "four"; eSpeak's "zero" as both models write it
+_DIGIT_WORDS = (
+    {
+        word: str(digit)
+        for digit, word in enumerate("zero one two three four five six seven eight nine".split())  # noqa: SIM905
+    }
+    | {"for": "4"}
+    | dict.fromkeys(("nilo", "niro", "nero", "nelo"), "0")
+)  # "four"; eSpeak's "zero" as heard
 
 
 def _digit_runs(heard: str) -> list[str]:
