@@ -390,7 +390,8 @@ def engine_kill() -> Fault:
     def inject(cluster: Cluster) -> None:
         worker = _busy_worker(cluster)
         for child in psutil.Process(worker.pid).children():
-            child.send_signal(signal.SIGKILL)
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)
 
     return Fault(
         "engine process killed",

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ttsd.jobs.embedded.line import Line
+from ttsd.jobs.slots.line import Line
 
 
 class Room:

@@ -11,8 +11,8 @@ import pytest
 
 from ttsd.config import Settings
 from ttsd.engines import REGISTRY
-from ttsd.jobs.embedded.pool import EnginePool
 from ttsd.jobs.model import SentenceBatch
+from ttsd.jobs.slots.pool import EnginePool
 from ttsd.keys import SynthesisSpec
 from ttsd.pools import PoolSpec
 

@@ -1,9 +1,8 @@
-"""The slot core (the one slot loop), ``synthesize_master`` and the distributed worker's thread slot,
-on fake engines: what a slot emits per sentence, how a cancel and an engine's faults end a batch."""
+"""The slot core (the one slot loop) and ``synthesize_master``, on fake engines: what a slot emits
+per sentence, how a cancel and an engine's faults end a batch."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -14,9 +13,8 @@ import pytest
 from ttsd import audio
 from ttsd.engines import Engine, Pcm, Voice
 from ttsd.errors import EngineOutOfMemory
-from ttsd.jobs.distributed.slot import ThreadSlot
 from ttsd.jobs.messages import BatchDone, BatchFailed, SlotEvent, Spoken
-from ttsd.jobs.model import BatchResult, SentenceBatch
+from ttsd.jobs.model import SentenceBatch
 from ttsd.jobs.slot import SlotCore, synthesize_master
 
 from .job_fakes import spec
@@ -221,70 +219,3 @@ class Batches:
 
     def __call__(self, b: SentenceBatch, held: float, spoken: float) -> None:
         self.seen.append((b, held, spoken))
-
-
-def test_a_thread_slot_delivers_sentences_on_the_loop_and_accounts_for_its_time() -> None:
-    hook = Batches()
-    b = batch("One.", "Two.", indices=(2, 3))
-
-    async def scenario() -> tuple[list[tuple[int, np.ndarray, int]], list[str], BatchResult]:
-        loop_thread = threading.get_ident()
-        got: list[tuple[int, np.ndarray, int]] = []
-        order: list[str] = []
-
-        def on_sentence(i: int, pcm: audio.Pcm16, rate: int) -> None:
-            assert threading.get_ident() == loop_thread  # the job body's loop, not the engine's thread
-            order.append(f"sentence {i}")
-            got.append((i, pcm, rate))
-
-        result = await ThreadSlot({NAME: SaidEngine()}, hook).synthesize(
-            b, on_sentence, lambda: order.append("start")
-        )
-        return got, order, result
-
-    got, order, result = asyncio.run(scenario())
-    assert order == ["start", "sentence 2", "sentence 3"]
-    assert [(i, rate) for i, _, rate in got] == [(2, RATE), (3, RATE)]
-    assert all(
-        np.array_equal(pcm, audio.fade(sine(t), RATE))
-        for (_, pcm, _), t in zip(got, b.sentences, strict=True)
-    )
-    assert len(hook.seen) == 1
-    seen, held, spoken = hook.seen[0]
-    assert seen is b and (held, spoken) == (result.slot_seconds, result.synthesis_seconds)
-    assert held >= spoken >= 0
-
-
-def test_a_thread_slot_raises_the_engines_error_and_still_accounts_for_the_batch() -> None:
-    hook = Batches()
-    slot = ThreadSlot({NAME: SaidEngine(fail={"Two.": EngineOutOfMemory("the device is full")})}, hook)
-    got: list[int] = []
-
-    async def scenario() -> None:
-        await slot.synthesize(batch("One.", "Two."), lambda i, pcm, rate: got.append(i))
-
-    with pytest.raises(EngineOutOfMemory, match="device is full"):
-        asyncio.run(scenario())
-    assert got == [0] and len(hook.seen) == 1
-
-
-def test_an_abandoned_thread_slot_stops_its_engine_at_the_next_chunk() -> None:
-    hold = threading.Event()
-    engine = ChunkEngine(hold)
-    hook = Batches()
-    got: list[int] = []
-
-    async def scenario() -> None:
-        slot = ThreadSlot({NAME: engine}, hook)
-        task = asyncio.create_task(slot.synthesize(batch("One.", "Two."), lambda i, pcm, rate: got.append(i)))
-        assert await asyncio.to_thread(engine.holding.wait, 10)
-        task.cancel()  # the job ended (failed, timed out, every listener left)
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert len(hook.seen) == 1  # accounted for at once, not when the engine gets round to it
-        hold.set()
-        assert await asyncio.to_thread(engine.closed.wait, 10)
-
-    asyncio.run(scenario())
-    # The chunk it was making when abandoned is its last: not the third, nor the next sentence.
-    assert engine.yielded == 2 and got == []

@@ -19,11 +19,11 @@ from .audio import Pcm16
 from .config import Settings
 from .errors import TtsdError
 from .jobs.body import run_job
-from .jobs.embedded.pool import EnginePool
 from .jobs.embedded.router import PoolRouter
 from .jobs.host import build_host
 from .jobs.lifecycle import Lifecycle
 from .jobs.post import post_stage
+from .jobs.slots.pool import EnginePool
 from .links import Links
 from .metrics import PrometheusJobStats
 from .prepare import SynthesisRequest, prepare_job

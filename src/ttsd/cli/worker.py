@@ -31,15 +31,12 @@ def worker_command(args: argparse.Namespace) -> int:
     app.worker_main(
         [
             "worker",
-            "--pool=prefork",
-            f"--concurrency={pool.slots}",
+            "--pool=solo",
             f"--queues={','.join(queue_name(e) for e in pool.engines)}",
             f"--hostname={args.name}",
             f"--loglevel={settings.log_level}",
             "--without-gossip",
             "--without-mingle",
-            "-O",
-            "fair",
         ]
     )
     return EXIT_OK

@@ -21,8 +21,8 @@ T = TypeVar("T")
 
 
 class Synthesizer(Protocol):
-    """Engine slots (``jobs.embedded.pool.PoolRouter``, ``jobs.distributed.slot.ThreadSlot``):
-    each sentence comes back faded (``audio.fade``)."""
+    """Engine slots (``jobs.slots.pool.EnginePool``, or ``jobs.embedded.router.PoolRouter`` over
+    several): each sentence comes back faded (``audio.fade``)."""
 
     async def synthesize(
         self,

@@ -54,8 +54,6 @@ class Lifecycle:
     timeout: float  # per try
     stats: JobStats
     retries: Retries = field(default_factory=Retries)
-    # Called when a try times out (a runner whose engine may be hung in native code replaces it).
-    on_timeout: Callable[[], None] | None = None
     # Raised through untouched: the runner's own signals (a lease lost to another worker).
     passthrough: tuple[type[BaseException], ...] = ()
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -105,8 +103,6 @@ class Lifecycle:
         try:
             return await asyncio.wait_for(body(), self.timeout)
         except TimeoutError as exc:
-            if self.on_timeout is not None:
-                self.on_timeout()
             raise JobTimeout(f"the job took longer than {self.timeout:g} s") from exc
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -1,9 +1,8 @@
 """The one slot loop: take a batch, speak its sentences, report each, honour a cancel.
 
 ``SlotCore`` is the engine's inner loop and nothing else (as vLLM's ``EngineCore`` is apart from
-the process around it): the embedded engine process (``jobs.embedded.process``) wraps it in a
-process with a pipe, the distributed worker (``jobs.distributed.slot``) on a thread beside its
-event loop, and ``synthesize_master`` runs it inline for tools that need no cache. A cancel is
+the process around it): the engine process (``jobs.slots.process``) wraps it in a process with a
+pipe, for both runners, and ``synthesize_master`` runs it inline for tools that need no cache. A cancel is
 looked at before every sentence and between the chunks of engines that yield them, so barge-in
 has one place that stops a slot.
 """

@@ -13,7 +13,7 @@ from ...errors import BackendUnavailable
 from .protocol import TASK_NAME, publication, queue_name
 
 
-def make_celery(settings: Settings, slots: int = 1) -> Celery:
+def make_celery(settings: Settings) -> Celery:
     app = Celery("ttsd", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         broker_transport_options={
@@ -23,8 +23,8 @@ def make_celery(settings: Settings, slots: int = 1) -> Celery:
             "socket_connect_timeout": 2,
         },
         broker_connection_retry_on_startup=True,
-        # Acknowledged when the run ends, whatever the outcome, a lost process included: a job that
-        # did not finish is handed on through its lease (``LeaseKeeper``), not by the broker.
+        # Acknowledged once the worker's runtime has the job: a job that does not finish is handed
+        # on through its lease (``LeaseKeeper``), not by the broker.
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         task_acks_on_failure_or_timeout=True,
@@ -33,7 +33,7 @@ def make_celery(settings: Settings, slots: int = 1) -> Celery:
         accept_content=["json"],
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_concurrency=slots,
+        worker_concurrency=1,  # the solo pool: one consumer thread hands jobs to the runtime
         worker_send_task_events=False,
     )
     return app

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from celery.exceptions import WorkerLostError
 from celery.worker import state as celery_state
 
 from ...config import Settings
@@ -23,20 +22,23 @@ log = logging.getLogger("ttsd.worker")
 
 class LeaseKeeper:
     """The worker node's side of the leases, in Celery's main process: a lease is taken when a job
-    is received (so a job waiting for a free process is covered too) and renewed every fifth of
-    ``TTSD_JOB_LEASE`` while Celery holds the request. When Celery lets go of a request that did
-    not finish its job (its process died, or the run gave up on Redis), the lease is given up at
-    once. When the whole worker dies or freezes, nothing renews and the lease lapses by itself."""
+    is received (so a job waiting in Celery's buffer is covered too) and renewed every fifth of
+    ``TTSD_JOB_LEASE`` while Celery holds the request or the node's runtime runs its job. When
+    both have let go of a job that did not finish (the run gave up on Redis), the lease is given
+    up at once. When the whole worker dies or freezes, nothing renews and the lease lapses by
+    itself."""
 
     def __init__(
         self,
         settings: Settings,
         node: str,
         reserved: Callable[[], Iterable[Any]] = lambda: celery_state.reserved_requests,
+        running: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
     ) -> None:
         self._settings = settings
         self._node = node
-        self._reserved = reserved  # the requests Celery holds (received, running or waiting)
+        self._reserved = reserved  # the requests Celery holds (received, or being handed over)
+        self._running = running  # (task id, lease token) of the jobs the runtime runs
         # (task id, token) -> whether the lease was taken (Redis may have been away at receipt).
         self._held: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
@@ -66,10 +68,6 @@ class LeaseKeeper:
         with self._lock:
             self._held[held] = taken
 
-    def failed(self, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
-        if isinstance(exception, WorkerLostError) and task_id is not None:
-            self._renew()  # hands the lost process's job on now rather than at the next beat
-
     def start(self, **_: Any) -> None:
         threading.Thread(target=self._run, name="ttsd-leases", daemon=True).start()
 
@@ -85,9 +83,12 @@ class LeaseKeeper:
     def _requests(self) -> set[tuple[str, str]]:
         while True:
             try:  # Celery's consumer thread changes this set as we read it
-                return {(r.id, self._token(r)) for r in list(self._reserved())}
+                reserved = {(r.id, self._token(r)) for r in list(self._reserved())}
+                break
             except RuntimeError:
                 continue
+        # Read after Celery's: a job is in the runtime before Celery lets go of it.
+        return reserved | set(self._running())
 
     def _renew(self) -> None:
         live = self._requests()
@@ -96,8 +97,8 @@ class LeaseKeeper:
         for (task_id, token), taken in held:
             try:
                 if (task_id, token) not in live:
-                    # Celery let go: a finished run released the lease already (this is a no-op);
-                    # an unfinished one is handed on at the next sweep.
+                    # Let go: a finished run released the lease already (this is a no-op); an
+                    # unfinished one is handed on at the next sweep.
                     self.leases.lapse(task_id, token)
                 elif taken and self.leases.renew(task_id, token):
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ...audio import Pcm16
@@ -30,6 +31,7 @@ class RedisReporter:
         self.status = status
         self._attempt = attempt
         self._task_ttl = task_ttl
+        self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
 
     def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         status = self.status.advance(stage, progress, **changes)
@@ -39,6 +41,8 @@ class RedisReporter:
         self.status = status
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage)
         await asyncio.to_thread(self.put_stage, stage, progress, **changes)
 
     def _publish(self, entry: StreamEntry) -> None:

@@ -1,12 +1,18 @@
-"""Distributed mode's job runner: what one Celery worker process holds and how it runs a job.
+"""Distributed mode's job runner: one worker node of one pool, in Celery's main process.
 
-Every job a worker receives is leased to it (``state.redis.leases``): the worker's main process
-takes the lease on receipt and renews it while Celery holds the job (``keeper.LeaseKeeper``); its
-engine process runs the job under the same token, and every write others can see is fenced by it.
-A job whose process dies is given up at once; one whose whole worker is killed, frozen or cut off
-lapses after ``TTSD_JOB_LEASE``; either way an API process publishes it again (``sweeper``).
-Messages are acknowledged when the run ends, however it ends: redelivery is the leases' business,
-and the broker's visibility timeout is only a last resort whose late duplicates are dropped.
+Its engine slots are processes that only speak (``jobs.slots``, the pool embedded mode uses);
+consuming, leases, claims, reporting, storing and indexing run beside them, on this process's
+event loop and post-processing stage. Celery runs with its solo pool: the task only hands a job to
+this runner and returns once the node wants another (``accept``), so a job waits for each slot
+when it frees, and the broker connection is never shared between threads (Celery's thread pool
+was tried: its Redis consumer exits when the broker restarts).
+
+Every job a node takes is leased to it (``state.redis.leases``): the lease is taken on receipt and
+renewed while Celery or this runner holds the job (``keeper.LeaseKeeper``); every write others can
+see is fenced by it. Messages are acknowledged once the job is handed over: a node that dies,
+freezes or is cut off stops renewing, its leases lapse after ``TTSD_JOB_LEASE``, and an API
+process publishes those jobs again (``sweeper``). An engine process that dies is replaced and its
+batch retried once on another, as in embedded mode.
 
 The job runs through the one lifecycle (``jobs.lifecycle``), which retries transient faults in
 place: object storage ``TTSD_JOB_RETRIES`` times, Redis up to the job timeout (then the run gives
@@ -17,19 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from ...config import Settings
-from ...engines import load_engines
-from ...errors import BackendUnavailable, EngineCrashed, EngineUnavailable, JobCancelled, TtsdError
+from ...errors import BackendUnavailable, EngineCrashed, JobCancelled
 from ...links import Links
-from ...logs import configure_logging
 from ...pools import PoolSpec
+from ...state.base import Stage
 from ...state.redis.board import RedisTaskBoard
 from ...state.redis.claims import RedisClaims
 from ...state.redis.client import connect, connect_async, redis_errors
@@ -41,24 +48,25 @@ from ...state.redis.stats import RedisJobStats
 from ...store import build_store
 from ..admission import JobTime
 from ..body import run_job
-from ..host import JobHost, build_host
+from ..host import build_host
 from ..lifecycle import Lifecycle, Retries
 from ..model import Job, JobOutcome, SentenceBatch
 from ..post import post_stage
+from ..slots.pool import EnginePool
 from .protocol import MAX_DELIVERIES, bookkeeping, lease_token, mark_ttl
 from .reporter import RedisReporter
-from .slot import ThreadSlot
 
 log = logging.getLogger("ttsd.worker")
 
+Held = tuple[str, str]  # (task id, lease token)
+
+# How often the node's busy slots are written for the API's figures (when they changed).
+_BUSY_EVERY = 0.25
+
 
 class WorkerRuntime:
-    """One Celery worker process: its engines (its slot, on a thread), an event loop on which the
-    job body runs, post-processing threads, backends and heartbeat. Built after the fork (``load``).
-
-    The job body stores each sentence while the engine speaks the next; the process takes its next
-    job once the text is encoded and stored (a Celery process is one slot). Embedded mode goes
-    further: its slots are processes that only speak (``jobs.embedded``)."""
+    """One worker node of one pool: its engine processes, the event loop its jobs run on, the
+    post-processing stage, backends and heartbeat. Built in Celery's main process (``load``)."""
 
     def __init__(self, settings: Settings, node: str, pool: PoolSpec) -> None:
         self.settings = settings
@@ -67,16 +75,12 @@ class WorkerRuntime:
         self.keys = RedisKeys(settings.redis_prefix)
         self.name = WorkerRegistry.member(pool.name, f"{socket.gethostname()}:{os.getpid()}")
         self._stop = threading.Event()
-        self.broken: TtsdError | None = None
-        self.host: JobHost | None = None
+        self._room = threading.Condition()
+        self._jobs: dict[Held, Future[None]] = {}
+        self._queued: set[Held] = set()  # taken, and not yet given an engine slot
+        self._draining = False
 
-    def load(self, device_index: int = 0) -> None:
-        configure_logging(self.settings)
-        os.nice(self.settings.engine_nice)
-        self.name = WorkerRegistry.member(self.pool.name, f"{socket.gethostname()}:{os.getpid()}")
-        device = self.pool.device(device_index)
-        # Backends first: they make no connection yet, and a process whose engines fail to load
-        # must still be able to fail its jobs clearly (and never announce itself as ready).
+    def load(self) -> None:
         self.client = connect(self.settings)
         self.store = build_store(self.settings, Links.of(self.settings))
         self.index = RedisCacheIndex(self.client, self.keys)
@@ -89,30 +93,77 @@ class WorkerRuntime:
             timeout=self.settings.job_timeout,
             stats=self.stats,
             retries=Retries(storage=self.settings.job_retries, backend_for=self.settings.job_timeout),
-            on_timeout=self._replace_process,
             passthrough=(LeaseLost,),
         )
+        self.engines = EnginePool(
+            self.settings, self.pool, on_batch=self._on_batch, gate=lambda: self.post.open
+        )
+        self.post.on_room(self.engines.wake)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="ttsd-jobs", daemon=True).start()
-        try:
-            engines = load_engines(self.settings, self.pool.engines, device)
-        except TtsdError as exc:
-            self.broken = exc
-            log.error("engines failed to load", extra={"worker": self.name, "error": exc.message})
-            return
+        asyncio.run_coroutine_threadsafe(self.engines.start(), self.loop).result()
         claims = RedisClaims(connect_async(self.settings), self.keys, self.name)
-        slot = ThreadSlot(engines, self._on_batch)
-        self.host = build_host(self.settings, slot, self.store, self.index, self.stats, self.post, claims)
-        threading.Thread(target=self._heartbeat, name="ttsd-heartbeat", daemon=True).start()
-        log.info(
-            "engine process ready", extra={"worker": self.name, "pool": self.pool.name, "device": device}
+        self.host = build_host(
+            self.settings, self.engines, self.store, self.index, self.stats, self.post, claims
         )
+        threading.Thread(target=self._heartbeat, name="ttsd-heartbeat", daemon=True).start()
+        threading.Thread(target=self._busy_gauge, name="ttsd-busy", daemon=True).start()
 
-    @staticmethod
-    def _replace_process() -> None:
-        # The engine thread may be hung inside native code, where nothing interrupts it: this
-        # process is replaced once the failure is recorded, so the slot does not stay stuck.
-        threading.Timer(1.0, os._exit, args=(1,)).start()
+    # -- what Celery's task calls, on its consumer's thread ---------------------------------------
+
+    def accept(self, payload: dict[str, Any]) -> None:
+        """Take a job, then return once the node wants another: when fewer jobs wait here for an
+        engine slot than it has slots (so each slot has its next job at hand when it frees)."""
+        job = Job.from_dict(payload)
+        held = (job.task_id, lease_token(self.node, payload))
+        with self._room:
+            self._queued.add(held)
+            future = asyncio.run_coroutine_threadsafe(self._handle(job, held, payload), self.loop)
+            self._jobs[held] = future
+        future.add_done_callback(lambda _: self._ended(held))
+        with self._room:
+            self._room.wait_for(lambda: len(self._queued) < self.pool.slots or self._draining)
+
+    def held(self) -> set[Held]:
+        """The jobs this node runs (for the lease keeper: it renews them after Celery let go)."""
+        with self._room:
+            return set(self._jobs)
+
+    def _started(self, held: Held) -> None:
+        with self._room:
+            self._queued.discard(held)
+            self._room.notify_all()
+
+    def _on_stage(self, held: Held, stage: Stage) -> None:
+        if stage is not Stage.QUEUED:
+            self._started(held)
+
+    def _ended(self, held: Held) -> None:
+        with self._room:
+            self._queued.discard(held)
+            self._jobs.pop(held, None)
+            self._room.notify_all()
+
+    def drain(self) -> None:
+        """Warm shutdown: let the jobs taken finish (up to ``TTSD_SHUTDOWN_GRACE``); the lease
+        keeper hands on whatever is left."""
+        with self._room:
+            self._draining = True
+            self._room.notify_all()
+            jobs = list(self._jobs.values())
+        if jobs:
+            log.info("draining taken jobs", extra={"worker": self.name, "jobs": len(jobs)})
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        for future in jobs:
+            with contextlib.suppress(Exception):
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.engines.stop(), self.loop).result(timeout=10)
+        with contextlib.suppress(BackendUnavailable):
+            self.registry.leave(self.name, self.pool.slots)
+
+    # -- the node's figures for the API ------------------------------------------------------------
 
     def _on_batch(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
         self.post.submit(self._record, batch, busy_seconds, synthesis_seconds)
@@ -120,36 +171,49 @@ class WorkerRuntime:
     def _record(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
         with contextlib.suppress(BackendUnavailable):
             self.stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
+            self._record_slot_seconds(batch.spec.engine, busy_seconds)
 
     def _heartbeat(self) -> None:
+        """One registry member per ready slot: what the API counts as this pool's live slots."""
         while not self._stop.is_set():
             with contextlib.suppress(BackendUnavailable), redis_errors():
-                self.registry.beat(self.name)
+                if self.engines.ready:
+                    self.registry.beat(self.name, self.pool.slots)
             self._stop.wait(WorkerRegistry.HEARTBEAT_SECONDS)
 
-    def shutdown(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(BackendUnavailable, AttributeError):
-            self.registry.leave(self.name)
+    def _busy_gauge(self) -> None:
+        """Busy slots as they change (and at every heartbeat, so a slot busy for long is not
+        taken for a dead one's)."""
+        written, at = 0, 0.0
+        while not self._stop.wait(_BUSY_EVERY):
+            busy = self.engines.busy
+            if busy != written or (busy and time.monotonic() - at > WorkerRegistry.HEARTBEAT_SECONDS):
+                with contextlib.suppress(BackendUnavailable):
+                    self.registry.set_busy(self.name, busy, self.pool.slots)
+                    written, at = busy, time.monotonic()
 
-    def run(self, payload: dict[str, Any]) -> None:
-        """The Celery task's body: the job on this process's event loop, until it ends."""
-        asyncio.run_coroutine_threadsafe(self.handle(payload), self.loop).result()
+    # -- one job, on the event loop ----------------------------------------------------------------
 
-    async def handle(self, payload: dict[str, Any]) -> None:
+    async def _handle(self, job: Job, held: Held, payload: dict[str, Any]) -> None:
         """Run one delivery of a job under its lease. A delivery whose lease another worker holds,
         or lost to one meanwhile, ends without a trace."""
-        job = Job.from_dict(payload)
-        token = lease_token(self.node, payload)
+        task_id, token = held
         try:
             begun = await self.lifecycle.retrying(lambda: asyncio.to_thread(self._begin, job, token))
             if begun is None:
                 return
             reporter, deliveries = begun
+            reporter.on_stage = functools.partial(self._on_stage, held)
             await self.lifecycle.run(job, reporter, lambda: self._body(job, reporter, deliveries))
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
-            log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": job.task_id})
+            log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": task_id})
+        except BackendUnavailable:
+            log.warning(
+                "Redis away past the job timeout; its lease hands the job on", extra={"task_id": task_id}
+            )
+        except Exception:  # a fault boundary: the node must outlive any one job
+            log.exception("job run failed", extra={"task_id": task_id})
 
     def _begin(self, job: Job, token: str) -> tuple[RedisReporter, int] | None:
         deliveries = self.leases.acquire(job.task_id, token)
@@ -165,31 +229,19 @@ class WorkerRuntime:
 
     async def _body(self, job: Job, reporter: RedisReporter, deliveries: int) -> JobOutcome:
         await asyncio.to_thread(self._check, job, deliveries)
-        assert self.host is not None
-        started = time.monotonic()
-        await asyncio.to_thread(self.registry.busy, self.name, True)
-        try:
-            outcome = await run_job(job, self.host, reporter)
-        finally:
-            with contextlib.suppress(BackendUnavailable):
-                await asyncio.to_thread(self.registry.busy, self.name, False)
-        await asyncio.to_thread(self._record_job_seconds, job.spec.engine, time.monotonic() - started)
-        return outcome
+        return await run_job(job, self.host, reporter)
 
     def _check(self, job: Job, deliveries: int) -> None:
         """Why this delivery must fail before it starts, if it must."""
         with redis_errors():
             if self.client.exists(self.keys.cancel(job.task_id)):
                 raise JobCancelled("every listener of this stream left before it started")
-        if self.broken is not None:
-            raise EngineUnavailable(f"this worker could not load its engines: {self.broken}")
         if deliveries > MAX_DELIVERIES:
-            raise EngineCrashed(
-                f"the engine process died on each of {MAX_DELIVERIES} attempts at this request"
-            )
+            raise EngineCrashed(f"the worker running this request died on each of {MAX_DELIVERIES} attempts")
 
-    def _record_job_seconds(self, engine: str, seconds: float) -> None:
-        """A moving average shared by all workers, for the API's admission and Retry-After."""
+    def _record_slot_seconds(self, engine: str, seconds: float) -> None:
+        """What a batch holds a slot, as a moving average shared by all workers: the API's
+        admission and Retry-After divide the queue by it (as embedded mode's do)."""
         name = self.keys.job_seconds(engine)
         with redis_errors():
             raw = self.client.get(name)

@@ -1,10 +1,5 @@
-"""``ttsd worker``'s Celery app for one pool: the task, bound to a per-process runtime that loads
-the pool's engines after the fork, and the node's lease keeper in Celery's main process.
-
-(Celery's thread pool would let one process keep engine slots apart from post-processing as the
-embedded mode does, but its Redis consumer does not survive a broker restart: kombu closes a
-channel another thread already tore down and the worker exits. Prefork stays.)
-"""
+"""``ttsd worker``'s Celery app for one pool: the task hands each job to the node's runtime (in
+Celery's main process, with its solo pool), and the lease keeper renews what the node holds."""
 
 from __future__ import annotations
 
@@ -13,18 +8,11 @@ import secrets
 import socket
 from typing import Any
 
-import billiard.process
 from celery import Celery
-from celery.signals import (
-    task_failure,
-    task_received,
-    worker_process_init,
-    worker_process_shutdown,
-    worker_ready,
-    worker_shutdown,
-)
+from celery.signals import task_received, worker_init, worker_ready, worker_shutdown
 
 from ...config import Settings
+from ...logs import configure_logging
 from ...pools import PoolSpec
 from .broker import make_celery
 from .keeper import LeaseKeeper
@@ -33,28 +21,25 @@ from .runtime import WorkerRuntime
 
 
 def make_worker_app(settings: Settings, pool: PoolSpec) -> Celery:
-    app = make_celery(settings, pool.slots)
-    # One per worker node; its engine processes inherit it, so their tokens match the keeper's.
+    app = make_celery(settings)
     node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     runtime = WorkerRuntime(settings, node, pool)
-    keeper = LeaseKeeper(settings, node)
+    keeper = LeaseKeeper(settings, node, running=runtime.held)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def synthesize(payload: dict[str, Any]) -> None:
-        runtime.run(payload)
+        runtime.accept(payload)
 
-    def on_process_init(**_: Any) -> None:
-        # billiard numbers its processes 0..concurrency-1, and a replacement takes the number of
-        # the one it replaces: so each slot keeps its device.
-        runtime.load(getattr(billiard.process.current_process(), "index", 0))
+    def on_init(**_: Any) -> None:
+        configure_logging(settings)
+        runtime.load()
 
-    def on_process_shutdown(**_: Any) -> None:
-        runtime.shutdown()
+    def on_shutdown(**_: Any) -> None:
+        runtime.drain()
+        keeper.stop()
 
-    worker_process_init.connect(on_process_init, weak=False)
-    worker_process_shutdown.connect(on_process_shutdown, weak=False)
+    worker_init.connect(on_init, weak=False)
     task_received.connect(keeper.received, weak=False)
-    task_failure.connect(keeper.failed, weak=False)
     worker_ready.connect(keeper.start, weak=False)
-    worker_shutdown.connect(keeper.stop, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
     return app

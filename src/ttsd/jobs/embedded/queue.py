@@ -33,8 +33,8 @@ from ..lifecycle import Lifecycle
 from ..model import Job, JobOutcome, Piece, SentenceBatch
 from ..post import PostStage, post_stage
 from ..queue import JobQueue, Submission
+from ..slots.pool import EnginePool
 from .feed import Feed, Interest
-from .pool import EnginePool
 from .router import PoolRouter
 
 log = logging.getLogger("ttsd.queue")

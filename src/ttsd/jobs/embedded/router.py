@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from ..model import BatchResult, SentenceBatch, SentenceCallback
-from .pool import EnginePool
+from ..slots.pool import EnginePool
 
 
 class PoolRouter:

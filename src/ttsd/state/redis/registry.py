@@ -1,4 +1,4 @@
-"""Which engine processes are alive and busy, by pool: heartbeats in Redis."""
+"""Which engine slots are alive and busy, by pool: heartbeats in Redis."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from .keys import RedisKeys
 
 
 class WorkerRegistry:
-    """Engine processes announce themselves with a heartbeat, under their pool's name; the API
-    reads which pools (so which engines) have live processes, and how many."""
+    """Worker nodes announce their ready engine slots with a heartbeat, one member per slot under
+    their pool's name; the API reads which pools (so which engines) have live slots, how many,
+    and how many are speaking."""
 
     HEARTBEAT_SECONDS = 10.0
     STALE_SECONDS = 35.0
@@ -23,26 +24,38 @@ class WorkerRegistry:
         self._k = keys
 
     @staticmethod
-    def member(pool: str, process: str) -> str:
-        return f"{pool}|{process}"
+    def member(pool: str, node: str) -> str:
+        return f"{pool}|{node}"
 
-    def beat(self, name: str) -> None:
+    @staticmethod
+    def _slots(name: str, slots: int) -> list[str]:
+        return [f"{name}#{i}" for i in range(slots)]
+
+    def beat(self, name: str, slots: int) -> None:
         now = time.time()
         pipe = self._r.pipeline(transaction=False)
-        pipe.zadd(self._k.workers, {name: now})
+        pipe.zadd(self._k.workers, dict.fromkeys(self._slots(name, slots), now))
         pipe.zremrangebyscore(self._k.workers, "-inf", now - self.STALE_SECONDS)
         pipe.execute()
 
-    def leave(self, name: str) -> None:
+    def leave(self, name: str, slots: int) -> None:
         with redis_errors():
-            self._r.zrem(self._k.workers, name)
+            members = self._slots(name, slots)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zrem(self._k.workers, *members)
+            pipe.zrem(self._k.busy, *members)
+            pipe.execute()
 
-    def busy(self, name: str, running: bool) -> None:
+    def set_busy(self, name: str, busy: int, slots: int) -> None:
+        """``busy`` of the node's ``slots`` are speaking now."""
+        members = self._slots(name, slots)
         with redis_errors():
-            if running:
-                self._r.zadd(self._k.busy, {name: time.time()})
-            else:
-                self._r.zrem(self._k.busy, name)
+            pipe = self._r.pipeline(transaction=False)
+            if busy:
+                pipe.zadd(self._k.busy, dict.fromkeys(members[:busy], time.time()))
+            if busy < slots:
+                pipe.zrem(self._k.busy, *members[busy:])
+            pipe.execute()
 
     @staticmethod
     def _by_pool(members: Any) -> dict[str, int]:
@@ -54,8 +67,8 @@ class WorkerRegistry:
 
     @guarded
     def busy_by_pool(self, within: float) -> dict[str, int]:
-        """Processes that started a job less than ``within`` seconds ago and have not finished it
-        (a process that died mid-job drops out after that long), by pool."""
+        """Slots busy since less than ``within`` seconds ago and still busy (a node that died with
+        busy slots drops out after that long), by pool."""
         return self._by_pool(self._r.zrangebyscore(self._k.busy, time.time() - within, "+inf"))
 
     @guarded

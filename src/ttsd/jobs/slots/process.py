@@ -1,4 +1,4 @@
-"""The engine process of embedded mode: loads its engines once, then only synthesizes.
+"""An engine process (either mode): loads its engines once, then only synthesizes.
 
 It is an engine slot and nothing else: the slot core (``jobs.slot``) behind a pipe, as vLLM's
 ``EngineCoreProc`` is its ``EngineCore`` behind a socket. Batches (``SentenceBatch``) and
