@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ttsd import audio
-from ttsd.errors import EngineCrashed
+from ttsd.errors import EngineCrashed, StorageError
 from ttsd.jobs.body import run_job
+from ttsd.jobs.made import Tries
 from ttsd.jobs.model import Job, JobOutcome
 from ttsd.jobs.pieces import keep_piece, load_piece, piece_keys
 from ttsd.state.base import CacheIndex, Stage
@@ -348,6 +349,37 @@ def test_a_failing_synthesizer_keeps_finished_sentences_but_not_the_text(tmp_pat
         assert [bt.sentences for bt in retry.batches] == [(B, C)]
         assert outcome.sentences_reused == 1
         assert same(heard(reporter), wire([A, B, C]))
+
+
+def test_a_try_after_a_storage_fault_stores_what_an_earlier_try_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = job(text(A, B, C))
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        working = b.store.put
+
+        def unreachable(name: str, data: bytes, content_type: str) -> None:
+            raise StorageError("the object store is unreachable")
+
+        monkeypatch.setattr(b.store, "put", unreachable)
+        tries = Tries()
+        reporter = RecordingReporter(j)
+        with pytest.raises(StorageError):
+            asyncio.run(run_job(j, b.host, reporter, tries))
+        assert piece(b, A) is None and b.index.get(j.key, "pcm") is None
+        assert same(heard(reporter), wire([A, B, C]))  # listeners heard the text already
+
+        monkeypatch.setattr(b.store, "put", working)  # storage is back
+        outcome = asyncio.run(run_job(j, b.host, reporter, tries))
+        assert len(synth.batches) == 1  # made once: the second try only stored
+        assert np.array_equal(stored_pcm(b, j), np.concatenate(wire([A, B, C])))
+        for sentence in (A, B, C):
+            found = piece(b, sentence)
+            assert found is not None and np.array_equal(found, tone(sentence))
+        assert outcome.synthesized and outcome.sentences == 3
+        assert same(heard(reporter), wire([A, B, C]))  # nothing sent twice
+        assert b.metric("ttsd_sentence_requests_total", result="miss") == 3
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])

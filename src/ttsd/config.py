@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     job_timeout: float = Field(300.0, gt=0)
     # On SIGTERM, how long accepted jobs may take to finish before the engine processes are stopped.
     shutdown_grace: float = Field(60.0, ge=0)
-    # Distributed mode: retries of a job that met object storage away (back-off 1, 2, 4, 8, then
-    # every 10 s: the default rides out about 55 s) before it fails for good.
-    job_retries: int = Field(8, ge=0, le=20)
+    # Distributed mode: retries of a job that met object storage away (back-off 1, 2, then every
+    # 4 s, so a job notices storage is back within 4 s: the default rides out about 51 s) before it
+    # fails for good. A retry stores what earlier tries made; it never makes it again.
+    job_retries: int = Field(14, ge=0, le=30)
 
     cache_ttl: int = Field(86400, ge=1)
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)

@@ -22,18 +22,17 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import audio
 from ..errors import JobError, StorageError
-from ..metrics import JobStats
 from ..state.base import Stage
 from .assembly import InOrder
 from .flights import await_flight, await_remote
 from .host import JobHost
+from .made import Made, Tries
 from .model import Job, JobOutcome, Reporter, SentenceBatch
 from .pieces import cached_master, keep_piece, keep_text, load_marks, load_piece, load_pieces, piece_keys
 
@@ -50,22 +49,7 @@ def _progress(pieces: list[Any]) -> int:
     return int(80 * sum(p is not None for p in pieces) / len(pieces))
 
 
-@dataclass
-class _Made:
-    pcm: audio.Pcm16
-    rate: int
-    sentences: int = 0
-    reused: int = 0
-    merged: int = 0
-    synthesized: int = 0  # sentences this job had an engine speak
-    synthesized_audio: float = 0.0
-    slot_seconds: float = 0.0
-    synthesis_seconds: float = 0.0
-    from_cache: bool = False
-    marks: tuple[tuple[str, float], ...] = ()
-
-
-async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
+async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> Made:
     spec = job.spec
     rate = host.sample_rates[spec.engine]
     sentences = job.sentences
@@ -75,7 +59,7 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> _Made:
     pieces: list[audio.Pcm16 | None] = (
         await host.run(load_pieces, host.store, host.index, keys, rate) if reuse else [None] * n
     )
-    made = _Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
+    made = Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
     out = InOrder(reporter, pieces, rate, job)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
     # once if it needs none), which is what the queue's depth and Retry-After count. A job run
@@ -110,7 +94,7 @@ async def _round(
     pieces: list[audio.Pcm16 | None],
     keys: list[str],
     missing: list[int],
-    made: _Made,
+    made: Made,
 ) -> None:
     """Make or await every missing sentence once. A sentence whose maker gave up stays missing."""
     spec = job.spec
@@ -198,7 +182,7 @@ async def _round(
                 if reuse:
                     host.flights.resolve(keys[i], pcm)
                     claimed.remove(keys[i])
-                    stores.append(asyncio.ensure_future(_store_piece(host, keys[i], pcm, rate, remote)))
+                    stores.append(asyncio.ensure_future(_store_piece(host, keys[i], pcm, made, remote)))
             await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
             await out.flush()
     finally:
@@ -219,16 +203,28 @@ async def _round(
             remote.clear()
 
 
-async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, rate: int, remote: list[str]) -> None:
+async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, made: Made, remote: list[str]) -> None:
     try:
-        await host.run(keep_piece, host.store, host.index, key, pcm, rate, host.cache_ttl)
+        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl)
     except Exception:
         log.warning("could not cache a sentence", extra={"key": key}, exc_info=True)
+        made.unstored[key] = pcm  # stored by the next try, if storage failed the text too
     if host.claims is not None and key in remote:
         # Released only once the piece is indexed, so a process that waited on the claim finds it.
         remote.remove(key)
         with contextlib.suppress(Exception):
             await host.claims.release([key])
+
+
+async def _made(job: Job, host: JobHost, reporter: Reporter) -> Made:
+    cached = await host.run(cached_master, job.key, host.store, host.index)
+    if cached is None:
+        return await _make_master(job, host, reporter)
+    made = Made(cached[0], cached[1], from_cache=True)
+    if job.layout is not None and job.layout.marks:
+        kept = await host.run(load_marks, host.store, host.index, job.key)
+        made.marks = kept or ()
+    return made
 
 
 def _encode(job: Job, pcm: audio.Pcm16, rate: int, with_master: bool) -> tuple[bytes | None, bytes]:
@@ -237,20 +233,21 @@ def _encode(job: Job, pcm: audio.Pcm16, rate: int, with_master: bool) -> tuple[b
     return master, audio.encode(pcm, rate, fmt)
 
 
-async def run_job(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
+async def run_job(job: Job, host: JobHost, reporter: Reporter, tries: Tries | None = None) -> JobOutcome:
+    """One try of a job. A runner that tries again after a storage fault passes the same ``tries``
+    to each: what an earlier try made is stored, never made again."""
     with host.post.tally():  # what the job costs post-processing, for admission
-        return await _run(job, host, reporter)
+        return await _run(job, host, reporter, tries or Tries())
 
 
-async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
-    cached = await host.run(cached_master, job.key, host.store, host.index)
-    if cached is not None:
-        made = _Made(cached[0], cached[1], from_cache=True)
-        if job.layout is not None and job.layout.marks:
-            kept = await host.run(load_marks, host.store, host.index, job.key)
-            made.marks = kept or ()
+async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> JobOutcome:
+    if tries.made is not None:
+        made = tries.made
+        for key, pcm in list(made.unstored.items()):
+            await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl)
+            del made.unstored[key]
     else:
-        made = await _make_master(job, host, reporter)
+        made = tries.made = await _made(job, host, reporter)
     try:
         await reporter.stage(Stage.ENCODING, 85)
         # With its sentences cached as pieces a text's master is redundant (any other format of it
@@ -265,7 +262,7 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
             keep_text, host.store, host.index, job.key, audio.get_format(job.fmt), made.rate, duration,
             master, data, host.cache_ttl, host.cache_max_bytes, () if made.from_cache else made.marks,
         )  # fmt: skip
-        await host.run(_record, host.stats, job, made)
+        await host.run(made.record, host.stats, job)
     finally:
         if not made.from_cache:
             # Streams end once the text is stored and counted, so a repeat right after a stream is
@@ -283,11 +280,3 @@ async def _run(job: Job, host: JobHost, reporter: Reporter) -> JobOutcome:
         evicted=evicted,
         marks=made.marks,
     )
-
-
-def _record(stats: JobStats, job: Job, made: _Made) -> None:
-    if made.synthesized:
-        stats.synthesized(job.spec.engine, job.spec.voice, made.synthesized_audio)
-    if made.sentences:
-        stats.sentences(reused=made.reused, made=made.synthesized, merged=made.merged)
-    stats.encoded(job.fmt)

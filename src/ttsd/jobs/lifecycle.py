@@ -39,7 +39,7 @@ class Retries:
     storage: int = 0
     backend_for: float | None = None
     first: float = 1.0
-    most: float = 10.0
+    most: float = 4.0  # so a job notices within seconds that what was away is back
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from ..admission import JobTime
 from ..body import run_job
 from ..host import build_host
 from ..lifecycle import Lifecycle, Retries
+from ..made import Tries
 from ..model import Job, JobOutcome, SentenceBatch
 from ..post import post_stage
 from ..slots.pool import EnginePool
@@ -60,6 +61,9 @@ log = logging.getLogger("ttsd.worker")
 
 Held = tuple[str, str]  # (task id, lease token)
 
+# Jobs a node holds at most per slot, at any stage (riding out a storage outage included), so what
+# it keeps in memory is bounded and the rest of the queue stays with the broker for other nodes.
+_JOBS_PER_SLOT = 8
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
 
@@ -113,7 +117,8 @@ class WorkerRuntime:
 
     def accept(self, payload: dict[str, Any]) -> None:
         """Take a job, then return once the node wants another: when fewer jobs wait here for an
-        engine slot than it has slots (so each slot has its next job at hand when it frees)."""
+        engine slot than it has slots (so each slot has its next job at hand when it frees), and
+        it holds fewer than its bound."""
         job = Job.from_dict(payload)
         held = (job.task_id, lease_token(self.node, payload))
         with self._room:
@@ -122,7 +127,11 @@ class WorkerRuntime:
             self._jobs[held] = future
         future.add_done_callback(lambda _: self._ended(held))
         with self._room:
-            self._room.wait_for(lambda: len(self._queued) < self.pool.slots or self._draining)
+            self._room.wait_for(self._wants_another)
+
+    def _wants_another(self) -> bool:
+        slots = self.pool.slots
+        return self._draining or (len(self._queued) < slots and len(self._jobs) < slots * _JOBS_PER_SLOT)
 
     def held(self) -> set[Held]:
         """The jobs this node runs (for the lease keeper: it renews them after Celery let go)."""
@@ -204,7 +213,8 @@ class WorkerRuntime:
                 return
             reporter, deliveries = begun
             reporter.on_stage = functools.partial(self._on_stage, held)
-            await self.lifecycle.run(job, reporter, lambda: self._body(job, reporter, deliveries))
+            tries = Tries()
+            await self.lifecycle.run(job, reporter, lambda: self._body(job, reporter, deliveries, tries))
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
             log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": task_id})
@@ -227,9 +237,9 @@ class WorkerRuntime:
             return None
         return RedisReporter(self.leases, token, status, deliveries, self.settings.task_ttl), deliveries
 
-    async def _body(self, job: Job, reporter: RedisReporter, deliveries: int) -> JobOutcome:
+    async def _body(self, job: Job, reporter: RedisReporter, deliveries: int, tries: Tries) -> JobOutcome:
         await asyncio.to_thread(self._check, job, deliveries)
-        return await run_job(job, self.host, reporter)
+        return await run_job(job, self.host, reporter, tries)
 
     def _check(self, job: Job, deliveries: int) -> None:
         """Why this delivery must fail before it starts, if it must."""

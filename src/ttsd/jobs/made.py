@@ -1,0 +1,43 @@
+"""What one try of a job made, and what the tries of a job keep between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import audio
+from ..metrics import JobStats
+from .model import Job
+
+
+@dataclass
+class Made:
+    """A text's samples and how they came about."""
+
+    pcm: audio.Pcm16
+    rate: int
+    sentences: int = 0
+    reused: int = 0
+    merged: int = 0
+    synthesized: int = 0  # sentences this job had an engine speak
+    synthesized_audio: float = 0.0
+    slot_seconds: float = 0.0
+    synthesis_seconds: float = 0.0
+    from_cache: bool = False
+    marks: tuple[tuple[str, float], ...] = ()
+    # Sentences made whose pieces could not be stored (by key): the next try stores them.
+    unstored: dict[str, audio.Pcm16] = field(default_factory=dict)
+
+    def record(self, stats: JobStats, job: Job) -> None:
+        if self.synthesized:
+            stats.synthesized(job.spec.engine, job.spec.voice, self.synthesized_audio)
+        if self.sentences:
+            stats.sentences(reused=self.reused, made=self.synthesized, merged=self.merged)
+        stats.encoded(job.fmt)
+
+
+@dataclass
+class Tries:
+    """What the tries of one job share: after a storage fault the next try stores the text an
+    earlier one made, rather than making its sentences again."""
+
+    made: Made | None = None
