@@ -1,17 +1,21 @@
-"""Distributed mode's cost outside synthesis: issue 29's run, side by side with embedded mode and the
-bare engine in one run.
+"""Distributed mode's cost outside synthesis (issue 29), side by side with embedded mode and the bare
+engine in one run.
 
-40 unique 8-sentence texts (every sentence new) submitted at once, eSpeak ``en-us-female``, one
-engine slot: on an embedded server, and on Redis + SeaweedFS + one ``ttsd worker --slots 1`` + one
-API (the suite's stack); the same 320 sentences spoken by a bare eSpeak loop in this process. For
-the distributed run: Redis commands per job (``INFO commandstats``, reset before the run) and the
-objects stored per text. Slot efficiency is the bare loop's seconds over the run's, and time outside
-synthesis per sentence is the difference over 320.
+- Slot efficiency: 40 unique 8-sentence texts (every sentence new) submitted at once, eSpeak
+  ``en-us-female``, one engine slot: on an embedded server, and on Redis + SeaweedFS + one ``ttsd
+  worker --slots 1`` + one API (the suite's stack); the same 320 sentences spoken by a bare eSpeak
+  loop in this process. The same with Piper ``en-joe`` (8 texts: its sentences take far longer).
+- Scale-out: a second one-slot worker joins the stack, and 40 more such texts are run.
+- One-sentence texts: 200 of them, jobs per second through the whole system, both modes.
 
-To see where a worker's time goes, run ``py-spy record -p <pid> -f raw`` on the worker's Celery
-child and the API during the distributed run (the note of issue 29 has what it showed).
-Needs the dev extras (redis-server, SeaweedFS). Writes ``bench/results/distributed.md`` and
-``distributed.json``.
+For each distributed run: the CPU seconds of each process (the worker's own, apart from its
+engine processes; the API; Redis; SeaweedFS), Redis commands per job (``INFO commandstats``,
+reset before the run, counting those its Lua scripts run) and objects stored per text. Slot
+efficiency is the bare loop's seconds over the run's.
+
+To see where a worker's time goes, run ``py-spy record --gil -p <pid> -f raw`` on the worker and
+the API during a run (the note of issue 29 has what it showed). Needs the dev extras (redis-server,
+SeaweedFS). Writes ``bench/results/distributed.md`` and ``distributed.json``.
 """
 
 from __future__ import annotations
@@ -20,15 +24,20 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from .common import commit, machine, publish, table, ttsd_server
 
 VOICE = "en-us-female"
+PIPER_VOICE = "en-joe"
 TEXTS = 40
+PIPER_TEXTS = 8
+SHORT_TEXTS = 200
 SENTENCES = (
     "Your order has shipped today",
     "It should arrive within three days",
@@ -41,9 +50,13 @@ SENTENCES = (
 )
 
 
-def texts(tag: str) -> list[list[str]]:
+def texts(tag: str, n: int = TEXTS) -> list[list[str]]:
     """Each text's sentences, every one new (it names the text)."""
-    return [[f"{s}, case {tag} {i}." for s in SENTENCES] for i in range(TEXTS)]
+    return [[f"{s}, case {tag} {i}." for s in SENTENCES] for i in range(n)]
+
+
+def short_texts(tag: str) -> list[str]:
+    return [f"{SENTENCES[i % len(SENTENCES)]}, case {tag} {i}." for i in range(SHORT_TEXTS)]
 
 
 def tag() -> str:
@@ -51,13 +64,17 @@ def tag() -> str:
     return "".join(chr(ord("a") + int(c, 16) % 26) for c in uuid.uuid4().hex[:6])
 
 
-async def _run(url: str, bodies: list[str]) -> float:
+def joined(tag_: str, n: int = TEXTS) -> list[str]:
+    return [" ".join(t) for t in texts(tag_, n)]
+
+
+async def _run(url: str, bodies: list[str], voice: str = VOICE) -> float:
     """Seconds from submitting every text at once to the last one done."""
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()
         answers = await asyncio.gather(
             *(
-                client.post("/v1/synthesize", json={"text": b, "voice": VOICE, "format": "wav"})
+                client.post("/v1/synthesize", json={"text": b, "voice": voice, "format": "wav"})
                 for b in bodies
             )
         )
@@ -73,13 +90,13 @@ async def _run(url: str, bodies: list[str]) -> float:
         return time.perf_counter() - started
 
 
-def bare(sentences: list[str]) -> float:
+def bare(engine_name: str, voice_name: str, sentences: list[str]) -> float:
     from ttsd.engines import REGISTRY
     from ttsd.textnorm import normalizer
 
-    spec = REGISTRY["espeak"]
+    spec = REGISTRY[engine_name]
     engine = spec.load(threads=1)
-    voice = next(v for v in spec.voices if v.name == VOICE)
+    voice = next(v for v in spec.voices if v.name == voice_name)
     norm = normalizer(voice.language)
     said = [norm.sentence(s) if norm is not None and norm.applies(s) else s for s in sentences]
     engine.synthesize("Warm up.", voice, speed=1.0, seed=None)
@@ -89,28 +106,39 @@ def bare(sentences: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def embedded(tmp: Path, name: str) -> float:
+def embedded(tmp: Path, runs: dict[str, list[str]]) -> dict[str, float]:
     env = {"TTSD_ENGINES": "espeak", "TTSD_ENGINE_SLOTS": "1", "TTSD_MAX_WAIT": "600"}
     with ttsd_server(tmp / "embedded", **env) as url:
-        asyncio.run(_run(url, [" ".join(t) for t in texts(f"warm {tag()}")[:2]]))
-        return asyncio.run(_run(url, [" ".join(t) for t in texts(name)]))
+        asyncio.run(_run(url, joined(f"warm {tag()}", 2)))
+        return {name: asyncio.run(_run(url, bodies)) for name, bodies in runs.items()}
 
 
-def distributed(tmp: Path, name: str) -> dict[str, Any]:
+def _cpu(process: psutil.Process, *, with_children: bool = False) -> float:
+    times = process.cpu_times()
+    total = times.user + times.system
+    if with_children:
+        for child in process.children(recursive=True):
+            with_child = child.cpu_times()
+            total += with_child.user + with_child.system
+    return total
+
+
+def distributed(
+    tmp: Path, engine: str, voice: str, runs: dict[str, list[str]], grow_before: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each run on one stack (one worker; a second joins before ``grow_before``): seconds, CPU
+    seconds per process, Redis commands and objects stored."""
     import boto3
     import redis
     from tests.conftest import start_stack, stop_server
 
-    (tmp / "distributed").mkdir()
-    stack = start_stack(tmp / "distributed", workers=1, env={"TTSD_ENGINES": "espeak"})
+    where = tmp / f"distributed-{engine}"
+    where.mkdir()
+    stack = start_stack(where, workers=1, env={"TTSD_ENGINES": engine})
+    results: dict[str, dict[str, Any]] = {}
     try:
         api = stack.server(env={"TTSD_MAX_WAIT": "600"})
         r = redis.Redis.from_url(stack.redis.url)
-        asyncio.run(_run(api.url, [" ".join(t) for t in texts(f"warm {tag()}")[:2]]))
-        bodies = [" ".join(t) for t in texts(name)]
-        r.config_resetstat()
-        seconds = asyncio.run(_run(api.url, bodies))
-        commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
         s3 = boto3.client(
             "s3",
             endpoint_url=stack.s3.url,
@@ -118,67 +146,152 @@ def distributed(tmp: Path, name: str) -> dict[str, Any]:
             aws_secret_access_key="test-secret",
             region_name="us-east-1",
         )
-        objects = sum(
-            page.get("KeyCount", 0)
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="ttsd-test")
-        )
+
+        def objects() -> int:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket="ttsd-test")
+            return sum(page.get("KeyCount", 0) for page in pages)
+
+        asyncio.run(_run(api.url, joined(f"warm {tag()}", 2), voice))
+        for name, bodies in runs.items():
+            if name == grow_before:
+                stack.start_worker("w-second")
+                _wait(lambda: r.zcard("ttsd:workers") >= 2, 120)
+                asyncio.run(_run(api.url, joined(f"warm {tag()}", 2), voice))
+            workers = [psutil.Process(w.pid) for w in stack.workers]
+            engines = [
+                c for w in workers for c in w.children() if "resource_tracker" not in " ".join(c.cmdline())
+            ]
+            processes: dict[str, list[psutil.Process]] = {
+                "worker": workers,
+                "engine processes": engines,
+                "api": [psutil.Process(api.process.pid)],
+                "redis": [psutil.Process(stack.redis.process.pid)],
+            }
+            s3_process = psutil.Process(stack.s3.process.pid)
+            before_objects = objects()
+            before = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
+            before["s3"] = _cpu(s3_process, with_children=True)
+            r.config_resetstat()
+            seconds = asyncio.run(_run(api.url, bodies, voice))
+            commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+            after = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
+            after["s3"] = _cpu(s3_process, with_children=True)
+            results[name] = {
+                "seconds": seconds,
+                "jobs": len(bodies),
+                "cpu": {k: after[k] - before[k] for k in after},
+                "redis_commands": sum(commands.values()),
+                "objects": objects() - before_objects,
+            }
         stop_server(api)
     finally:
         stack.discard()
-    return {"seconds": seconds, "redis_commands": commands, "objects": objects, "texts": TEXTS + 2}
+    return results
+
+
+def _wait(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the second worker never came up")
+        time.sleep(0.2)
 
 
 def run() -> dict[str, Any]:
     started = time.monotonic()
+    names = {"one": tag(), "two": tag(), "short": tag(), "piper": tag()}
     with tempfile.TemporaryDirectory(prefix="ttsd-bench-distributed-") as tmp:
-        embedded_seconds = embedded(Path(tmp), tag())
-        name = tag()  # the bare loop says the distributed run's sentences
-        dist = distributed(Path(tmp), name)
-    sentences = [s for t in texts(name) for s in t]
-    bare_seconds = bare(sentences)
+        emb = embedded(Path(tmp), {"eight": joined(tag()), "short": short_texts(tag())})
+        espeak = distributed(
+            Path(tmp),
+            "espeak",
+            VOICE,
+            {
+                "one worker": joined(names["one"]),
+                "short": short_texts(names["short"]),
+                "two workers": joined(names["two"]),
+            },
+            grow_before="two workers",
+        )
+        piper = distributed(
+            Path(tmp), "piper", PIPER_VOICE, {"one worker": joined(names["piper"], PIPER_TEXTS)}
+        )
     result = {
         "scenario": "distributed",
         "commit": commit(),
         "machine": machine(),
-        "sentences": len(sentences),
-        "bare_seconds": bare_seconds,
-        "embedded_seconds": embedded_seconds,
-        "distributed": dist,
+        "sentences": TEXTS * len(SENTENCES),
+        "bare_seconds": bare("espeak", VOICE, [s for t in texts(names["one"]) for s in t]),
+        "piper_bare_seconds": bare(
+            "piper", PIPER_VOICE, [s for t in texts(names["piper"], PIPER_TEXTS) for s in t]
+        ),
+        "embedded": emb,
+        "espeak": espeak,
+        "piper": piper,
         "seconds": time.monotonic() - started,
     }
     publish("distributed", result, render(result))
     return result
 
 
+def _row(name: str, seconds: float, bare_seconds: float, sentences: int) -> tuple[str, ...]:
+    outside = f"{1000 * (seconds - bare_seconds) / sentences:.1f}"
+    return (name, f"{seconds:.2f}", f"{bare_seconds / seconds:.2f}", outside)
+
+
+_CPU = ("worker", "engine processes", "api", "redis", "s3")
+
+
+def _cpu_row(name: str, d: dict[str, Any]) -> tuple[str, ...]:
+    jobs = d["jobs"]
+    per_job = (f"{1000 * d['cpu'][k] / jobs:.0f}" for k in _CPU)
+    return (name, *per_job, f"{d['redis_commands'] / jobs:.0f}", f"{d['objects'] / jobs:.1f}")
+
+
 def render(r: dict[str, Any]) -> str:
-    n, bare_s, d = r["sentences"], r["bare_seconds"], r["distributed"]
-    calls = sum(d["redis_commands"].values())
-    most = sorted(d["redis_commands"].items(), key=lambda kv: -kv[1])[:6]
-    top = ", ".join(f"{k} {v / TEXTS:.0f}" for k, v in most)
+    n, bare_s, e, piper = r["sentences"], r["bare_seconds"], r["espeak"], r["piper"]["one worker"]
+    one, two, short = e["one worker"], e["two workers"], e["short"]
+    piper_bare = r["piper_bare_seconds"]
     rows = [
-        (
-            "eSpeak, one slot, 40 texts x 8 new sentences",
-            "s",
-            "slot efficiency",
-            "outside synthesis, ms/sentence",
-        )
+        ("run", "s", "slot efficiency", "outside synthesis, ms/sentence"),
+        (f"eSpeak, {TEXTS} texts x 8 new sentences: bare loop", f"{bare_s:.2f}", "1.00", "–"),
+        _row("embedded, one slot", r["embedded"]["eight"], bare_s, n),
+        _row("distributed, one worker of one slot", one["seconds"], bare_s, n),
+        (f"Piper, {PIPER_TEXTS} texts x 8: bare loop", f"{piper_bare:.2f}", "1.00", "–"),
+        _row(
+            "distributed, one worker of one slot", piper["seconds"], piper_bare, PIPER_TEXTS * len(SENTENCES)
+        ),
     ]
-    rows.append(("bare loop", f"{bare_s:.2f}", "1.00", "–"))
-    for name, seconds in (("embedded", r["embedded_seconds"]), ("distributed, one worker", d["seconds"])):
-        rows.append(
-            (name, f"{seconds:.2f}", f"{bare_s / seconds:.2f}", f"{1000 * (seconds - bare_s) / n:.1f}")
-        )
+    cpu_rows = [
+        (
+            "distributed run: CPU ms per job",
+            "worker (outside its engines)",
+            "engine processes",
+            "API",
+            "Redis",
+            "SeaweedFS",
+            "Redis commands per job",
+            "objects per text",
+        ),
+        _cpu_row("eSpeak, one worker", one),
+        _cpu_row("eSpeak, two workers", two),
+        _cpu_row("eSpeak, one-sentence texts", short),
+        _cpu_row("Piper, one worker", piper),
+    ]
     m = r["machine"]
+    emb_short = SHORT_TEXTS / r["embedded"]["short"]
+    dist_short = SHORT_TEXTS / short["seconds"]
     return (
         "## Distributed mode's cost outside synthesis\n\n"
         f"commit {r['commit']}, {m['cpu']} x {m['cores']} cores, {r['seconds'] / 60:.1f} minutes.\n\n"
         f"{table(rows)}\n\n"
-        f"- Redis commands per job (distributed, counting those its Lua scripts run): {calls / TEXTS:.0f} "
-        f"({calls / n:.0f} a sentence); "
-        f"most: {top}.\n"
-        f"- Objects in the bucket after {d['texts']} texts: {d['objects']} "
-        f"({d['objects'] / d['texts']:.1f} a text).\n"
-        "- Target (issue 29): distributed slot efficiency ≥ 0.7 (embedded's 0.83).\n"
+        f"- Scale-out: {TEXTS} more such texts with a second one-slot worker: {two['seconds']:.2f} s, "
+        f"{one['seconds'] / two['seconds']:.2f}x one worker's throughput (target ≥ 1.7x).\n"
+        f"- One-sentence texts, {SHORT_TEXTS} at once: embedded {emb_short:.0f} jobs/s, distributed "
+        f"{dist_short:.0f} jobs/s ({dist_short / emb_short:.2f}x; target ≥ 0.7x).\n"
+        "- Targets (issue 29): distributed slot efficiency ≥ 0.7 with eSpeak (embedded's 0.83), ≥ 0.95 "
+        "with Piper.\n\n"
+        f"{table(cpu_rows)}\n"
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,10 @@ from ...state.redis.leases import JobLeases
 from .protocol import PCM_STREAM_TTL, StreamEntry
 
 log = logging.getLogger("ttsd.worker")
+
+# Progress within a stage is written at most this often: each write is a fenced Redis round trip,
+# and a sentence of a fast engine takes a few milliseconds.
+_PROGRESS_EVERY = 0.2
 
 
 class RedisReporter:
@@ -31,11 +36,17 @@ class RedisReporter:
         self.status = status
         self._attempt = attempt
         self._task_ttl = task_ttl
+        self._written = 0.0
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
 
     def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         status = self.status.advance(stage, progress, **changes)
+        now = time.monotonic()
+        if stage is self.status.stage and not changes and now - self._written < _PROGRESS_EVERY:
+            self.status = status  # progress within a stage: written with the next write
+            return
         self._leases.put_status(self._token, status, self._task_ttl)
+        self._written = now
         if stage is not self.status.stage:
             log.info("job stage", extra={"task_id": status.task_id, "key": status.key, "stage": stage.value})
         self.status = status
