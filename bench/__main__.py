@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import (
+    capacity,
     chaos,
     distributed,
     first_audio,
@@ -31,6 +32,7 @@ SCENARIOS = {
     "pools": pools.run,
     "lexicons": lexicons.run,
     "distributed": distributed.run,
+    "capacity": capacity.run,
     "ssml": ssml.run,
     "index": index.run,
     "soak": soak.run,

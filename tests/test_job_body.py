@@ -4,6 +4,7 @@ store and SQLite index, and a reporter that records what listeners and pollers w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from ttsd.jobs.body import run_job
 from ttsd.jobs.made import Tries
 from ttsd.jobs.model import Job, JobOutcome
 from ttsd.jobs.pieces import keep_piece, load_piece, piece_keys
-from ttsd.state.base import CacheIndex, Stage
+from ttsd.jobs.recall import PieceMemory
+from ttsd.state.base import CacheEntry, CacheIndex, Stage
 from ttsd.store.base import MASTER, PIECE, object_name
 
 from .job_fakes import (
@@ -380,6 +382,50 @@ def test_a_try_after_a_storage_fault_stores_what_an_earlier_try_made(
         assert outcome.synthesized and outcome.sentences == 3
         assert same(heard(reporter), wire([A, B, C]))  # nothing sent twice
         assert b.metric("ttsd_sentence_requests_total", result="miss") == 3
+
+
+def test_pieces_in_memory_are_read_while_storage_is_away_and_never_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, again = job(text(A, B)), job(text(A, C))
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        b.host.memory = PieceMemory(1 << 20)
+        run(first, b)
+        assert len(b.host.memory) == 2  # kept as they were made
+
+        def unreachable(name: str) -> bytes:
+            raise StorageError("the object store is unreachable")
+
+        monkeypatch.setattr(b.store, "get", unreachable)
+        outcome, _ = run(again, b)  # reads nothing from storage: A from memory, C made
+        assert outcome.sentences_reused == 1
+        assert [bt.sentences for bt in synth.batches][-1] == (C,)
+
+        # A piece made again under its key by another process (other bytes, another digest) is
+        # not answered from the copy in memory: the index says which bytes are current.
+        (key,) = piece_keys(first.spec, [A])
+        keep_piece(b.store, b.index, key, tone(A)[::-1].copy(), RATE, 3600)
+        with pytest.raises(StorageError):
+            load_piece(b.store, b.index, key, RATE, b.host.memory)
+        monkeypatch.undo()
+        found = load_piece(b.store, b.index, key, RATE, b.host.memory)
+        assert found is not None and np.array_equal(found, tone(A)[::-1])
+
+
+def test_piece_memory_keeps_the_most_recent_within_its_budget() -> None:
+    memory = PieceMemory(250)
+    entries = [
+        CacheEntry(f"k{i}", PIECE, f"o{i}", 100, f"e{i}", "audio/pcm", RATE, 1.0, 0.0, 1.0) for i in range(3)
+    ]
+    for entry in entries:
+        memory.put(entry, bytes(100))
+    assert memory.get(entries[0]) is None and memory.bytes == 200
+    assert memory.get(entries[1]) is not None
+    memory.put(entries[0], bytes(100))  # the least recently used (entries[2]) goes
+    assert memory.get(entries[2]) is None and memory.get(entries[1]) is not None
+    other = dataclasses.replace(entries[1], etag="made again")
+    assert memory.get(other) is None
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # Operations post-processing may hold (given, not finished) before the engine slots pause:
     # what bounds the audio held in memory when an engine outruns encoding and storing.
     post_backlog: int = Field(32, ge=1, le=100_000)
+    # Sentence pieces a process keeps in memory once read or made (a template's common sentences),
+    # so they need no object-storage read, even while storage is away. 0: none; unset: 64 MiB with
+    # object storage, none with local files (the page cache holds them already).
+    piece_memory_bytes: int | None = Field(None, ge=0)
     # Cache each sentence's audio and assemble texts from cached sentences. Off for an engine whose
     # prosody spans sentences: name it in TTSD_SENTENCE_REUSE_EXCEPT (or turn it off everywhere).
     sentence_reuse: bool = True
@@ -201,6 +205,12 @@ class Settings(BaseSettings):
     @property
     def total_slots(self) -> int:
         return sum(pool.slots for pool in self.pool_layout)
+
+    @property
+    def piece_memory(self) -> int:
+        if self.piece_memory_bytes is not None:
+            return self.piece_memory_bytes
+        return 64 * 1024**2 if self.storage == "s3" else 0
 
     def reuses_sentences(self, engine: str, *, engine_default: bool = True) -> bool:
         return self.sentence_reuse and engine_default and engine not in self.sentence_reuse_except

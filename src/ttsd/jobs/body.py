@@ -57,7 +57,7 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> Made:
     reuse = spec.engine in host.reuse_engines
     keys = piece_keys(spec, sentences, job.speeds)
     pieces: list[audio.Pcm16 | None] = (
-        await host.run(load_pieces, host.store, host.index, keys, rate) if reuse else [None] * n
+        await host.run(load_pieces, host.store, host.index, keys, rate, host.memory) if reuse else [None] * n
     )
     made = Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
     out = InOrder(reporter, pieces, rate, job)
@@ -121,7 +121,9 @@ async def _round(
                 remote.append(keys[i])
             else:
                 own.remove(i)
-                load = functools.partial(host.run, load_piece, host.store, host.index, keys[i], rate)
+                load = functools.partial(
+                    host.run, load_piece, host.store, host.index, keys[i], rate, host.memory
+                )
                 waits[i] = await_remote(host.claims, keys[i], load)
 
     arrivals: asyncio.Queue[tuple[int, audio.Pcm16 | None]] = asyncio.Queue()
@@ -205,7 +207,7 @@ async def _round(
 
 async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, made: Made, remote: list[str]) -> None:
     try:
-        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl)
+        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory)
     except Exception:
         log.warning("could not cache a sentence", extra={"key": key}, exc_info=True)
         made.unstored[key] = pcm  # stored by the next try, if storage failed the text too
@@ -244,7 +246,9 @@ async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Job
     if tries.made is not None:
         made = tries.made
         for key, pcm in list(made.unstored.items()):
-            await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl)
+            await host.run(
+                keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory
+            )
             del made.unstored[key]
     else:
         made = tries.made = await _made(job, host, reporter)

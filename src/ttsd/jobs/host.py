@@ -16,6 +16,7 @@ from ..store.base import AudioStore
 from .flights import Claims, Flights
 from .model import BatchResult, SentenceBatch, SentenceCallback
 from .post import PostStage
+from .recall import PieceMemory
 
 T = TypeVar("T")
 
@@ -49,6 +50,7 @@ class JobHost:
     reuse_engines: frozenset[str]
     flights: Flights = dataclasses.field(default_factory=Flights)
     claims: Claims | None = None
+    memory: PieceMemory | None = None  # pieces read or made lately (``TTSD_PIECE_MEMORY_BYTES``)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` in the post-processing stage."""
@@ -80,4 +82,5 @@ def build_host(
             if settings.reuses_sentences(name, engine_default=spec.sentence_reuse)
         ),
         claims=claims,
+        memory=PieceMemory(settings.piece_memory) if settings.piece_memory else None,
     )

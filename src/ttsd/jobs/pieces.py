@@ -18,6 +18,7 @@ from ..errors import AudioNotFound
 from ..keys import SynthesisSpec
 from ..state.base import CacheEntry, CacheIndex
 from ..store.base import MARKS, MASTER, PIECE, AudioStore
+from .recall import PieceMemory
 
 log = logging.getLogger("ttsd.jobs")
 
@@ -64,17 +65,25 @@ def keep(
 
 
 def keep_piece(
-    store: AudioStore, index: CacheIndex, key: str, pcm: audio.Pcm16, rate: int, ttl: float
-) -> None:
-    keep(store, index, key, PIECE, pcm.astype("<i2").tobytes(), "audio/pcm", rate, len(pcm) / rate, ttl)
+    store: AudioStore, index: CacheIndex, key: str, pcm: audio.Pcm16, rate: int, ttl: float,
+    memory: PieceMemory | None = None,
+) -> None:  # fmt: skip
+    data = pcm.astype("<i2").tobytes()
+    entry = keep(store, index, key, PIECE, data, "audio/pcm", rate, len(pcm) / rate, ttl)
+    if memory is not None:
+        memory.put(entry, data)
 
 
-def load_piece(store: AudioStore, index: CacheIndex, key: str, rate: int) -> audio.Pcm16 | None:
+def load_piece(
+    store: AudioStore, index: CacheIndex, key: str, rate: int, memory: PieceMemory | None = None
+) -> audio.Pcm16 | None:
     """A cached piece, or None. One whose object is missing, or whose bytes do not match what was
     indexed (size, digest, sample rate), is dropped so the sentence is synthesized again."""
     entry = index.get(key, PIECE)
     if entry is None:
         return None
+    if memory is not None and (known := memory.get(entry)) is not None and entry.sample_rate == rate:
+        return np.frombuffer(known, dtype="<i2").astype(np.int16)
     try:
         data = store.get(entry.object_name)
     except AudioNotFound:
@@ -90,11 +99,15 @@ def load_piece(store: AudioStore, index: CacheIndex, key: str, rate: int) -> aud
         if data is not None:
             store.delete(entry.object_name)
         return None
+    if memory is not None:
+        memory.put(entry, data)
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
-def load_pieces(store: AudioStore, index: CacheIndex, keys: list[str], rate: int) -> list[audio.Pcm16 | None]:
-    return [load_piece(store, index, key, rate) for key in keys]
+def load_pieces(
+    store: AudioStore, index: CacheIndex, keys: list[str], rate: int, memory: PieceMemory | None = None
+) -> list[audio.Pcm16 | None]:
+    return [load_piece(store, index, key, rate, memory) for key in keys]
 
 
 def cached_master(key: str, store: AudioStore, index: CacheIndex) -> tuple[audio.Pcm16, int] | None:

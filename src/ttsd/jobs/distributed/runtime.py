@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ...config import Settings
-from ...errors import BackendUnavailable, EngineCrashed, JobCancelled
+from ...errors import BackendUnavailable, EngineCrashed, JobCancelled, StorageError
 from ...links import Links
 from ...pools import PoolSpec
 from ...state.base import Stage
@@ -61,9 +61,10 @@ log = logging.getLogger("ttsd.worker")
 
 Held = tuple[str, str]  # (task id, lease token)
 
-# Jobs a node holds at most per slot, at any stage (riding out a storage outage included), so what
-# it keeps in memory is bounded and the rest of the queue stays with the broker for other nodes.
-_JOBS_PER_SLOT = 8
+# Jobs a node holds at most per slot, at any stage. Only a storage outage fills it: jobs then wait
+# for storage with their audio made, so the backlog is stored, not made, once storage is back.
+# What it keeps in memory is bounded, and the rest of the queue stays with the broker.
+_JOBS_PER_SLOT = 32
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
 
@@ -214,7 +215,8 @@ class WorkerRuntime:
             reporter, deliveries = begun
             reporter.on_stage = functools.partial(self._on_stage, held)
             tries = Tries()
-            await self.lifecycle.run(job, reporter, lambda: self._body(job, reporter, deliveries, tries))
+            body = functools.partial(self._body, job, reporter, deliveries, tries, held)
+            await self.lifecycle.run(job, reporter, body)
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
             log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": task_id})
@@ -237,9 +239,15 @@ class WorkerRuntime:
             return None
         return RedisReporter(self.leases, token, status, deliveries, self.settings.task_ttl), deliveries
 
-    async def _body(self, job: Job, reporter: RedisReporter, deliveries: int, tries: Tries) -> JobOutcome:
+    async def _body(
+        self, job: Job, reporter: RedisReporter, deliveries: int, tries: Tries, held: Held
+    ) -> JobOutcome:
         await asyncio.to_thread(self._check, job, deliveries)
-        return await run_job(job, self.host, reporter, tries)
+        try:
+            return await run_job(job, self.host, reporter, tries)
+        except StorageError:
+            self._started(held)  # it waits for storage, not for a slot: the node takes other work
+            raise
 
     def _check(self, job: Job, deliveries: int) -> None:
         """Why this delivery must fail before it starts, if it must."""
