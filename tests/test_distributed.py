@@ -6,6 +6,7 @@ job comes back within seconds."""
 from __future__ import annotations
 
 import io
+import os
 import random
 import signal
 import subprocess
@@ -296,3 +297,18 @@ def test_object_storage_outage_fails_cleanly_then_recovers(fragile: Stack, api: 
         done = api.wait_task(retry.json()["task_id"])
         assert done["status"] == "done", done
         assert client.get(done["url"]).status_code == 200
+
+
+def test_a_worker_told_to_stop_finishes_the_jobs_it_took_then_exits(fragile: Stack, api: Server) -> None:
+    [worker] = fragile.workers
+    with api.client() as client:
+        task = start_long_job(client, "spoken while its worker is told to stop")
+        requeued = api.metric("ttsd_jobs_requeued_total")
+        os.killpg(worker.pid, signal.SIGTERM)  # as a process manager's stop: the whole group
+        assert worker.wait(timeout=60) == 0
+        fragile.workers.remove(worker)
+        status = client.get(f"/v1/tasks/{task['task_id']}").json()
+    # Drained, not handed on: it was done before the worker exited.
+    assert status["status"] == "done", status
+    assert api.metric("ttsd_jobs_requeued_total") == requeued
+    fragile.start_worker(f"w-after-stop-{time.monotonic_ns()}")

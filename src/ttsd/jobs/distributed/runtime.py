@@ -128,7 +128,10 @@ class WorkerRuntime:
             self._jobs[held] = future
         future.add_done_callback(lambda _: self._ended(held))
         with self._room:
-            self._room.wait_for(self._wants_another)
+            # Rechecked now and then: a warm shutdown's signal handler sets ``_draining`` without
+            # taking this lock.
+            while not self._room.wait_for(self._wants_another, timeout=0.5):
+                pass
 
     def _wants_another(self) -> bool:
         slots = self.pool.slots
@@ -153,6 +156,11 @@ class WorkerRuntime:
             self._queued.discard(held)
             self._jobs.pop(held, None)
             self._room.notify_all()
+
+    def stop_taking(self) -> None:
+        """A warm shutdown began (in a signal handler: no lock taken): the task waiting for room
+        returns, so Celery can stop consuming."""
+        self._draining = True
 
     def drain(self) -> None:
         """Warm shutdown: let the jobs taken finish (up to ``TTSD_SHUTDOWN_GRACE``); the lease

@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_received, worker_init, worker_ready, worker_shutdown
+from celery.signals import task_received, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from ...config import Settings
 from ...logs import configure_logging
@@ -39,6 +39,7 @@ def make_worker_app(settings: Settings, pool: PoolSpec) -> Celery:
         keeper.stop()
 
     worker_init.connect(on_init, weak=False)
+    worker_shutting_down.connect(lambda **_: runtime.stop_taking(), weak=False)
     task_received.connect(keeper.received, weak=False)
     worker_ready.connect(keeper.start, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
