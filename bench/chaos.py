@@ -43,7 +43,7 @@ def run() -> dict[str, Any]:
         "*unclear errors* would be anything else (a 500, a dropped connection with no API to reroute",
         "to); *rerouted* are requests the balancer re-sent because an API process was gone; *requeued*",
         "are jobs an API process published again because their lease lapsed, or was given up by a",
-        "worker that saw its engine process die;",
+        "worker whose run ended without finishing them;",
         "*jobs in flight at the fault all finished after* is from the fault to the last of the jobs",
         "accepted before it finishing; *backlog cleared after healing* is from the heal to the last",
         "job accepted until then finishing; *finished tasks changed later* counts tasks whose final",

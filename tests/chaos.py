@@ -209,7 +209,7 @@ class FaultResult:
     unclear: int  # anything else that was not an answer (must stay 0)
     rerouted: int
     requeued: float
-    given_up: float  # of which given up by a worker that saw its engine process die
+    given_up: float  # of which given up by a worker whose run ended unfinished
     requeued_after_seconds: float | None  # fault start -> the first job published again
     # Fault start -> every job accepted before it, and unfinished then, finished (None: none was).
     in_flight_seconds: float | None

@@ -32,8 +32,8 @@ ENCODES = ("ttsd_encodes", "Files encoded from a master")
 FAILURES = ("ttsd_job_failures", "Failed jobs by error code")
 REQUEUED = (
     "ttsd_jobs_requeued",
-    "Jobs queued again (distributed mode, counted in Redis): given up by a worker whose engine process"
-    " died, lease lapsed (worker lost or frozen), popped from the queue but never taken, never taken",
+    "Jobs queued again (distributed mode, counted in Redis): given up by a worker whose run ended"
+    " unfinished, lease lapsed (worker lost or frozen), popped from the queue but never taken, never taken",
 )
 
 
