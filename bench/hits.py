@@ -171,7 +171,8 @@ def _over_working_set(url: str, pid: int, picks: tuple[Pick, ...], settings: Set
 def _file_of(url: str, data_dir: Path) -> Path:
     key = httpx.post(f"{url}/v1/synthesize", json=LONG, headers=AUTH, timeout=60).json()["key"]
     links = Links.of(Settings(data_dir=data_dir))  # the secret the server made there
-    return data_dir / "audio" / object_name(key, "mp3", links.object_tag(key))
+    folder = (data_dir / "audio" / object_name(key, "mp3", links.object_tag(key))).parent
+    return next(folder.glob("audio-*.mp3"))  # named by its bytes too
 
 
 def run() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ttsd.jobs.model import Job, JobOutcome
 from ttsd.jobs.pieces import keep_piece, load_piece, piece_keys
 from ttsd.jobs.recall import PieceMemory
 from ttsd.state.base import CacheEntry, CacheIndex, Stage
-from ttsd.store.base import MASTER, PIECE, object_name
+from ttsd.store.base import MASTER, PIECE
 
 from .job_fakes import (
     ENGINE,
@@ -428,13 +428,36 @@ def test_piece_memory_keeps_the_most_recent_within_its_budget() -> None:
     assert memory.get(other) is None
 
 
+def test_two_writers_of_one_piece_never_write_one_object(tmp_path: Path) -> None:
+    # A worker that woke after its job was handed on, with an engine that never says a sentence
+    # the same way twice: each write is an object of its own, so whichever entry the index
+    # holds, and whatever a reader took from it earlier, names the bytes it describes.
+    j = job(text(A))
+    key = piece_keys(j.spec, [A])[0]
+    with bench(tmp_path, ToneSynthesizer()) as b:
+        first, second = tone(A), tone(A) // 2
+        keep_piece(b.store, b.index, key, first, RATE, 60)
+        early = b.index.get(key, PIECE)
+        keep_piece(b.store, b.index, key, second, RATE, 60)
+        late = b.index.get(key, PIECE)
+        assert early is not None and late is not None and early.object_name != late.object_name
+        assert b.store.get(early.object_name) == first.astype("<i2").tobytes()
+        loaded = load_piece(b.store, b.index, key, RATE)
+        assert loaded is not None and np.array_equal(loaded, second)
+        keep_piece(b.store, b.index, key, second, RATE, 60)  # the same bytes: the same object
+        again = b.index.get(key, PIECE)
+        assert again is not None and again.object_name == late.object_name
+
+
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])
 def test_a_corrupt_piece_is_dropped_and_made_again(tmp_path: Path, damage: str) -> None:
     j = job(text(A, B))
     synth = ToneSynthesizer()
     with bench(tmp_path, synth) as b:
         run(j, b)
-        path = b.store.root / object_name(piece_keys(j.spec, [B])[0], PIECE)
+        entry = b.index.get(piece_keys(j.spec, [B])[0], PIECE)
+        assert entry is not None
+        path = b.store.root / entry.object_name
         data = bytearray(path.read_bytes())
         if damage == "flipped":  # same size: only the digest tells
             data[len(data) // 2] ^= 0xFF
@@ -480,8 +503,10 @@ def test_a_text_over_the_byte_budget_evicts_the_oldest_objects(tmp_path: Path) -
     with bench(tmp_path, ToneSynthesizer(), max_bytes=2 * size_b + size_a // 2) as b:
         first, _ = run(one, b)
         assert first.evicted == ()
+        piece = b.index.get(piece_keys(one.spec, [A])[0], PIECE)
+        assert piece is not None
+        gone = {piece.object_name, first.entry.object_name}
         second, _ = run(two, b)
-        gone = {object_name(piece_keys(one.spec, [A])[0], PIECE), object_name(one.key, "pcm")}
         assert set(second.evicted) == gone
         assert not any(b.store.exists(name) for name in gone)
         assert b.index.get(one.key, "pcm") is None and b.index.get(two.key, "pcm") is not None

@@ -59,6 +59,14 @@ def test_object_names_keep_the_key_apart_from_the_tag() -> None:
     assert parse_object_name(object_name(KEY, "piece")) == (KEY, "piece")  # stored before tags
 
 
+def test_object_names_carry_their_contents_digest() -> None:
+    named = object_name(KEY, "piece", LINKS.object_tag(KEY), "0123456789abcdef")
+    assert named == f"ab/{KEY}-{LINKS.object_tag(KEY)}/piece-0123456789abcdef.pcm"
+    assert parse_object_name(named) == (KEY, "piece")
+    assert parse_object_name(object_name(KEY, "mp3", "", "fedcba9876543210")) == (KEY, "mp3")
+    assert parse_object_name(object_name(KEY, "master", "t", "ff")) == (KEY, "master")
+
+
 def test_embedded_mode_makes_its_secret_once_readable_by_its_owner_only(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     made: list[bytes] = []

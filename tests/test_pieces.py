@@ -162,7 +162,9 @@ def piece_paths(server: Server, text: str) -> list[Path]:
     links = server.links
     job = prepare_job(SynthesisRequest(text, VOICE), catalogue, links, max_text_chars=5000)
     keys = piece_keys(job.spec, job.sentences)
-    return [server.data_dir / "audio" / object_name(key, PIECE, links.object_tag(key)) for key in keys]
+    folders = [server.data_dir / "audio" / object_name(key, PIECE, links.object_tag(key)) for key in keys]
+    # Named by their bytes as well: the one file each folder holds.
+    return [next(folder.parent.glob("piece-*.pcm"), folder) for folder in folders]
 
 
 def test_a_missing_or_corrupt_piece_is_made_again_never_served(one_slot: Server) -> None:
@@ -182,6 +184,7 @@ def test_a_missing_or_corrupt_piece_is_made_again_never_served(one_slot: Server)
                                             f"Second lost sentence {t}.")  # fmt: skip
         change = delta(counts(one_slot), before)
         assert change == {"hit": 1, "miss": 2, "merged": 0}, change
+        paths = piece_paths(one_slot, text)  # made again, under the names of their new bytes
         assert paths[1].exists() and paths[2].read_bytes() != bytes(spoiled)
         a, b, c = (np.frombuffer(p.read_bytes(), dtype="<i2") for p in paths)
         gap = np.zeros(PAUSE, np.int16)
@@ -216,6 +219,6 @@ def test_reuse_off_caches_no_pieces(tmp_path: Path) -> None:
             assert response.status_code == 202 and response.json()["sentences_reused"] == 0
             assert finished(srv, response)["status"] == "done"
         assert srv.metric("ttsd_sentence_requests_total", result="miss") == 4
-        assert not list((srv.data_dir / "audio").rglob("piece.pcm"))
+        assert not list((srv.data_dir / "audio").rglob("piece*.pcm"))
     finally:
         stop_server(srv)

@@ -279,9 +279,9 @@ class TtsService:
 
     def audio_url(self, key: str, fmt: str, api_base: str, object_name: str | None = None) -> str:
         """Object storage behind a CDN or presigned URL is handed out directly, sparing a redirect:
-        the object the index recorded, or (a finished task's) the one named by the current secret."""
-        if self.store.direct_urls:
-            location = self.store.locate(object_name or self.store.name(key, fmt))
+        the object the index recorded. Without one (evicted already), the API's own URL."""
+        if self.store.direct_urls and object_name is not None:
+            location = self.store.locate(object_name)
             if isinstance(location, Redirect):
                 return location.url
         return f"{api_base}/v1/audio/{self.links.audio_id(key, fmt)}"

@@ -218,6 +218,20 @@ async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, made: Made, re
             await host.claims.release([key])
 
 
+async def _store_unstored(host: JobHost, made: Made) -> None:
+    """What an earlier try made but could not store, stored side by side; raises the first fault
+    after the others were tried (those stored are not tried again)."""
+
+    async def one(key: str, pcm: audio.Pcm16) -> None:
+        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory)
+        del made.unstored[key]
+
+    pending = [one(key, pcm) for key, pcm in list(made.unstored.items())]
+    for result in await asyncio.gather(*pending, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def _made(job: Job, host: JobHost, reporter: Reporter) -> Made:
     cached = await host.run(cached_master, job.key, host.store, host.index)
     if cached is None:
@@ -245,11 +259,7 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter, tries: Tries | No
 async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> JobOutcome:
     if tries.made is not None:
         made = tries.made
-        for key, pcm in list(made.unstored.items()):
-            await host.run(
-                keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory
-            )
-            del made.unstored[key]
+        await _store_unstored(host, made)
     else:
         made = tries.made = await _made(job, host, reporter)
     try:

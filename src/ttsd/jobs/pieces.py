@@ -45,7 +45,8 @@ def keep(
     duration: float, ttl: float,
 ) -> CacheEntry:  # fmt: skip
     """Store one file, then index it: a reader never finds an entry whose object is not whole."""
-    name = store.name(key, fmt)
+    digest = hashlib.sha256(data).hexdigest()
+    name = store.name(key, fmt, digest[:16])
     store.put(name, data, content_type)
     now = time.time()
     entry = CacheEntry(
@@ -53,7 +54,7 @@ def keep(
         fmt=fmt,
         object_name=name,
         size=len(data),
-        etag=hashlib.sha256(data).hexdigest()[:32],
+        etag=digest[:32],
         content_type=content_type,
         sample_rate=rate,
         duration=duration,

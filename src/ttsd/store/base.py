@@ -38,13 +38,20 @@ _LEAVES = {MASTER: "master.flac", PIECE: "piece.pcm", MARKS: "marks.json"}
 _KINDS = {leaf: kind for kind, leaf in _LEAVES.items()}
 
 
-def object_name(key: str, fmt: str, tag: str = "") -> str:
+def object_name(key: str, fmt: str, tag: str = "", content: str = "") -> str:
     """Where the file for (key, format) lives; ``fmt`` is a format name, ``MASTER``, ``PIECE`` or ``MARKS``.
     ``tag``: the keyed digest (``links.Links.object_tag``) that keeps the names in a bucket behind
-    a CDN unguessable; objects stored before it existed have none.
+    a CDN unguessable; objects stored before it existed have none. ``content``: a digest of the
+    bytes, so two writers of one key (a worker that woke after its job was handed on, an engine
+    that never says a sentence the same way twice) write two objects, never one over the other: the
+    object an index entry names always holds the bytes whose size and digest it recorded. Objects
+    stored before it existed have none.
 
     Two hex characters of fan-out keep directories (and S3 listing prefixes) small."""
     leaf = _LEAVES.get(fmt) or f"audio.{fmt}"
+    if content:
+        stem, _, ext = leaf.partition(".")
+        leaf = f"{stem}-{content}.{ext}"
     folder = f"{key}-{tag}" if tag else key
     return f"{key[:2]}/{folder}/{leaf}"
 
@@ -55,10 +62,11 @@ def parse_object_name(name: str) -> tuple[str, str] | None:
     if len(parts) != 3:
         return None
     key = parts[1].partition("-")[0]
-    if parts[2] in _KINDS:
-        return key, _KINDS[parts[2]]
-    stem, _, fmt = parts[2].partition(".")
-    return (key, fmt) if stem == "audio" and fmt else None
+    stem, _, ext = parts[2].partition(".")
+    leaf = f"{stem.partition('-')[0]}.{ext}"
+    if leaf in _KINDS:
+        return key, _KINDS[leaf]
+    return (key, ext) if leaf.startswith("audio.") and ext else None
 
 
 class AudioStore(ABC):
@@ -67,10 +75,11 @@ class AudioStore(ABC):
     # The keyed digest in the names of a key's objects (see ``object_name``); None: the bare key.
     tag: Callable[[str], str] | None = None
 
-    def name(self, key: str, fmt: str) -> str:
-        """The name a new object for (key, format) is stored under. Reads go by the name the
-        index recorded, so objects stored under an earlier secret are still found."""
-        return object_name(key, fmt, self.tag(key) if self.tag is not None else "")
+    def name(self, key: str, fmt: str, content: str = "") -> str:
+        """The name a new object for (key, format) holding bytes of digest ``content`` is stored
+        under. Reads go by the name the index recorded, so objects stored under an earlier secret
+        (or before names held a digest) are still found."""
+        return object_name(key, fmt, self.tag(key) if self.tag is not None else "", content)
 
     @abstractmethod
     def put(self, name: str, data: bytes, content_type: str) -> None:
