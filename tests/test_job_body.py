@@ -15,7 +15,7 @@ from ttsd.errors import EngineCrashed, StorageError
 from ttsd.jobs.body import run_job
 from ttsd.jobs.made import Tries
 from ttsd.jobs.model import Job, JobOutcome
-from ttsd.jobs.pieces import keep_piece, load_piece, piece_keys
+from ttsd.jobs.pieces import keep_pieces, load_piece, piece_keys
 from ttsd.jobs.recall import PieceMemory
 from ttsd.state.base import CacheEntry, CacheIndex, Stage
 from ttsd.store.base import MASTER, PIECE
@@ -232,7 +232,7 @@ def test_a_sentence_another_process_is_making_is_awaited_and_read_from_the_cache
             task = asyncio.create_task(run_job(j, b.host, reporter))
             await claims.polled.wait()
             assert not task.done()
-            keep_piece(b.store, b.index, key_b, theirs, RATE, 3600)
+            keep_pieces(b.store, b.index, [(key_b, theirs)], RATE, 3600)
             claims.others.clear()
             return await task, reporter
 
@@ -286,7 +286,7 @@ def test_an_in_process_waiter_gets_a_piece_its_maker_read_from_another_process(t
             synth.arrived.clear()
             two = asyncio.create_task(run_job(second, b.host, RecordingReporter(second)))
             await synth.arrived.wait()
-            keep_piece(b.store, b.index, key_b, theirs, RATE, 3600)
+            keep_pieces(b.store, b.index, [(key_b, theirs)], RATE, 3600)
             claims.others.clear()
             gate.set()
             return list(await asyncio.gather(one, two))
@@ -315,7 +315,7 @@ def test_a_sentence_said_twice_and_made_by_another_process_does_not_stall_the_jo
             task = asyncio.create_task(run_job(j, b.host, reporter))
             await claims.polled.wait()
             if left == "a piece":
-                keep_piece(b.store, b.index, key, theirs, RATE, 3600)
+                keep_pieces(b.store, b.index, [(key, theirs)], RATE, 3600)
             claims.others.clear()
             # Bounded, so a regression fails here instead of hanging the suite.
             return await asyncio.wait_for(task, 10), reporter
@@ -394,7 +394,7 @@ def test_pieces_in_memory_are_read_while_storage_is_away_and_never_stale(
         run(first, b)
         assert len(b.host.memory) == 2  # kept as they were made
 
-        def unreachable(name: str) -> bytes:
+        def unreachable(name: str, span: object = None) -> bytes:
             raise StorageError("the object store is unreachable")
 
         monkeypatch.setattr(b.store, "get", unreachable)
@@ -405,7 +405,7 @@ def test_pieces_in_memory_are_read_while_storage_is_away_and_never_stale(
         # A piece made again under its key by another process (other bytes, another digest) is
         # not answered from the copy in memory: the index says which bytes are current.
         (key,) = piece_keys(first.spec, [A])
-        keep_piece(b.store, b.index, key, tone(A)[::-1].copy(), RATE, 3600)
+        keep_pieces(b.store, b.index, [(key, tone(A)[::-1].copy())], RATE, 3600)
         with pytest.raises(StorageError):
             load_piece(b.store, b.index, key, RATE, b.host.memory)
         monkeypatch.undo()
@@ -436,15 +436,15 @@ def test_two_writers_of_one_piece_never_write_one_object(tmp_path: Path) -> None
     key = piece_keys(j.spec, [A])[0]
     with bench(tmp_path, ToneSynthesizer()) as b:
         first, second = tone(A), tone(A) // 2
-        keep_piece(b.store, b.index, key, first, RATE, 60)
+        keep_pieces(b.store, b.index, [(key, first)], RATE, 60)
         early = b.index.get(key, PIECE)
-        keep_piece(b.store, b.index, key, second, RATE, 60)
+        keep_pieces(b.store, b.index, [(key, second)], RATE, 60)
         late = b.index.get(key, PIECE)
         assert early is not None and late is not None and early.object_name != late.object_name
         assert b.store.get(early.object_name) == first.astype("<i2").tobytes()
         loaded = load_piece(b.store, b.index, key, RATE)
         assert loaded is not None and np.array_equal(loaded, second)
-        keep_piece(b.store, b.index, key, second, RATE, 60)  # the same bytes: the same object
+        keep_pieces(b.store, b.index, [(key, second)], RATE, 60)  # the same bytes: the same object
         again = b.index.get(key, PIECE)
         assert again is not None and again.object_name == late.object_name
 
@@ -457,20 +457,23 @@ def test_a_corrupt_piece_is_dropped_and_made_again(tmp_path: Path, damage: str) 
         run(j, b)
         entry = b.index.get(piece_keys(j.spec, [B])[0], PIECE)
         assert entry is not None
+        # A and B were made in one batch: one object, B the second range of it.
+        assert entry.start > 0
         path = b.store.root / entry.object_name
         data = bytearray(path.read_bytes())
         if damage == "flipped":  # same size: only the digest tells
-            data[len(data) // 2] ^= 0xFF
+            data[entry.start + entry.size // 2] ^= 0xFF
             path.write_bytes(bytes(data))
         elif damage == "truncated":
-            path.write_bytes(bytes(data[: len(data) // 2]))
+            path.write_bytes(bytes(data[: entry.start + entry.size // 2]))
         else:
             path.unlink()
 
-        # The same text again: with pieces and no master, it is assembled from them.
+        # The same text again: with pieces and no master, it is assembled from what is whole.
         outcome, reporter = run(j, b)
-        assert [bt.sentences for bt in synth.batches] == [(A, B), (B,)]
-        assert outcome.sentences_reused == 1
+        lost = (A, B) if damage == "missing" else (B,)
+        assert [bt.sentences for bt in synth.batches] == [(A, B), lost]
+        assert outcome.sentences_reused == 2 - len(lost)
         assert same(heard(reporter), wire([A, B]))
         found = piece(b, B)
         assert found is not None and np.array_equal(found, tone(B))

@@ -15,7 +15,9 @@ import pytest
 from ttsd.engines import select
 from ttsd.jobs.pieces import piece_keys
 from ttsd.prepare import SynthesisRequest, prepare_job
-from ttsd.store.base import PIECE, object_name
+from ttsd.state.base import CacheEntry
+from ttsd.state.sqlite import SqliteCacheIndex
+from ttsd.store.base import PIECE
 from ttsd.voices import Catalogue
 
 from .conftest import Server, finished, start_server, stop_server, unique
@@ -157,36 +159,46 @@ def test_a_near_hit_never_takes_a_slot(one_slot: Server) -> None:
         assert one_slot.wait_task(long_task["task_id"])["status"] == "done"
 
 
-def piece_paths(server: Server, text: str) -> list[Path]:
+def stored_pieces(server: Server, text: str) -> list[CacheEntry]:
+    """The index's entries of the text's pieces (read from the server's SQLite file)."""
     catalogue = Catalogue(select(("hibari", "piper")), VOICE)
-    links = server.links
-    job = prepare_job(SynthesisRequest(text, VOICE), catalogue, links, max_text_chars=5000)
-    keys = piece_keys(job.spec, job.sentences)
-    folders = [server.data_dir / "audio" / object_name(key, PIECE, links.object_tag(key)) for key in keys]
-    # Named by their bytes as well: the one file each folder holds.
-    return [next(folder.parent.glob("piece-*.pcm"), folder) for folder in folders]
+    job = prepare_job(SynthesisRequest(text, VOICE), catalogue, server.links, max_text_chars=5000)
+    index = SqliteCacheIndex(server.data_dir / "index.sqlite3")
+    try:
+        found = [index.get(key, PIECE) for key in piece_keys(job.spec, job.sentences)]
+    finally:
+        index.close()
+    assert all(entry is not None for entry in found)
+    return [entry for entry in found if entry is not None]
 
 
 def test_a_missing_or_corrupt_piece_is_made_again_never_served(one_slot: Server) -> None:
     t = tag()
-    text = f"First kept sentence {t}. Second lost sentence {t}. Third spoiled sentence {t}."
+    text = f"First kept sentence {t}. Second spoiled sentence {t}. Third lost sentence {t}."
     with one_slot.client() as client:
         pcm(one_slot, client, text)
-        paths = piece_paths(one_slot, text)
-        assert all(p.exists() for p in paths)
-        paths[1].unlink()
-        spoiled = bytearray(paths[2].read_bytes())
-        spoiled[100:200] = b"\x7f" * 100
-        paths[2].write_bytes(bytes(spoiled))
+        first, second, third = stored_pieces(one_slot, text)
+        # Made in one batch: one object, a range of it each.
+        assert first.object_name == second.object_name == third.object_name
+        assert (first.start, second.start, third.start) == (0, first.size, first.size + second.size)
+        path = one_slot.data_dir / "audio" / first.object_name
+        data = bytearray(path.read_bytes())
+        spoiled = second.start + 100
+        data[spoiled : spoiled + 100] = b"\x7f" * 100
+        path.write_bytes(bytes(data[: third.start + third.size // 2]))  # the third cut short
         before = counts(one_slot)
         # Another text with the same sentences, in another order: the index still lists all three.
-        again, _ = pcm(one_slot, client, f"Third spoiled sentence {t}. First kept sentence {t}. "
-                                            f"Second lost sentence {t}.")  # fmt: skip
+        again, _ = pcm(one_slot, client, f"Third lost sentence {t}. First kept sentence {t}. "
+                                            f"Second spoiled sentence {t}.")  # fmt: skip
         change = delta(counts(one_slot), before)
         assert change == {"hit": 1, "miss": 2, "merged": 0}, change
-        paths = piece_paths(one_slot, text)  # made again, under the names of their new bytes
-        assert paths[1].exists() and paths[2].read_bytes() != bytes(spoiled)
-        a, b, c = (np.frombuffer(p.read_bytes(), dtype="<i2") for p in paths)
+        kept, made_second, made_third = stored_pieces(one_slot, text)  # made again, one new object
+        assert kept == first and made_second.object_name == made_third.object_name != first.object_name
+        a = np.frombuffer(bytes(data[: first.size]), dtype="<i2")
+        remade = (one_slot.data_dir / "audio" / made_second.object_name).read_bytes()
+        b, c = (
+            np.frombuffer(remade[e.start : e.start + e.size], dtype="<i2") for e in (made_second, made_third)
+        )
         gap = np.zeros(PAUSE, np.int16)
         assert np.array_equal(again, np.concatenate([c, gap, a, gap, b]))
 

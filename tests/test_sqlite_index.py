@@ -98,8 +98,9 @@ def test_an_insert_or_replace_on_the_writer_counts_the_row_it_replaces(tmp_path:
     index = SqliteCacheIndex(path)
     index.put(entry(key(1), size=100))
     old = entry(key(1), size=30)
+    columns = [*CacheEntry.__dataclass_fields__, "accessed_at"]
     index._writer.execute(
-        "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT OR REPLACE INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         (*(getattr(old, f) for f in CacheEntry.__dataclass_fields__), time.time()),
     )
     assert totals(index) == scanned(path) == (1, 30, 0, 0)
@@ -186,15 +187,18 @@ def test_a_file_with_the_first_schema_is_migrated(tmp_path: Path) -> None:
         db.executescript(OLD_SCHEMA)
         for i in range(50):
             e = entry(key(i), PIECE if i % 5 == 0 else "wav", size=i + 1)
+            first_fields = [f for f in CacheEntry.__dataclass_fields__ if f != "start"]
             db.execute(
                 "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (*(getattr(e, f) for f in CacheEntry.__dataclass_fields__), 1000.0 + i),
+                (*(getattr(e, f) for f in first_fields), 1000.0 + i),
             )
     db.close()
     expected = scanned(path)
     assert expected == (50, 1275, 10, sum(i + 1 for i in range(0, 50, 5)))
     index = SqliteCacheIndex(path)
     assert totals(index) == expected
+    found = index.get(key(49), "wav")
+    assert found is not None and (found.size, found.start) == (50, 0)  # an old entry: the whole object
     index.put(entry(key(100), size=1000))
     assert index.evict(max_bytes=expected[1] + 1000 - 3) == [object_name(key(0), PIECE), key_name(1)]
     assert totals(index) == scanned(path)
@@ -282,8 +286,8 @@ def _evict_work(index: SqliteCacheIndex, n: int) -> tuple[list[str], int]:
     db = index._writer  # filled directly, in one transaction: a put per entry would only be slower
     db.execute("BEGIN")
     db.executemany(
-        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [(key(i), "wav", key_name(i), 10, "e", "wav", 1, 1.0, 1.0, 1e12, 1.0 + i) for i in range(n)],
+        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(key(i), "wav", key_name(i), 10, "e", "wav", 1, 1.0, 1.0, 1e12, 1.0 + i, 0) for i in range(n)],
     )
     db.execute("COMMIT")
     index.put(entry(key(n), size=10))

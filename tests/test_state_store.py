@@ -131,3 +131,52 @@ def test_pieces_share_the_byte_budget_and_are_counted_apart(backend: str, tmp_pa
         index.close()
         if redis_server is not None:
             redis_server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_an_object_several_entries_share_goes_with_the_last_of_them(backend: str, tmp_path: Path) -> None:
+    """A batch's pieces are ranges of one object: evicting or deleting one entry keeps the object
+    while another still names it, and hands it out for deletion once, with the last."""
+    import dataclasses
+
+    import redis
+
+    from ttsd.state.redis.index import RedisCacheIndex
+    from ttsd.state.redis.keys import RedisKeys
+    from ttsd.store.base import PIECE
+
+    from .conftest import Redis
+
+    redis_server = None
+    index: SqliteCacheIndex | RedisCacheIndex
+    if backend == "sqlite":
+        index = SqliteCacheIndex(tmp_path / "i.db")
+    else:
+        redis_server = Redis(tmp_path)
+        redis_server.start()
+        index = RedisCacheIndex(redis.Redis.from_url(redis_server.url), RedisKeys("t"))
+    bundle = object_name("a" * 64, PIECE)
+    a, b, c = (
+        dataclasses.replace(entry(k * 64, PIECE, size=100), object_name=bundle, start=i * 100)
+        for i, k in enumerate("abc")
+    )
+    try:
+        index.put_many([a, b, c])
+        assert index.get_many(["a" * 64, "b" * 64, "x" * 64], PIECE) == [a, b, None]
+        assert index.get("c" * 64, PIECE) == c and c.span == (200, 100)
+        time.sleep(0.01)
+        index.put(entry("d" * 64, "wav", size=100))
+        assert index.evict(max_bytes=300) == []  # a goes; b and c still name the object
+        assert index.delete("b" * 64, PIECE) == []
+        # A piece written again in an object of its own leaves the bundle as well.
+        alone = dataclasses.replace(c, object_name=object_name("c" * 64, PIECE, "", "ff"), start=0)
+        index.put(alone)
+        assert index.get("c" * 64, PIECE) == alone
+        assert index.evict(max_bytes=0) == [object_name("d" * 64, "wav"), alone.object_name]
+        index.put_many([a, b])
+        assert index.delete("a" * 64, PIECE) == [] and index.delete("b" * 64, PIECE) == [bundle]
+        assert index.stats().entries == 0
+    finally:
+        index.close()
+        if redis_server is not None:
+            redis_server.stop()

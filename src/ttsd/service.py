@@ -252,7 +252,7 @@ class TtsService:
         return await self._streams.open_sentence(request, deadline)
 
     async def read(self, entry: CacheEntry) -> bytes:
-        return await asyncio.to_thread(self.store.get, entry.object_name)
+        return await asyncio.to_thread(self.store.get, entry.object_name, entry.span)
 
     async def task(self, task_id_: str) -> TaskStatus:
         status = await self.board.aget(task_id_) if TASK_ID_RE.match(task_id_) else None

@@ -134,7 +134,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def fetch(settings: Settings, entry: CacheEntry) -> bytes:
-    return build_store(settings, Links.of(settings)).get(entry.object_name)
+    return build_store(settings, Links.of(settings)).get(entry.object_name, entry.span)
 
 
 def cache_stats(settings: Settings) -> CacheStats:

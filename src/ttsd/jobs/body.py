@@ -34,7 +34,7 @@ from .flights import await_flight, await_remote
 from .host import JobHost
 from .made import Made, Tries
 from .model import Job, JobOutcome, Reporter, SentenceBatch
-from .pieces import cached_master, keep_piece, keep_text, load_marks, load_piece, load_pieces, piece_keys
+from .pieces import cached_master, keep_pieces, keep_text, load_marks, load_piece, load_pieces, piece_keys
 
 log = logging.getLogger("ttsd.jobs")
 
@@ -147,7 +147,7 @@ async def _round(
         batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
     else:
         await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
-    stores: list[asyncio.Future[Any]] = []
+    fresh: list[tuple[str, audio.Pcm16]] = []  # made here: stored together once the batch ends
     expected = len(own) + len(waits)
     batch_open = batch is not None
     try:
@@ -184,7 +184,7 @@ async def _round(
                 if reuse:
                     host.flights.resolve(keys[i], pcm)
                     claimed.remove(keys[i])
-                    stores.append(asyncio.ensure_future(_store_piece(host, keys[i], pcm, made, remote)))
+                    fresh.append((keys[i], pcm))
             await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
             await out.flush()
     finally:
@@ -196,40 +196,35 @@ async def _round(
                 await batch
         for key in claimed:
             host.flights.abandon(key)
-        if stores:
+        if fresh:
             # A finished sentence is complete, valid audio: it is kept even when the text fails.
-            await asyncio.gather(*stores, return_exceptions=True)
+            await _store_pieces(host, fresh, made)
         if host.claims is not None and remote:
+            # Released only once the pieces are indexed, so a process that waited on a claim
+            # finds its piece.
             with contextlib.suppress(JobError, StorageError):
                 await host.claims.release(remote)
             remote.clear()
 
 
-async def _store_piece(host: JobHost, key: str, pcm: audio.Pcm16, made: Made, remote: list[str]) -> None:
+async def _store_pieces(host: JobHost, fresh: list[tuple[str, audio.Pcm16]], made: Made) -> None:
+    """The sentences a batch made, stored as one object. Stored by the next try if storage failed
+    (the text then fails too, and the lifecycle tries again)."""
     try:
-        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory)
+        await host.run(keep_pieces, host.store, host.index, fresh, made.rate, host.cache_ttl, host.memory)
     except Exception:
-        log.warning("could not cache a sentence", extra={"key": key}, exc_info=True)
-        made.unstored[key] = pcm  # stored by the next try, if storage failed the text too
-    if host.claims is not None and key in remote:
-        # Released only once the piece is indexed, so a process that waited on the claim finds it.
-        remote.remove(key)
-        with contextlib.suppress(Exception):
-            await host.claims.release([key])
+        log.warning("could not cache a batch's sentences", extra={"sentences": len(fresh)}, exc_info=True)
+        made.unstored.update(fresh)
 
 
 async def _store_unstored(host: JobHost, made: Made) -> None:
-    """What an earlier try made but could not store, stored side by side; raises the first fault
-    after the others were tried (those stored are not tried again)."""
-
-    async def one(key: str, pcm: audio.Pcm16) -> None:
-        await host.run(keep_piece, host.store, host.index, key, pcm, made.rate, host.cache_ttl, host.memory)
-        del made.unstored[key]
-
-    pending = [one(key, pcm) for key, pcm in list(made.unstored.items())]
-    for result in await asyncio.gather(*pending, return_exceptions=True):
-        if isinstance(result, BaseException):
-            raise result
+    """What an earlier try made but could not store, stored as one object; raises if storage
+    fails again."""
+    fresh = list(made.unstored.items())
+    if not fresh:
+        return
+    await host.run(keep_pieces, host.store, host.index, fresh, made.rate, host.cache_ttl, host.memory)
+    made.unstored.clear()
 
 
 async def _made(job: Job, host: JobHost, reporter: Reporter) -> Made:

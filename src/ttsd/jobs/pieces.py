@@ -40,53 +40,71 @@ def piece_keys(
     ]
 
 
-def keep(
-    store: AudioStore, index: CacheIndex, key: str, fmt: str, data: bytes, content_type: str, rate: int,
-    duration: float, ttl: float,
+def _entry(
+    key: str, fmt: str, name: str, data: bytes, content_type: str, rate: int, duration: float, ttl: float,
+    start: int = 0,
 ) -> CacheEntry:  # fmt: skip
-    """Store one file, then index it: a reader never finds an entry whose object is not whole."""
-    digest = hashlib.sha256(data).hexdigest()
-    name = store.name(key, fmt, digest[:16])
-    store.put(name, data, content_type)
     now = time.time()
-    entry = CacheEntry(
+    return CacheEntry(
         key=key,
         fmt=fmt,
         object_name=name,
         size=len(data),
-        etag=digest[:32],
+        etag=hashlib.sha256(data).hexdigest()[:32],
         content_type=content_type,
         sample_rate=rate,
         duration=duration,
         created_at=now,
         expires_at=now + ttl,
+        start=start,
     )
+
+
+def keep(
+    store: AudioStore, index: CacheIndex, key: str, fmt: str, data: bytes, content_type: str, rate: int,
+    duration: float, ttl: float,
+) -> CacheEntry:  # fmt: skip
+    """Store one file, then index it: a reader never finds an entry whose object is not whole."""
+    entry = _entry(key, fmt, "", data, content_type, rate, duration, ttl)
+    entry = dataclasses.replace(entry, object_name=store.name(key, fmt, entry.etag[:16]))
+    store.put(entry.object_name, data, content_type)
     index.put(entry)
     return entry
 
 
-def keep_piece(
-    store: AudioStore, index: CacheIndex, key: str, pcm: audio.Pcm16, rate: int, ttl: float,
+def keep_pieces(
+    store: AudioStore, index: CacheIndex, made: Sequence[tuple[str, audio.Pcm16]], rate: int, ttl: float,
     memory: PieceMemory | None = None,
 ) -> None:  # fmt: skip
-    data = pcm.astype("<i2").tobytes()
-    entry = keep(store, index, key, PIECE, data, "audio/pcm", rate, len(pcm) / rate, ttl)
+    """The sentences a batch made, as one object (one request to object storage, not one a
+    sentence) and an entry each for its range of it, indexed in one round trip. The object is
+    named by the first piece's key and the digest of all its bytes; it goes when its last entry
+    does."""
+    made = list(dict(made).items())  # a sentence said twice is one piece
+    chunks = [pcm.astype("<i2").tobytes() for _, pcm in made]
+    data = b"".join(chunks)
+    entries, start = [], 0
+    for (key, pcm), chunk in zip(made, chunks, strict=True):
+        entries.append(_entry(key, PIECE, "", chunk, "audio/pcm", rate, len(pcm) / rate, ttl, start))
+        start += len(chunk)
+    name = store.name(made[0][0], PIECE, hashlib.sha256(data).hexdigest()[:16])
+    store.put(name, data, "audio/pcm")
+    entries = [dataclasses.replace(e, object_name=name) for e in entries]
+    index.put_many(entries)
     if memory is not None:
-        memory.put(entry, data)
+        for entry, chunk in zip(entries, chunks, strict=True):
+            memory.put(entry, chunk)
 
 
-def load_piece(
-    store: AudioStore, index: CacheIndex, key: str, rate: int, memory: PieceMemory | None = None
+def _load(
+    store: AudioStore, index: CacheIndex, entry: CacheEntry, rate: int, memory: PieceMemory | None
 ) -> audio.Pcm16 | None:
-    """A cached piece, or None. One whose object is missing, or whose bytes do not match what was
-    indexed (size, digest, sample rate), is dropped so the sentence is synthesized again."""
-    entry = index.get(key, PIECE)
-    if entry is None:
-        return None
+    """A piece's samples, or None. One whose object is missing, or whose bytes do not match what
+    was indexed (size, digest, sample rate), is dropped so the sentence is synthesized again."""
     if memory is not None and (known := memory.get(entry)) is not None and entry.sample_rate == rate:
         return np.frombuffer(known, dtype="<i2").astype(np.int16)
     try:
-        data = store.get(entry.object_name)
+        data = store.get(entry.object_name, entry.span)
     except AudioNotFound:
         data = None
     if (
@@ -95,20 +113,29 @@ def load_piece(
         or entry.sample_rate != rate
         or hashlib.sha256(data).hexdigest()[:32] != entry.etag
     ):
-        log.warning("cached piece missing or corrupt; synthesizing it again", extra={"key": key})
-        index.delete(key, PIECE)
-        if data is not None:
-            store.delete(entry.object_name)
+        log.warning("cached piece missing or corrupt; synthesizing it again", extra={"key": entry.key})
+        for name in index.delete(entry.key, PIECE):
+            store.delete(name)
         return None
     if memory is not None:
         memory.put(entry, data)
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
+def load_piece(
+    store: AudioStore, index: CacheIndex, key: str, rate: int, memory: PieceMemory | None = None
+) -> audio.Pcm16 | None:
+    """A cached piece, or None (``_load``)."""
+    entry = index.get(key, PIECE)
+    return None if entry is None else _load(store, index, entry, rate, memory)
+
+
 def load_pieces(
     store: AudioStore, index: CacheIndex, keys: list[str], rate: int, memory: PieceMemory | None = None
 ) -> list[audio.Pcm16 | None]:
-    return [load_piece(store, index, key, rate, memory) for key in keys]
+    """Each key's cached piece or None, looked up in one round trip."""
+    entries = index.get_many(keys, PIECE)
+    return [None if entry is None else _load(store, index, entry, rate, memory) for entry in entries]
 
 
 def cached_master(key: str, store: AudioStore, index: CacheIndex) -> tuple[audio.Pcm16, int] | None:

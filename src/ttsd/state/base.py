@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
+from ..store.base import PIECE
+
 
 @dataclass(frozen=True)
 class CacheEntry:
@@ -30,6 +32,14 @@ class CacheEntry:
     duration: float
     created_at: float
     expires_at: float
+    # Where its bytes start in the object: the pieces one batch made share one object, each entry
+    # a range of it (``jobs.pieces``), and the object goes when its last entry does.
+    start: int = 0
+
+    @property
+    def span(self) -> tuple[int, int] | None:
+        """The range of the object to read: a piece's own; None for the whole object."""
+        return (self.start, self.size) if self.fmt == PIECE else None
 
 
 @dataclass(frozen=True)
@@ -50,16 +60,28 @@ class CacheIndex(ABC):
         """``get`` for the API's event loop; an index behind a network round trip overrides it."""
         return self.get(key, fmt)
 
+    def get_many(self, keys: list[str], fmt: str) -> list[CacheEntry | None]:
+        """``get`` of each key; an index behind a network round trip makes it one."""
+        return [self.get(key, fmt) for key in keys]
+
     @abstractmethod
     def put(self, entry: CacheEntry) -> None: ...
 
+    def put_many(self, entries: list[CacheEntry]) -> None:
+        """``put`` of each entry (those of one object: a batch's pieces), in one round trip or
+        transaction where the index can."""
+        for entry in entries:
+            self.put(entry)
+
     @abstractmethod
-    def delete(self, key: str, fmt: str) -> None: ...
+    def delete(self, key: str, fmt: str) -> list[str]:
+        """Drop the entry; returns its object's name if no other entry names that object (for
+        the caller to delete), else nothing."""
 
     @abstractmethod
     def evict(self, max_bytes: int) -> list[str]:
         """Drop expired entries, then least recently used ones until the total fits ``max_bytes``;
-        returns the object names dropped, for the caller to delete."""
+        returns the names of the objects no entry names any more, for the caller to delete."""
 
     @abstractmethod
     def stats(self, *, levels: bool = False) -> CacheStats:

@@ -24,7 +24,7 @@ _T = TypeVar("_T")
 
 # Bumped when _SCHEMA changes; a file below it is migrated on open (the statements are idempotent,
 # so two processes opening an old file at once are harmless).
-_VERSION = 1
+_VERSION = 2
 
 
 def _count(row: str, sign: str) -> str:
@@ -49,6 +49,7 @@ _SCHEMA = (
         created_at REAL NOT NULL,
         expires_at REAL NOT NULL,
         accessed_at REAL NOT NULL,
+        start INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (key, fmt)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at)",
@@ -56,6 +57,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS entries_lru ON entries (accessed_at, created_at)",
     # The first schema's, now a prefix of entries_lru: one index fewer to update on every write.
     "DROP INDEX IF EXISTS entries_accessed",
+    # Whether any entry still names an object (a batch's pieces share one), as entries go.
+    "CREATE INDEX IF NOT EXISTS entries_object ON entries (object_name)",
     """CREATE TABLE IF NOT EXISTS totals (
         id INTEGER PRIMARY KEY CHECK (id = 0),
         entries INTEGER NOT NULL,
@@ -73,15 +76,18 @@ _FILL = (
     "INSERT INTO totals SELECT 0, COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(fmt = ?1), 0),"
     " COALESCE(SUM(size * (fmt = ?1)), 0) FROM entries"
 )
-_COLUMNS = "key, fmt, object_name, size, etag, content_type, sample_rate, duration, created_at, expires_at"
+_COLUMNS = (
+    "key, fmt, object_name, size, etag, content_type, sample_rate, duration, created_at, expires_at, start"
+)
 _GET = f"SELECT {_COLUMNS}, accessed_at FROM entries WHERE key = ? AND fmt = ? AND expires_at > ?"
 # An upsert, not INSERT OR REPLACE: a replaced entry's bytes then leave the total through the update
 # trigger whatever a connection's recursive_triggers says.
 _PUT = (
-    f"INSERT INTO entries ({_COLUMNS}, accessed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key, fmt)"
+    f"INSERT INTO entries ({_COLUMNS}, accessed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key, fmt)"
     " DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in [*_COLUMNS.split(", ")[2:], "accessed_at"])
 )
 _DELETE = "DELETE FROM entries WHERE key = ? AND fmt = ?"
+_NAMED = "SELECT 1 FROM entries WHERE object_name = ? LIMIT 1"
 # Only forward: a touch recorded before a newer put must not make the entry look older.
 _TOUCH = "UPDATE entries SET accessed_at = ?1 WHERE key = ?2 AND fmt = ?3 AND accessed_at < ?1"
 _TOTALS = "SELECT entries, bytes, pieces, piece_bytes FROM totals"
@@ -126,6 +132,8 @@ class SqliteCacheIndex(CacheIndex):
     def _migrate(db: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             db.execute(statement)
+        if "start" not in {row[1] for row in db.execute("PRAGMA table_info(entries)")}:  # version 1
+            db.execute("ALTER TABLE entries ADD COLUMN start INTEGER NOT NULL DEFAULT 0")
         if db.execute("SELECT 1 FROM totals").fetchone() is None:
             db.execute(_FILL, (PIECE,))
         db.execute(f"PRAGMA user_version = {_VERSION}")
@@ -179,24 +187,29 @@ class SqliteCacheIndex(CacheIndex):
         return CacheEntry(*row[:-1])
 
     def put(self, entry: CacheEntry) -> None:
-        row = (
-            entry.key,
-            entry.fmt,
-            entry.object_name,
-            entry.size,
-            entry.etag,
-            entry.content_type,
-            entry.sample_rate,
-            entry.duration,
-            entry.created_at,
-            entry.expires_at,
-            time.time(),
-        )
-        self._transaction(lambda db: db.execute(_PUT, row))
+        self.put_many([entry])
 
-    def delete(self, key: str, fmt: str) -> None:
+    def put_many(self, entries: list[CacheEntry]) -> None:
+        now = time.time()
+        rows = [
+            (
+                e.key, e.fmt, e.object_name, e.size, e.etag, e.content_type, e.sample_rate, e.duration,
+                e.created_at, e.expires_at, e.start, now,
+            )
+            for e in entries
+        ]  # fmt: skip
+        self._transaction(lambda db: db.executemany(_PUT, rows))
+
+    def delete(self, key: str, fmt: str) -> list[str]:
         # No flush: the API may call this on its event loop, so it does the least it can.
-        self._transaction(lambda db: db.execute(_DELETE, (key, fmt)), flush=False)
+        def drop(db: sqlite3.Connection) -> list[str]:
+            row = db.execute(
+                "SELECT object_name FROM entries WHERE key = ? AND fmt = ?", (key, fmt)
+            ).fetchone()
+            db.execute(_DELETE, (key, fmt))
+            return [] if row is None else _unnamed(db, [row[0]])
+
+        return self._transaction(drop, flush=False)
 
     def evict(self, max_bytes: int) -> list[str]:
         now = time.time()
@@ -210,15 +223,15 @@ class SqliteCacheIndex(CacheIndex):
     @staticmethod
     def _evict_batch(db: sqlite3.Connection, now: float, max_bytes: int) -> tuple[list[str], bool]:
         """Up to a batch of expired entries, then of least recently used ones while over budget;
-        the names dropped, and whether another batch may be needed."""
+        the names of the objects left unnamed, and whether another batch may be needed."""
         rows: list[tuple[str, str, str]] = db.execute(_EXPIRED, (now,)).fetchall()
         db.executemany(_DELETE, [(key, fmt) for key, fmt, _ in rows])
-        if len(rows) == _BATCH:
-            return [name for *_, name in rows], True
         dropped = [name for *_, name in rows]
+        if len(rows) == _BATCH:
+            return _unnamed(db, dropped), True
         (total,) = db.execute("SELECT bytes FROM totals").fetchone()
         if total <= max_bytes:
-            return dropped, False
+            return _unnamed(db, dropped), False
         victims: list[tuple[str, str]] = []
         for key, fmt, name, size in db.execute(_VICTIMS).fetchall():
             if total <= max_bytes:
@@ -227,7 +240,7 @@ class SqliteCacheIndex(CacheIndex):
             dropped.append(name)
             total -= size
         db.executemany(_DELETE, victims)
-        return dropped, bool(victims) and total > max_bytes
+        return _unnamed(db, dropped), bool(victims) and total > max_bytes
 
     def stats(self, *, levels: bool = False) -> CacheStats:
         # The triggers keep the levels too, so both forms are one row.
@@ -248,3 +261,8 @@ class SqliteCacheIndex(CacheIndex):
                 self._idle.clear()
             for db in readers:
                 db.close()
+
+
+def _unnamed(db: sqlite3.Connection, names: list[str]) -> list[str]:
+    """Of the objects of entries just deleted, those no entry names any more (each once)."""
+    return [name for name in dict.fromkeys(names) if db.execute(_NAMED, (name,)).fetchone() is None]

@@ -26,6 +26,7 @@ class Redirect:
 
 
 Location = LocalFile | Redirect
+Span = tuple[int, int]  # (start, length) of a range of an object's bytes
 
 
 MASTER = "master"
@@ -86,8 +87,9 @@ class AudioStore(ABC):
         """Write atomically: a reader sees the whole object or none of it."""
 
     @abstractmethod
-    def get(self, name: str) -> bytes:
-        """The object's bytes; raises AudioNotFound."""
+    def get(self, name: str, span: Span | None = None) -> bytes:
+        """The object's bytes, or those of ``span`` (start, length) of it: the pieces a batch made
+        share one object (``jobs.pieces``). Raises AudioNotFound."""
 
     @abstractmethod
     def exists(self, name: str) -> bool: ...

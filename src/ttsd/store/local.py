@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import AudioNotFound, StorageError
-from .base import AudioStore, LocalFile, Location
+from .base import AudioStore, LocalFile, Location, Span
 
 # What ``object_name`` makes: hex fan-out, hex key (and tag), a plain leaf name.
 _OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}(?:-[0-9a-f]{32})?/[a-z0-9]+\.[a-z0-9]+")
@@ -46,9 +46,13 @@ class LocalStore(AudioStore):
         except OSError as exc:
             raise StorageError(f"could not write audio: {exc.strerror or exc}") from exc
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, span: Span | None = None) -> bytes:
         try:
-            return self._path(name).read_bytes()
+            if span is None:
+                return self._path(name).read_bytes()
+            with self._path(name).open("rb") as file:
+                file.seek(span[0])
+                return file.read(span[1])
         except FileNotFoundError as exc:
             raise AudioNotFound(f"no audio named {name!r}") from exc
         except OSError as exc:

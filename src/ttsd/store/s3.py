@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import AudioNotFound, StorageError
-from .base import AudioStore, Location, Redirect
+from .base import AudioStore, Location, Redirect, Span
 
 _MULTIPART_THRESHOLD = 5 * 1024 * 1024
 # Presigned URLs are remembered per object, as many as the hits the API remembers
@@ -100,9 +100,10 @@ class S3Store(AudioStore):
         except self._errors as exc:
             raise self._fail("store audio", exc) from exc
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, span: Span | None = None) -> bytes:
+        ranged = {} if span is None else {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"}
         try:
-            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=name)["Body"].read()
+            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=name, **ranged)["Body"].read()
         except self._errors as exc:
             if self._missing(exc):
                 raise AudioNotFound(f"no audio named {name!r}") from exc

@@ -15,11 +15,17 @@ from .autopipeline import AutoPipeline
 from .client import guarded, redis_errors
 from .keys import RedisKeys, member, parse_member
 
-# KEYS: entry, then the budget's (lru, expiry, sizes, total, objects)
-# ARGV: member, json, expires_ms, now, size, object name
+# KEYS: entry, then the budget's (lru, expiry, sizes, total, objects, refs)
+# ARGV: member, json, expires_ms, now, size, object name, shared ('1': the object holds other
+# entries too, and the refs hash counts them, so only the last one to go frees it)
 _PUT = """
 local old = redis.call('HGET', KEYS[4], ARGV[1])
 if old then redis.call('DECRBY', KEYS[5], old) end
+local was = redis.call('HGET', KEYS[6], ARGV[1])
+if was and was ~= ARGV[6] and redis.call('HEXISTS', KEYS[7], was) == 1 then
+  if redis.call('HINCRBY', KEYS[7], was, -1) <= 0 then redis.call('HDEL', KEYS[7], was) end
+end
+if ARGV[7] == '1' and was ~= ARGV[6] then redis.call('HINCRBY', KEYS[7], ARGV[6], 1) end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
@@ -35,10 +41,11 @@ if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
 return value
 """
 
-# KEYS: lru, expiry, sizes, total, objects ARGV: entry prefix, now_ms, max_bytes, member-or-empty,
-# channel. Drops expired members, then least recently used ones until the total fits; returns the
-# members and their object names ('' for entries stored before names were recorded), and publishes
-# the members, so API processes stop handing out what is gone.
+# KEYS: lru, expiry, sizes, total, objects, refs ARGV: entry prefix, now_ms, max_bytes,
+# member-or-empty, channel. Drops expired members, then least recently used ones until the total
+# fits; returns the members and their object names ('' for entries stored before names were
+# recorded, '=' for an object other entries still name), and publishes the members, so API
+# processes stop handing out what is gone.
 _EVICT = """
 local dropped, names = {}, {}
 local function drop(m)
@@ -47,7 +54,11 @@ local function drop(m)
     redis.call('DECRBY', KEYS[4], size)
     redis.call('HDEL', KEYS[3], m)
   end
-  table.insert(names, redis.call('HGET', KEYS[5], m) or '')
+  local name = redis.call('HGET', KEYS[5], m) or ''
+  if name ~= '' and redis.call('HEXISTS', KEYS[6], name) == 1 then
+    if redis.call('HINCRBY', KEYS[6], name, -1) > 0 then name = '=' else redis.call('HDEL', KEYS[6], name) end
+  end
+  table.insert(names, name)
   redis.call('HDEL', KEYS[5], m)
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
@@ -70,12 +81,16 @@ return {dropped, names}
 """
 
 
+_SHARED = b"="  # an object other entries still name: not to be deleted
+
+
 def _object_names(found: list[list[bytes]]) -> list[str]:
     dropped, names = found
     # An entry stored before object names were recorded was named by its bare key.
     return [
         name.decode() if name else object_name(*parse_member(m))
         for m, name in zip(dropped, names, strict=True)
+        if name != _SHARED
     ]
 
 
@@ -89,7 +104,14 @@ class RedisCacheIndex(CacheIndex):
         self._batch = batch
 
     def _budget_keys(self) -> list[str]:
-        return [self._k.lru, self._k.expiry, self._k.sizes, self._k.total_bytes, self._k.objects]
+        return [
+            self._k.lru,
+            self._k.expiry,
+            self._k.sizes,
+            self._k.total_bytes,
+            self._k.objects,
+            self._k.refs,
+        ]
 
     @guarded
     def get(self, key: str, fmt: str) -> CacheEntry | None:
@@ -107,19 +129,38 @@ class RedisCacheIndex(CacheIndex):
         return None if raw is None else CacheEntry(**json.loads(raw))
 
     @guarded
-    def put(self, entry: CacheEntry) -> None:
-        m = member(entry.key, entry.fmt)
-        expires_ms = int(entry.expires_at * 1000)
-        self._put(
-            keys=[self._k.entry(m), *self._budget_keys()],
-            args=[m, json.dumps(asdict(entry)), expires_ms, time.time(), entry.size, entry.object_name],
-        )
+    def get_many(self, keys: list[str], fmt: str) -> list[CacheEntry | None]:
+        pipe = self._r.pipeline(transaction=False)
+        now = time.time()
+        for key in keys:
+            m = member(key, fmt)
+            self._get(keys=[self._k.entry(m), self._k.lru], args=[m, now], client=pipe)
+        return [None if raw is None else CacheEntry(**json.loads(raw)) for raw in pipe.execute()]
 
     @guarded
-    def delete(self, key: str, fmt: str) -> None:
-        self._evict(
+    def put(self, entry: CacheEntry) -> None:
+        self.put_many([entry])
+
+    @guarded
+    def put_many(self, entries: list[CacheEntry]) -> None:
+        shared = "1" if len({e.object_name for e in entries}) < len(entries) else "0"
+        pipe = self._r.pipeline(transaction=False)
+        now = time.time()
+        for entry in entries:
+            m = member(entry.key, entry.fmt)
+            expires_ms = int(entry.expires_at * 1000)
+            args: list[str | int | float] = [
+                m, json.dumps(asdict(entry)), expires_ms, now, entry.size, entry.object_name, shared,
+            ]  # fmt: skip
+            self._put(keys=[self._k.entry(m), *self._budget_keys()], args=args, client=pipe)
+        pipe.execute()
+
+    @guarded
+    def delete(self, key: str, fmt: str) -> list[str]:
+        dropped = self._evict(
             keys=self._budget_keys(), args=[self._k.entry_prefix, 0, 0, member(key, fmt), self._k.evicted]
         )
+        return _object_names(dropped)
 
     @guarded
     def evict(self, max_bytes: int) -> list[str]:

@@ -42,6 +42,11 @@ class RedisKeys:
         return f"{self.prefix}:objects"
 
     @property
+    def refs(self) -> str:
+        """How many entries name each object several entries share (a batch's pieces)."""
+        return f"{self.prefix}:refs"
+
+    @property
     def evicted(self) -> str:
         """Pub/sub channel: members the index dropped (space-separated), for API processes to forget."""
         return f"{self.prefix}:evicted"
