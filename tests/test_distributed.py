@@ -99,7 +99,7 @@ def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Sta
     # Keys without a TTL are the bounded bookkeeping ones (or Celery's own bindings).
     unbounded = {
         # The cache budget's bookkeeping.
-        *("ttsd:lru", "ttsd:expiry", "ttsd:sizes", "ttsd:bytes", "ttsd:objects"),
+        *("ttsd:lru", "ttsd:expiry", "ttsd:sizes", "ttsd:bytes", "ttsd:objects", "ttsd:refs"),
         *("ttsd:stats", "ttsd:workers", "ttsd:busy"),  # counters; live processes
         *("ttsd:pending", "ttsd:leases"),  # jobs published and not taken; jobs held under a lease
     }

@@ -276,7 +276,4 @@ class WorkerRuntime:
             self.client.set(name, job_time.seconds or seconds, ex=86400)
 
     def _release(self, job: Job, token: str) -> None:
-        with redis_errors():
-            self.client.delete(*bookkeeping(self.keys, job.task_id))
-            self.client.zrem(self.keys.pending, job.task_id)
-        self.leases.release(job.task_id, token)
+        self.leases.release(job.task_id, token, forget=bookkeeping(self.keys, job.task_id))

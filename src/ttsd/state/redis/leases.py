@@ -16,6 +16,7 @@ writer only rewrites the same text.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -151,9 +152,16 @@ class JobLeases:
         self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, 0])
 
     @guarded
-    def release(self, task_id: str, token: str) -> bool:
-        """The job is finished (done or failed for good): nothing is to be handed on."""
-        return bool(self._release(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token]))
+    def release(self, task_id: str, token: str, forget: Sequence[str] = ()) -> bool:
+        """The job is finished (done or failed for good): nothing is to be handed on. ``forget``:
+        its run's bookkeeping keys, deleted (and the job taken off the pending set) first, in the
+        same round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        if forget:
+            pipe.delete(*forget)
+            pipe.zrem(self._k.pending, task_id)
+        self._release(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token], client=pipe)
+        return bool(pipe.execute()[-1])
 
     @guarded
     def sweep(self, limit: int = 100) -> list[tuple[str, bool]]:
