@@ -81,6 +81,7 @@ return {dropped, names}
 """
 
 
+Arg = str | int | float
 _SHARED = b"="  # an object other entries still name: not to be deleted
 
 
@@ -128,31 +129,44 @@ class RedisCacheIndex(CacheIndex):
             raw = await self._batch.call(lambda pipe: pipe.eval(_GET, 2, *keys, m, time.time()))
         return None if raw is None else CacheEntry(**json.loads(raw))
 
+    # A pipeline of many calls sends each script's text (EVAL): a registered script in a pipeline
+    # costs a SCRIPT EXISTS round trip first, which is what the pipeline is there to save.
     @guarded
     def get_many(self, keys: list[str], fmt: str) -> list[CacheEntry | None]:
+        if len(keys) < 2:
+            return [self.get(key, fmt) for key in keys]
         pipe = self._r.pipeline(transaction=False)
         now = time.time()
         for key in keys:
             m = member(key, fmt)
-            self._get(keys=[self._k.entry(m), self._k.lru], args=[m, now], client=pipe)
+            pipe.eval(_GET, 2, self._k.entry(m), self._k.lru, m, now)
         return [None if raw is None else CacheEntry(**json.loads(raw)) for raw in pipe.execute()]
+
+    def _put_call(self, entry: CacheEntry, shared: str, now: float) -> tuple[list[str], list[Arg]]:
+        m = member(entry.key, entry.fmt)
+        expires_ms = int(entry.expires_at * 1000)
+        data = json.dumps(asdict(entry))
+        return [self._k.entry(m), *self._budget_keys()], [
+            m, data, expires_ms, now, entry.size, entry.object_name, shared,
+        ]  # fmt: skip
 
     @guarded
     def put(self, entry: CacheEntry) -> None:
-        self.put_many([entry])
+        keys, args = self._put_call(entry, "0", time.time())
+        self._put(keys=keys, args=args)
 
     @guarded
     def put_many(self, entries: list[CacheEntry]) -> None:
+        if len(entries) < 2:
+            for entry in entries:
+                self.put(entry)
+            return
         shared = "1" if len({e.object_name for e in entries}) < len(entries) else "0"
         pipe = self._r.pipeline(transaction=False)
         now = time.time()
         for entry in entries:
-            m = member(entry.key, entry.fmt)
-            expires_ms = int(entry.expires_at * 1000)
-            args: list[str | int | float] = [
-                m, json.dumps(asdict(entry)), expires_ms, now, entry.size, entry.object_name, shared,
-            ]  # fmt: skip
-            self._put(keys=[self._k.entry(m), *self._budget_keys()], args=args, client=pipe)
+            keys, args = self._put_call(entry, shared, now)
+            pipe.eval(_PUT, len(keys), *keys, *args)
         pipe.execute()
 
     @guarded

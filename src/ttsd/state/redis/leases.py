@@ -156,11 +156,14 @@ class JobLeases:
         """The job is finished (done or failed for good): nothing is to be handed on. ``forget``:
         its run's bookkeeping keys, deleted (and the job taken off the pending set) first, in the
         same round trip."""
+        keys = [self._k.lease(task_id), self._k.leases]
+        if not forget:
+            return bool(self._release(keys=keys, args=[task_id, token]))
         pipe = self._r.pipeline(transaction=False)
-        if forget:
-            pipe.delete(*forget)
-            pipe.zrem(self._k.pending, task_id)
-        self._release(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token], client=pipe)
+        pipe.delete(*forget)
+        pipe.zrem(self._k.pending, task_id)
+        # The script's text, not its registration: that would cost a round trip of its own first.
+        pipe.eval(_RELEASE, 2, *keys, task_id, token)
         return bool(pipe.execute()[-1])
 
     @guarded
