@@ -421,3 +421,28 @@ def test_a_stream_entry_survives_a_redis_stream(
     found: Any = client.xrange(stream)
     ((_, fields),) = found
     assert StreamEntry.parse(fields) == entry
+
+
+def test_a_jobs_counts_reach_redis_together_in_one_round_trip(
+    settings: Settings, client: redis.Redis
+) -> None:
+    keys = RedisKeys(settings.redis_prefix)
+    stats = RedisJobStats(client, keys)
+    client.config_resetstat()
+    with stats.together():
+        stats.synthesized(ENGINE, "v", 2.5)
+        stats.sentences(reused=1, made=2, merged=0)
+        stats.encoded("mp3")
+        assert not client.exists(keys.stats)  # gathered, not yet written
+    fields = {k.decode(): float(v) for k, v in client.hgetall(keys.stats).items()}
+    assert fields == {
+        f"ttsd_syntheses|{ENGINE}|v": 1,
+        f"ttsd_audio_seconds|{ENGINE}|v": 2.5,
+        "ttsd_sentence_requests|hit": 1,
+        "ttsd_sentence_requests|miss": 2,
+        "ttsd_encodes|mp3": 1,
+    }
+    stats.encoded("mp3")  # outside: written at once
+    assert float(client.hget(keys.stats, "ttsd_encodes|mp3") or 0) == 2
+    calls = client.info("commandstats")["cmdstat_hincrbyfloat"]["calls"]
+    assert calls == 6

@@ -7,7 +7,9 @@ mode (``state.redis.stats.RedisJobStats``, exported by the API under the same na
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -50,6 +52,10 @@ class JobStats(Protocol):
 
     def failed(self, code: str) -> None: ...
 
+    def together(self) -> AbstractContextManager[None]:
+        """The counts added inside reach a remote store in one write (a job's at its end)."""
+        ...
+
 
 class PrometheusJobStats:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -61,6 +67,9 @@ class PrometheusJobStats:
         self._sentences = Counter(*SENTENCES, ["result"], registry=registry)
         self._encodes = Counter(*ENCODES, ["format"], registry=registry)
         self._failures = Counter(*FAILURES, ["code"], registry=registry)
+
+    def together(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # counted in this process: nothing to gather
 
     def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
         self._syntheses.labels(engine, voice).inc()

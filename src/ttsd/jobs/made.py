@@ -28,11 +28,12 @@ class Made:
     unstored: dict[str, audio.Pcm16] = field(default_factory=dict)
 
     def record(self, stats: JobStats, job: Job) -> None:
-        if self.synthesized:
-            stats.synthesized(job.spec.engine, job.spec.voice, self.synthesized_audio)
-        if self.sentences:
-            stats.sentences(reused=self.reused, made=self.synthesized, merged=self.merged)
-        stats.encoded(job.fmt)
+        with stats.together():
+            if self.synthesized:
+                stats.synthesized(job.spec.engine, job.spec.voice, self.synthesized_audio)
+            if self.sentences:
+                stats.sentences(reused=self.reused, made=self.synthesized, merged=self.merged)
+            stats.encoded(job.fmt)
 
 
 @dataclass

@@ -3,6 +3,8 @@ process as Prometheus counters."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from ...metrics import (
     SYNTHESES,
     SYNTHESIS_SECONDS,
 )
-from .client import REDIS_DOWN, guarded
+from .client import REDIS_DOWN, guarded, redis_errors
 from .keys import RedisKeys
 
 
@@ -31,12 +33,30 @@ class RedisJobStats:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
+        self._gathering = threading.local()  # this thread's counts inside ``together``
 
     def _add(self, *fields: tuple[str, float]) -> None:
+        gathered: list[tuple[str, float]] | None = getattr(self._gathering, "fields", None)
+        if gathered is not None:
+            gathered += fields
+            return
         pipe = self._r.pipeline(transaction=False)
         for field, amount in fields:
             pipe.hincrbyfloat(self._k.stats, field, amount)
         pipe.execute()
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """The counts added inside, by this thread, written in one round trip at the end."""
+        fields: list[tuple[str, float]] = []
+        self._gathering.fields = fields
+        try:
+            yield
+        finally:
+            self._gathering.fields = None
+        if fields:
+            with redis_errors():
+                self._add(*fields)
 
     @guarded
     def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
@@ -58,11 +78,11 @@ class RedisJobStats:
 
     @guarded
     def encoded(self, fmt: str) -> None:
-        self._r.hincrbyfloat(self._k.stats, f"{ENCODES[0]}|{fmt}", 1)
+        self._add((f"{ENCODES[0]}|{fmt}", 1))
 
     @guarded
     def failed(self, code: str) -> None:
-        self._r.hincrbyfloat(self._k.stats, f"{FAILURES[0]}|{code}", 1)
+        self._add((f"{FAILURES[0]}|{code}", 1))
 
     @guarded
     def requeued(self, reason: str) -> None:
