@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 import redis.asyncio
@@ -21,7 +22,14 @@ from prometheus_client import CollectorRegistry
 from ttsd.config import Settings
 from ttsd.errors import BackendUnavailable
 from ttsd.jobs.distributed.keeper import LeaseKeeper
-from ttsd.jobs.distributed.protocol import StreamEntry, broker_queue_key, lease_token, publication
+from ttsd.jobs.distributed.protocol import (
+    PCM_STREAM_TTL,
+    StreamEntry,
+    broker_queue_key,
+    lease_token,
+    publication,
+)
+from ttsd.jobs.distributed.reporter import RedisReporter
 from ttsd.jobs.distributed.sweeper import Sweeper
 from ttsd.jobs.model import Job
 from ttsd.state.base import Stage
@@ -446,3 +454,30 @@ def test_a_jobs_counts_reach_redis_together_in_one_round_trip(
     assert float(client.hget(keys.stats, "ttsd_encodes|mp3") or 0) == 2
     calls = client.info("commandstats")["cmdstat_hincrbyfloat"]["calls"]
     assert calls == 6
+
+
+@pytest.mark.parametrize("listened", [True, False])
+def test_a_stream_nobody_listens_to_ends_by_being_deleted(
+    settings: Settings, client: redis.Redis, listened: bool
+) -> None:
+    """A job submitted without a streaming listener (``POST /v1/synthesize``) still streams, for a
+    listener that joins in flight; at its end the stream is deleted rather than kept for its TTL
+    with the text's audio in it. One with a listener keeps it, ending in its end entry."""
+    keys = RedisKeys(settings.redis_prefix)
+    leases = JobLeases(client, keys, settings.job_lease, ttl=600)
+    j = job("A sentence nobody hears.")
+    assert leases.acquire(j.task_id, "node-a/1") == 1
+    reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+    if listened:
+        client.incr(keys.listeners(j.task_id))
+    asyncio.run(reporter.audio(np.arange(100, dtype=np.int16), 16000))
+    assert client.xlen(keys.pcm(j.task_id)) == 1  # a listener may still join
+    asyncio.run(reporter.audio_end())
+    if listened:
+        entries: Any = client.xrange(keys.pcm(j.task_id))
+        assert [StreamEntry.parse(f).end for _, f in entries] == [False, True]
+        assert 0 < client.ttl(keys.pcm(j.task_id)) <= PCM_STREAM_TTL
+    else:
+        assert not client.exists(keys.pcm(j.task_id))
+    with pytest.raises(LeaseLost):  # fenced like every other write
+        asyncio.run(RedisReporter(leases, "node-b/1", j.queued(), 2, 600).audio_end())

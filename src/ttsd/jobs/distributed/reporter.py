@@ -57,7 +57,8 @@ class RedisReporter:
         await asyncio.to_thread(self.put_stage, stage, progress, **changes)
 
     def _publish(self, entry: StreamEntry) -> None:
-        if self._leases.publish(self.status.task_id, self._token, entry.fields(), PCM_STREAM_TTL):
+        fields = entry.fields()
+        if self._leases.publish(self.status.task_id, self._token, fields, PCM_STREAM_TTL, last=entry.end):
             raise JobCancelled("every listener of this stream left")
 
     async def audio(self, pcm: Pcm16, sample_rate: int) -> None:

@@ -64,7 +64,8 @@ class RedisKeys:
         return f"{self.prefix}:deliveries:{task_id}"
 
     def pcm(self, task_id: str) -> str:
-        """Redis stream of a job's master pieces for the API holding its listeners; short TTL."""
+        """Redis stream of a job's master pieces for the API holding its listeners: kept 5 minutes
+        past its last entry for a slow reader, deleted at its end when nobody listened."""
         return f"{self.prefix}:pcm:{task_id}"
 
     def lease(self, task_id: str) -> str:

@@ -108,11 +108,17 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
-# KEYS: lease, stream, cancel ARGV: token, stream ttl_s, field, value, ...
-# Returns -1 when fenced out, else whether the job was cancelled (every listener left).
+# KEYS: lease, stream, cancel, listeners ARGV: token, stream ttl_s, last ('1': the stream's end),
+# field, value, ... Returns -1 when fenced out, else whether the job was cancelled (every listener
+# left). A stream nobody listens to ends by being deleted: it would hold the text's audio in Redis
+# for its TTL. A listener that joins after that finds no stream, and reads the stored file.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+if ARGV[3] == '1' and tonumber(redis.call('GET', KEYS[4]) or '0') <= 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return redis.call('EXISTS', KEYS[3])
 """
@@ -182,12 +188,20 @@ class JobLeases:
             raise LeaseLost(f"task {status.task_id} was handed to another worker")
 
     @guarded
-    def publish(self, task_id: str, token: str, fields: dict[str, bytes | str | int], ttl: int) -> bool:
-        """Append to the job's live audio stream; True when every listener has left."""
-        flat: list[bytes | str | int] = [token, ttl]
+    def publish(
+        self, task_id: str, token: str, fields: dict[str, bytes | str | int], ttl: int, *, last: bool = False
+    ) -> bool:
+        """Append to the job's live audio stream; True when every listener has left. ``last``: the
+        stream's end, which deletes it instead when no listener ever registered."""
+        flat: list[bytes | str | int] = [token, ttl, "1" if last else "0"]
         for name, value in fields.items():
             flat += [name, value]
-        keys = [self._k.lease(task_id), self._k.pcm(task_id), self._k.cancel(task_id)]
+        keys = [
+            self._k.lease(task_id),
+            self._k.pcm(task_id),
+            self._k.cancel(task_id),
+            self._k.listeners(task_id),
+        ]
         answer = int(self._publish(keys=keys, args=flat))
         if answer < 0:
             raise LeaseLost(f"task {task_id} was handed to another worker")
