@@ -10,7 +10,8 @@ engine in one run.
 
 For each distributed run: the CPU seconds of each process (the worker's own, apart from its
 engine processes; the API; Redis; SeaweedFS), Redis commands per job (``INFO commandstats``,
-reset before the run, counting those its Lua scripts run) and objects stored per text. Slot
+reset before the run, counting those its Lua scripts run), objects stored per text, and what Redis
+still holds after the run per job (``used_memory``: index entries, statuses, and any live streams). Slot
 efficiency is the bare loop's seconds over the run's.
 
 To see where a worker's time goes, run ``py-spy record --gil -p <pid> -f raw`` on the worker and
@@ -172,6 +173,7 @@ def distributed(
             before = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
             before["s3"] = _cpu(s3_process, with_children=True)
             r.config_resetstat()
+            memory = r.info("memory")["used_memory"]
             seconds = asyncio.run(_run(api.url, bodies, voice))
             commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
             after = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
@@ -182,6 +184,9 @@ def distributed(
                 "cpu": {k: after[k] - before[k] for k in after},
                 "redis_commands": sum(commands.values()),
                 "objects": objects() - before_objects,
+                # What the run left in Redis: live streams nobody listened to are deleted at their end.
+                "streams_left": sum(1 for _ in r.scan_iter("ttsd:pcm:*")),
+                "redis_memory_growth": r.info("memory")["used_memory"] - memory,
             }
         stop_server(api)
     finally:
@@ -245,7 +250,9 @@ _CPU = ("worker", "engine processes", "api", "redis", "s3")
 def _cpu_row(name: str, d: dict[str, Any]) -> tuple[str, ...]:
     jobs = d["jobs"]
     per_job = (f"{1000 * d['cpu'][k] / jobs:.0f}" for k in _CPU)
-    return (name, *per_job, f"{d['redis_commands'] / jobs:.0f}", f"{d['objects'] / jobs:.1f}")
+    memory = d.get("redis_memory_growth")
+    kept = "–" if memory is None else f"{memory / jobs / 1000:.0f} KB"
+    return (name, *per_job, f"{d['redis_commands'] / jobs:.0f}", f"{d['objects'] / jobs:.1f}", kept)
 
 
 def render(r: dict[str, Any]) -> str:
@@ -272,6 +279,7 @@ def render(r: dict[str, Any]) -> str:
             "SeaweedFS",
             "Redis commands per job",
             "objects per text",
+            "Redis memory kept per job",
         ),
         _cpu_row("eSpeak, one worker", one),
         _cpu_row("eSpeak, two workers", two),
