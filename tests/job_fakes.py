@@ -66,15 +66,21 @@ def wire(sentences: list[str], speed: float = 1.0) -> list[audio.Pcm16]:
 
 class ToneSynthesizer:
     """A ``Synthesizer`` that speaks ``tone`` per sentence. ``gate`` holds every batch before its
-    first sentence until set; ``fail`` raises that error in place of the sentence it names."""
+    first sentence until set; ``fail`` raises that error in place of the sentence it names;
+    ``pause``: seconds each sentence takes after the first (a slow engine)."""
 
     def __init__(
-        self, *, gate: asyncio.Event | None = None, fail: dict[str, TtsdError] | None = None
+        self,
+        *,
+        gate: asyncio.Event | None = None,
+        fail: dict[str, TtsdError] | None = None,
+        pause: float = 0.0,
     ) -> None:
         self.batches: list[SentenceBatch] = []
         self.arrived = asyncio.Event()
         self._gate = gate
         self._fail = fail or {}
+        self._pause = pause
 
     @property
     def spoken(self) -> list[str]:
@@ -96,7 +102,7 @@ class ToneSynthesizer:
             if sentence in self._fail:
                 raise self._fail[sentence]
             on_sentence(i, tone(sentence), RATE)
-            await asyncio.sleep(0)  # as a slot, let the job store what came before the next
+            await asyncio.sleep(self._pause)  # as a slot, let the job store what came before the next
         return BatchResult(
             slot_seconds=0.5 * len(batch.sentences), synthesis_seconds=0.25 * len(batch.sentences)
         )

@@ -17,6 +17,7 @@ from ttsd.jobs.made import Tries
 from ttsd.jobs.model import Job, JobOutcome
 from ttsd.jobs.pieces import keep_pieces, load_piece, piece_keys
 from ttsd.jobs.recall import PieceMemory
+from ttsd.jobs.writer import STORE_EVERY
 from ttsd.state.base import CacheEntry, CacheIndex, Stage
 from ttsd.store.base import MASTER, PIECE
 
@@ -426,6 +427,29 @@ def test_piece_memory_keeps_the_most_recent_within_its_budget() -> None:
     assert memory.get(entries[2]) is None and memory.get(entries[1]) is not None
     other = dataclasses.replace(entries[1], etag="made again")
     assert memory.get(other) is None
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.4])
+def test_a_fast_batch_is_one_object_and_a_slow_engines_sentences_are_stored_as_they_come(
+    tmp_path: Path, pause: float
+) -> None:
+    # One object a batch saves a request to object storage per sentence; a slow engine's sentences
+    # are further apart than a piece waits for company (STORE_EVERY), so each is stored alone, soon
+    # after it is spoken, and a job elsewhere waiting on one does not wait for the whole batch.
+    assert pause == 0.0 or pause > 1.5 * STORE_EVERY
+    j = job(text(A, B, C))
+    with bench(tmp_path, ToneSynthesizer(pause=pause)) as b:
+        run(j, b)
+        found = [b.index.get(k, PIECE) for k in piece_keys(j.spec, [A, B, C])]
+        entries = [e for e in found if e is not None]
+        assert len(entries) == 3 and all(piece(b, s) is not None for s in (A, B, C))
+        sizes = [2 * len(tone(s)) for s in (A, B, C)]
+        if pause:
+            assert len({e.object_name for e in entries}) == 3
+            assert [e.start for e in entries] == [0, 0, 0]
+        else:
+            assert len({e.object_name for e in entries}) == 1
+            assert [e.start for e in entries] == [0, sizes[0], sizes[0] + sizes[1]]
 
 
 def test_two_writers_of_one_piece_never_write_one_object(tmp_path: Path) -> None:

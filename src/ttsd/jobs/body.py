@@ -35,6 +35,7 @@ from .host import JobHost
 from .made import Made, Tries
 from .model import Job, JobOutcome, Reporter, SentenceBatch
 from .pieces import cached_master, keep_pieces, keep_text, load_marks, load_piece, load_pieces, piece_keys
+from .writer import PieceWriter
 
 log = logging.getLogger("ttsd.jobs")
 
@@ -147,7 +148,7 @@ async def _round(
         batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
     else:
         await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
-    fresh: list[tuple[str, audio.Pcm16]] = []  # made here: stored together once the batch ends
+    writer = PieceWriter(host, made, remote)  # what this job makes, on its way to the cache
     expected = len(own) + len(waits)
     batch_open = batch is not None
     try:
@@ -184,7 +185,7 @@ async def _round(
                 if reuse:
                     host.flights.resolve(keys[i], pcm)
                     claimed.remove(keys[i])
-                    fresh.append((keys[i], pcm))
+                    writer.add(keys[i], pcm)
             await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
             await out.flush()
     finally:
@@ -196,25 +197,11 @@ async def _round(
                 await batch
         for key in claimed:
             host.flights.abandon(key)
-        if fresh:
-            # A finished sentence is complete, valid audio: it is kept even when the text fails.
-            await _store_pieces(host, fresh, made)
-        if host.claims is not None and remote:
-            # Released only once the pieces are indexed, so a process that waited on a claim
-            # finds its piece.
+        await writer.close()
+        if host.claims is not None and remote:  # the claims of sentences not made
             with contextlib.suppress(JobError, StorageError):
                 await host.claims.release(remote)
             remote.clear()
-
-
-async def _store_pieces(host: JobHost, fresh: list[tuple[str, audio.Pcm16]], made: Made) -> None:
-    """The sentences a batch made, stored as one object. Stored by the next try if storage failed
-    (the text then fails too, and the lifecycle tries again)."""
-    try:
-        await host.run(keep_pieces, host.store, host.index, fresh, made.rate, host.cache_ttl, host.memory)
-    except Exception:
-        log.warning("could not cache a batch's sentences", extra={"sentences": len(fresh)}, exc_info=True)
-        made.unstored.update(fresh)
 
 
 async def _store_unstored(host: JobHost, made: Made) -> None:
