@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ttsd.errors import AudioNotFound
-from ttsd.state.base import CacheEntry, Stage, Status, TaskStatus
+from ttsd.state.base import CacheEntry, CacheIndex, Stage, Status, TaskStatus
 from ttsd.state.memory import MemoryTaskBoard
 from ttsd.state.sqlite import SqliteCacheIndex
-from ttsd.store.base import LocalFile, object_name
+from ttsd.store.base import PIECE, LocalFile, object_name
 from ttsd.store.local import LocalStore
 
 from .conftest import Clock
@@ -95,88 +97,69 @@ def test_board_keeps_unfinished_tasks_and_expires_finished_ones(monkeypatch: pyt
     assert board.get("1" * 32) is not None  # an unfinished task is kept however long it runs
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_pieces_share_the_byte_budget_and_are_counted_apart(backend: str, tmp_path: Path) -> None:
-    """Sentence pieces live in the same index as texts: one TTL, one LRU, one budget; ``stats``
-    tells the two levels apart."""
+@pytest.fixture(params=["sqlite", "redis"])
+def cache_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CacheIndex]:
+    """Each index implementation: SQLite (embedded mode), and Redis on a server of the test's own."""
     import redis
 
     from ttsd.state.redis.index import RedisCacheIndex
     from ttsd.state.redis.keys import RedisKeys
-    from ttsd.store.base import PIECE
 
     from .conftest import Redis
 
-    redis_server = None
-    index: SqliteCacheIndex | RedisCacheIndex
-    if backend == "sqlite":
-        index = SqliteCacheIndex(tmp_path / "i.db")
-    else:
-        redis_server = Redis(tmp_path)
-        redis_server.start()
-        index = RedisCacheIndex(redis.Redis.from_url(redis_server.url), RedisKeys("t"))
+    if request.param == "sqlite":
+        index: CacheIndex = SqliteCacheIndex(tmp_path / "i.db")
+        yield index
+        index.close()
+        return
+    server = Redis(tmp_path)
+    server.start()
+    index = RedisCacheIndex(redis.Redis.from_url(server.url), RedisKeys("t"))
     try:
-        index.put(entry("a" * 64, PIECE, size=100))
-        time.sleep(0.01)
-        index.put(entry("b" * 64, "wav", size=300))
-        time.sleep(0.01)
-        index.put(entry("c" * 64, PIECE, size=50))
-        stats = index.stats(levels=True)
-        assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (3, 450, 2, 150)
-        assert index.stats().pieces == 0  # the cheap form, for readiness, does not scan
-        assert index.evict(max_bytes=400) == [object_name("a" * 64, PIECE)]  # least recently used
-        stats = index.stats(levels=True)
-        assert (stats.entries, stats.pieces, stats.piece_bytes) == (2, 1, 50)
+        yield index
     finally:
         index.close()
-        if redis_server is not None:
-            redis_server.stop()
+        server.stop()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_an_object_several_entries_share_goes_with_the_last_of_them(backend: str, tmp_path: Path) -> None:
+def test_pieces_share_the_byte_budget_and_are_counted_apart(cache_index: CacheIndex) -> None:
+    """Sentence pieces live in the same index as texts: one TTL, one LRU, one budget; ``stats``
+    tells the two levels apart."""
+    index = cache_index
+    index.put(entry("a" * 64, PIECE, size=100))
+    time.sleep(0.01)
+    index.put(entry("b" * 64, "wav", size=300))
+    time.sleep(0.01)
+    index.put(entry("c" * 64, PIECE, size=50))
+    stats = index.stats(levels=True)
+    assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (3, 450, 2, 150)
+    assert index.stats().pieces == 0  # the cheap form, for readiness, does not scan
+    assert index.evict(max_bytes=400) == [object_name("a" * 64, PIECE)]  # least recently used
+    stats = index.stats(levels=True)
+    assert (stats.entries, stats.pieces, stats.piece_bytes) == (2, 1, 50)
+
+
+def test_an_object_several_entries_share_goes_with_the_last_of_them(cache_index: CacheIndex) -> None:
     """A batch's pieces are ranges of one object: evicting or deleting one entry keeps the object
     while another still names it, and hands it out for deletion once, with the last."""
-    import dataclasses
-
-    import redis
-
-    from ttsd.state.redis.index import RedisCacheIndex
-    from ttsd.state.redis.keys import RedisKeys
-    from ttsd.store.base import PIECE
-
-    from .conftest import Redis
-
-    redis_server = None
-    index: SqliteCacheIndex | RedisCacheIndex
-    if backend == "sqlite":
-        index = SqliteCacheIndex(tmp_path / "i.db")
-    else:
-        redis_server = Redis(tmp_path)
-        redis_server.start()
-        index = RedisCacheIndex(redis.Redis.from_url(redis_server.url), RedisKeys("t"))
+    index = cache_index
     bundle = object_name("a" * 64, PIECE)
     a, b, c = (
         dataclasses.replace(entry(k * 64, PIECE, size=100), object_name=bundle, start=i * 100)
         for i, k in enumerate("abc")
     )
-    try:
-        index.put_many([a, b, c])
-        assert index.get_many(["a" * 64, "b" * 64, "x" * 64], PIECE) == [a, b, None]
-        assert index.get("c" * 64, PIECE) == c and c.span == (200, 100)
-        time.sleep(0.01)
-        index.put(entry("d" * 64, "wav", size=100))
-        assert index.evict(max_bytes=300) == []  # a goes; b and c still name the object
-        assert index.delete("b" * 64, PIECE) == []
-        # A piece written again in an object of its own leaves the bundle as well.
-        alone = dataclasses.replace(c, object_name=object_name("c" * 64, PIECE, "", "ff"), start=0)
-        index.put(alone)
-        assert index.get("c" * 64, PIECE) == alone
-        assert index.evict(max_bytes=0) == [object_name("d" * 64, "wav"), alone.object_name]
-        index.put_many([a, b])
-        assert index.delete("a" * 64, PIECE) == [] and index.delete("b" * 64, PIECE) == [bundle]
-        assert index.stats().entries == 0
-    finally:
-        index.close()
-        if redis_server is not None:
-            redis_server.stop()
+    index.put_many([a, b, c])
+    assert index.get_many(["a" * 64, "b" * 64, "x" * 64], PIECE) == [a, b, None]
+    assert index.get("c" * 64, PIECE) == c and c.span == (200, 100)
+    time.sleep(0.01)
+    index.put(entry("d" * 64, "wav", size=100))
+    assert index.evict(max_bytes=300) == []  # a goes; b and c still name the object
+    assert index.delete("b" * 64, PIECE) == []
+    # A piece written again in an object of its own leaves the bundle as well.
+    alone = dataclasses.replace(c, object_name=object_name("c" * 64, PIECE, "", "ff"), start=0)
+    index.put(alone)
+    assert index.get("c" * 64, PIECE) == alone
+    assert index.evict(max_bytes=0) == [object_name("d" * 64, "wav"), alone.object_name]
+    index.put_many([a, b])
+    assert index.delete("a" * 64, PIECE) == [] and index.delete("b" * 64, PIECE) == [bundle]
+    assert index.stats().entries == 0
