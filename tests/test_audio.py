@@ -53,3 +53,19 @@ def test_pieces_join_with_fades_and_pauses() -> None:
     assert len(second) > len(piece) and not second[: len(second) - len(piece)].any()
     assert np.array_equal(second[-len(piece) :], piece)
     assert len(audio.finish([], 22050)) > 0  # silence, never an empty file
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "holds"),
+    [("wav", 22050, True), ("pcm", 24000, True), ("wav_22050", 22050, True), ("wav_8000", 22050, False),
+     ("pcm_16000", 24000, False), ("flac", 22050, False), ("mp3", 22050, False), ("ulaw", 8000, False)],
+)  # fmt: skip
+def test_a_file_holding_the_masters_samples_says_where_they_begin(name: str, rate: int, holds: bool) -> None:
+    # A text's pieces are indexed as ranges of its file only where the file holds them unchanged.
+    pcm = (np.sin(np.arange(rate // 10) / 7.0) * 12000).astype(np.int16)
+    fmt = audio.get_format(name)
+    data = audio.encode(pcm, rate, fmt)
+    at = audio.samples_at(data, fmt, rate)
+    assert audio.holds_samples(fmt, rate) is holds and (at is not None) is holds
+    if at is not None:
+        assert data[at : at + 2 * len(pcm)] == pcm.astype("<i2").tobytes()

@@ -155,6 +155,7 @@ class Joiner:
         self._sounded = False
         self.samples = 0  # on the wire so far
         self.starts: list[int] = []  # where each sentence's wire audio (its pause first) begins
+        self.at: list[int] = []  # where each sentence's own samples begin (after its pause)
 
     def add(self, pcm: Pcm16) -> Pcm16 | None:
         """The next sentence's wire audio (None: nothing to send)."""
@@ -164,6 +165,7 @@ class Joiner:
         else:
             head = self._gap if self._sounded and pcm.size else self._gap[:0]
         self.starts.append(self.samples)
+        self.at.append(self.samples + len(head))
         self._sounded = self._sounded or bool(pcm.size)
         out = np.concatenate([head, pcm]) if head.size else pcm
         self.samples += len(out)
@@ -241,6 +243,31 @@ def encode(pcm: Pcm16, sample_rate: int, fmt: AudioFormat) -> bytes:
     buf = io.BytesIO()
     soundfile.write(buf, pcm, rate, format=fmt.container, subtype=fmt.subtype)
     return buf.getvalue()
+
+
+def holds_samples(fmt: AudioFormat, sample_rate: int) -> bool:
+    """Whether a file of ``fmt`` holds a master at ``sample_rate``'s samples unchanged."""
+    same_rate = encoded_rate(fmt, sample_rate) == sample_rate
+    return same_rate and fmt.subtype == "PCM_16" and fmt.container in ("RAW", "WAV")  # not flac
+
+
+def samples_at(data: bytes, fmt: AudioFormat, sample_rate: int) -> int | None:
+    """Where the master's samples begin in ``data``, its encoding in ``fmt``, when they are there
+    unchanged (s16le at the master's rate: pcm and wav); else None. The pieces of a text spoken
+    once are ranges of its file (``jobs.pieces.keep_text``)."""
+    if not holds_samples(fmt, sample_rate):
+        return None
+    if fmt.container == "RAW":
+        return 0
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    at = 12
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if data[at : at + 4] == b"data":
+            return at + 8
+        at += 8 + size + (size & 1)
+    return None
 
 
 def decode(data: bytes) -> tuple[Pcm16, int]:

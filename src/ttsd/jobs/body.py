@@ -34,8 +34,8 @@ from .flights import await_flight, await_remote
 from .host import JobHost
 from .made import Made, Tries
 from .model import Job, JobOutcome, Reporter, SentenceBatch
-from .pieces import cached_master, keep_pieces, keep_text, load_marks, load_piece, load_pieces, piece_keys
-from .writer import PieceWriter
+from .pieces import cached_master, keep_text, load_marks, load_piece, load_pieces, piece_keys
+from .writer import PieceWriter, keep_apart, let_go
 
 log = logging.getLogger("ttsd.jobs")
 
@@ -74,14 +74,19 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> Made:
         sentences_reused=made.reused,
     )
     await out.flush()  # cached leading sentences go out before any engine is asked
-    for _ in range(_ROUNDS):
-        missing = [i for i in range(n) if pieces[i] is None]
-        if not missing:
-            break
-        await _round(job, host, reporter, out, sentences, pieces, keys, missing, made)
-    else:
-        raise JobError("the sentences of this text could not be made")
-    made.pcm = await out.end()
+    try:
+        for _ in range(_ROUNDS):
+            missing = [i for i in range(n) if pieces[i] is None]
+            if not missing:
+                break
+            await _round(job, host, reporter, out, sentences, pieces, keys, missing, made)
+        else:
+            raise JobError("the sentences of this text could not be made")
+        made.pcm = await out.end()
+    except BaseException:
+        await keep_apart(host, made)
+        raise
+    made.at = dict(zip(keys, out.joiner.at, strict=True))
     made.marks = out.marks(job.layout)
     return made
 
@@ -151,6 +156,7 @@ async def _round(
     writer = PieceWriter(host, made, remote)  # what this job makes, on its way to the cache
     expected = len(own) + len(waits)
     batch_open = batch is not None
+    ended = False
     try:
         while expected or batch_open:
             i, pcm = await arrivals.get()
@@ -188,6 +194,7 @@ async def _round(
                     writer.add(keys[i], pcm)
             await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
             await out.flush()
+        ended = True
     finally:
         for task in tasks:
             task.cancel()
@@ -197,21 +204,12 @@ async def _round(
                 await batch
         for key in claimed:
             host.flights.abandon(key)
-        await writer.close()
+        # A batch's last sentences can go with the text's own file, when it holds them unchanged.
+        await writer.close(hold=ended and audio.holds_samples(audio.get_format(job.fmt), rate))
         if host.claims is not None and remote:  # the claims of sentences not made
             with contextlib.suppress(JobError, StorageError):
                 await host.claims.release(remote)
             remote.clear()
-
-
-async def _store_unstored(host: JobHost, made: Made) -> None:
-    """What an earlier try made but could not store, stored as one object; raises if storage
-    fails again."""
-    fresh = list(made.unstored.items())
-    if not fresh:
-        return
-    await host.run(keep_pieces, host.store, host.index, fresh, made.rate, host.cache_ttl, host.memory)
-    made.unstored.clear()
 
 
 async def _made(job: Job, host: JobHost, reporter: Reporter) -> Made:
@@ -239,11 +237,8 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter, tries: Tries | No
 
 
 async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> JobOutcome:
-    if tries.made is not None:
-        made = tries.made
-        await _store_unstored(host, made)
-    else:
-        made = tries.made = await _made(job, host, reporter)
+    made = tries.made or await _made(job, host, reporter)
+    tries.made = made
     try:
         await reporter.stage(Stage.ENCODING, 85)
         # With its sentences cached as pieces a text's master is redundant (any other format of it
@@ -254,12 +249,21 @@ async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Job
         master, data = await host.run(_encode, job, made.pcm, made.rate, with_master)
         await reporter.stage(Stage.STORING, 95)
         duration = len(made.pcm) / made.rate
+        pieces = {key: (made.at[key], pcm) for key, pcm in made.unstored.items()}
         entry, evicted = await host.run(
             keep_text, host.store, host.index, job.key, audio.get_format(job.fmt), made.rate, duration,
             master, data, host.cache_ttl, host.cache_max_bytes, () if made.from_cache else made.marks,
+            pieces, host.memory,
         )  # fmt: skip
+        made.unstored.clear()
         await host.run(made.record, host.stats, job)
+    except StorageError:
+        raise  # the next try stores what this one made (``Tries``)
+    except BaseException:
+        await keep_apart(host, made)
+        raise
     finally:
+        await let_go(host, made)
         if not made.from_cache:
             # Streams end once the text is stored and counted, so a repeat right after a stream is
             # a hit. They end cleanly even if storing failed: every sample was already sent.

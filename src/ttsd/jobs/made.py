@@ -24,8 +24,13 @@ class Made:
     synthesis_seconds: float = 0.0
     from_cache: bool = False
     marks: tuple[tuple[str, float], ...] = ()
-    # Sentences made whose pieces could not be stored (by key): the next try stores them.
+    # Sentences made and not stored yet (by key): held back to go with the text's file, or not
+    # stored by an earlier try. Whoever stores the text stores them.
     unstored: dict[str, audio.Pcm16] = field(default_factory=dict)
+    # Where each sentence's samples begin in ``pcm`` (by key).
+    at: dict[str, int] = field(default_factory=dict)
+    # Cross-process claims on sentences in ``unstored``: released once they are stored or given up.
+    held: list[str] = field(default_factory=list)
 
     def record(self, stats: JobStats, job: Job) -> None:
         with stats.together():

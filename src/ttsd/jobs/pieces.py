@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -62,13 +62,15 @@ def _entry(
 
 def keep(
     store: AudioStore, index: CacheIndex, key: str, fmt: str, data: bytes, content_type: str, rate: int,
-    duration: float, ttl: float,
+    duration: float, ttl: float, inside: Sequence[CacheEntry] = (),
 ) -> CacheEntry:  # fmt: skip
-    """Store one file, then index it: a reader never finds an entry whose object is not whole."""
+    """Store one file, then index it: a reader never finds an entry whose object is not whole.
+    ``inside``: entries for ranges of it (``_ranges``), indexed with it in one round trip, before
+    it."""
     entry = _entry(key, fmt, "", data, content_type, rate, duration, ttl)
     entry = dataclasses.replace(entry, object_name=store.name(key, fmt, entry.etag[:16]))
     store.put(entry.object_name, data, content_type)
-    index.put(entry)
+    index.put_many([*(dataclasses.replace(e, object_name=entry.object_name) for e in inside), entry])
     return entry
 
 
@@ -163,19 +165,51 @@ def load_marks(store: AudioStore, index: CacheIndex, key: str) -> Marks | None:
     return tuple((str(name), float(seconds)) for name, seconds in json.loads(data))
 
 
+def _ranges(
+    data: bytes, fmt: audio.AudioFormat, rate: int, pieces: Mapping[str, tuple[int, audio.Pcm16]], ttl: float
+) -> tuple[list[tuple[CacheEntry, bytes]], list[tuple[str, audio.Pcm16]]]:
+    """The pieces ``data`` holds unchanged, as entries for their ranges of it (object name to
+    come), and the rest."""
+    base = audio.samples_at(data, fmt, rate) if pieces else None
+    inside, apart = [], []
+    for key, (at, pcm) in pieces.items():
+        chunk = pcm.astype("<i2").tobytes()
+        start = -1 if base is None else base + 2 * at
+        if chunk and start >= 0 and data[start : start + len(chunk)] == chunk:
+            piece = _entry(key, PIECE, "", chunk, "audio/pcm", rate, len(pcm) / rate, ttl, start)
+            inside.append((piece, chunk))
+        else:
+            apart.append((key, pcm))
+    return inside, apart
+
+
 def keep_text(
     store: AudioStore, index: CacheIndex, key: str, fmt: audio.AudioFormat, rate: int, duration: float,
     master: bytes | None, data: bytes, ttl: float, max_bytes: int, marks: Marks = (),
+    pieces: Mapping[str, tuple[int, audio.Pcm16]] | None = None, memory: PieceMemory | None = None,
 ) -> tuple[CacheEntry, tuple[str, ...]]:  # fmt: skip
     """A text's master (when made here), its SSML marks and format stored and indexed (the format
     last: whoever finds it finds the rest); then the byte budget kept. Returns the format's entry
-    and the objects evicted."""
+    and the objects evicted.
+
+    ``pieces``: its sentences made and not stored yet, each with where its samples begin in the
+    master. A wav or pcm file holds them unchanged, so they are entries for ranges of it: a miss
+    stores one object, not its pieces and its file (half the bytes). Other formats do not: they
+    are stored as one object of their own first (``keep_pieces``). Either way the object goes when
+    its last entry does."""
     if master is not None:
         keep(store, index, key, MASTER, master, audio.MASTER.media_type, rate, duration, ttl)
     if marks:
         keep(store, index, key, MARKS, json.dumps(marks).encode(), "application/json", rate, duration, ttl)
+    inside, apart = _ranges(data, fmt, rate, pieces or {}, ttl)
+    if apart:
+        keep_pieces(store, index, apart, rate, ttl, memory)
     rate_out = audio.encoded_rate(fmt, rate)
-    entry = keep(store, index, key, fmt.name, data, fmt.media_type, rate_out, duration, ttl)
+    entries = [e for e, _ in inside]
+    entry = keep(store, index, key, fmt.name, data, fmt.media_type, rate_out, duration, ttl, entries)
+    if memory is not None:
+        for piece, chunk in inside:
+            memory.put(dataclasses.replace(piece, object_name=entry.object_name), chunk)
     evicted = tuple(index.evict(max_bytes))
     for dropped in evicted:
         store.delete(dropped)

@@ -7,6 +7,10 @@ a GPU engine that batches) is one object. A slow engine's sentences (Piper: a fe
 milliseconds each) are further apart than that, so each is stored alone, at most ``STORE_EVERY``
 after it was spoken, and a job in another process waiting on its claim does not wait for the rest
 of the batch.
+
+What is still waiting when the batch ends can go with the text instead (``close(hold=True)``): a
+wav or pcm file holds its sentences' samples unchanged, so they are indexed as ranges of it
+(``pieces.keep_text``) and the miss stores one object, not two.
 """
 
 from __future__ import annotations
@@ -54,10 +58,21 @@ class PieceWriter:
             group, self._pending = self._pending, []
             self._stores.append(asyncio.ensure_future(self._store(group)))
 
-    async def close(self) -> None:
+    async def close(self, *, hold: bool = False) -> None:
         """Store the rest and wait for every store. A finished sentence is complete, valid audio:
         it is kept even when the text fails; one that could not be stored is kept for the next
-        try (``Made.unstored``)."""
+        try (``Made.unstored``). ``hold``: what is still waiting is left to be stored with the
+        text (``Made.unstored``), its claims held till then (``Made.held``)."""
+        if hold and self._pending:
+            if self._due is not None:
+                self._due.cancel()
+                self._due = None
+            group, self._pending = self._pending, []
+            self._made.unstored.update(group)
+            for key, _ in group:
+                if key in self._remote:
+                    self._remote.remove(key)
+                    self._made.held.append(key)
         self._flush()
         if self._stores:
             await asyncio.gather(*self._stores, return_exceptions=True)
@@ -75,3 +90,26 @@ class PieceWriter:
                 self._remote.remove(key)
             with contextlib.suppress(Exception):
                 await host.claims.release(held)
+
+
+async def let_go(host: JobHost, made: Made) -> None:
+    """Release the claims held for sentences that were to go with the text (``close(hold=True)``):
+    stored by now, or given up."""
+    held, made.held = made.held, []
+    if host.claims is not None and held:
+        with contextlib.suppress(Exception):
+            await host.claims.release(held)
+
+
+async def keep_apart(host: JobHost, made: Made) -> None:
+    """The text will not be stored now: the sentences held for it are stored as one object of
+    their own (best effort; what fails stays in ``Made.unstored``), and their claims released."""
+    try:
+        if made.unstored:
+            fresh = list(made.unstored.items())
+            await host.run(keep_pieces, host.store, host.index, fresh, made.rate, host.cache_ttl, host.memory)
+            made.unstored.clear()
+    except Exception:
+        log.warning("could not cache a failed text's sentences", exc_info=True)
+    finally:
+        await let_go(host, made)
