@@ -197,6 +197,28 @@ def test_two_concurrent_jobs_needing_one_sentence_make_it_once(tmp_path: Path) -
         assert len(b.host.flights) == 0  # every flight resolved, none left for a later job to wait on
 
 
+@pytest.mark.parametrize("fmt", ["pcm", "mp3"])
+def test_a_sentence_spoken_but_not_yet_stored_is_not_made_again(tmp_path: Path, fmt: str) -> None:
+    # Between a sentence being spoken and its piece reaching the cache (up to STORE_EVERY later,
+    # or with its text's file), a job that needs it must get it from its maker, not the engine.
+    synth = ToneSynthesizer(pause=0.4)
+    first, second = job(text(A, B), fmt), job(text(A), fmt)
+    with bench(tmp_path, synth) as b:
+
+        async def scenario() -> JobOutcome:
+            one = asyncio.create_task(run_job(first, b.host, RecordingReporter(first)))
+            await synth.arrived.wait()  # A is spoken; B takes the slot 0.4 s more
+            assert piece(b, A) is None
+            outcome = await run_job(second, b.host, RecordingReporter(second))
+            await one
+            return outcome
+
+        outcome = asyncio.run(scenario())
+        assert synth.spoken == [A, B]
+        assert outcome.sentences_merged == 1
+        assert len(b.host.flights) == 0
+
+
 class OtherProcessClaims:
     """``Claims`` where another process holds some pieces' claims until the test lets them go."""
 

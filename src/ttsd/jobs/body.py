@@ -180,6 +180,7 @@ async def _round(
                     host.flights.abandon(keys[i])
                 else:
                     host.flights.resolve(keys[i], pcm)
+                    host.flights.landed([keys[i]])  # read from the cache: it is there
             if pcm is None:
                 continue  # its maker gave up; the next round makes it here
             pieces[i] = pcm
@@ -239,6 +240,7 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter, tries: Tries | No
 async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> JobOutcome:
     made = tries.made or await _made(job, host, reporter)
     tries.made = made
+    storing = False
     try:
         await reporter.stage(Stage.ENCODING, 85)
         # With its sentences cached as pieces a text's master is redundant (any other format of it
@@ -250,6 +252,7 @@ async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Job
         await reporter.stage(Stage.STORING, 95)
         duration = len(made.pcm) / made.rate
         pieces = {key: (made.at[key], pcm) for key, pcm in made.unstored.items()}
+        storing = True
         entry, evicted = await host.run(
             keep_text, host.store, host.index, job.key, audio.get_format(job.fmt), made.rate, duration,
             master, data, host.cache_ttl, host.cache_max_bytes, () if made.from_cache else made.marks,
@@ -259,8 +262,11 @@ async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Job
         await host.run(made.record, host.stats, job)
     except StorageError:
         raise  # the next try stores what this one made (``Tries``)
-    except BaseException:
-        await keep_apart(host, made)
+    except BaseException as exc:
+        # Cancelled (a timeout) while storing, the store goes on in its thread: storing the same
+        # sentences apart as well would leave one of the two objects unnamed.
+        if not (storing and isinstance(exc, asyncio.CancelledError)):
+            await keep_apart(host, made)
         raise
     finally:
         await let_go(host, made)

@@ -5,7 +5,7 @@ distributed mode)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from .. import audio
@@ -39,9 +39,19 @@ class Flights:
         return None
 
     def resolve(self, key: str, pcm: audio.Pcm16) -> None:
-        flight = self._made.pop(key, None)
+        """Made: its waiters have it now, and so does a job that asks before it is in the cache
+        (until ``landed``), which would otherwise find neither and make it again."""
+        flight = self._made.get(key)
         if flight is not None and not flight.done():
             flight.set_result(pcm)
+
+    def landed(self, keys: Iterable[str]) -> None:
+        """Stored, or given up on storing: from now on the cache answers for these pieces. A
+        flight not made yet (another job's, claimed since) stays."""
+        for key in keys:
+            flight = self._made.get(key)
+            if flight is not None and flight.done():
+                del self._made[key]
 
     def abandon(self, key: str) -> None:
         """The maker gave up: waiters make it themselves."""

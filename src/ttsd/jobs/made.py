@@ -29,8 +29,9 @@ class Made:
     unstored: dict[str, audio.Pcm16] = field(default_factory=dict)
     # Where each sentence's samples begin in ``pcm`` (by key).
     at: dict[str, int] = field(default_factory=dict)
-    # Cross-process claims on sentences in ``unstored``: released once they are stored or given up.
-    held: list[str] = field(default_factory=list)
+    # Sentences held back to go with the text (``PieceWriter.close``), each with whether this job
+    # holds its cross-process claim: their flights and claims go once they are stored or given up.
+    held: dict[str, bool] = field(default_factory=dict)
 
     def record(self, stats: JobStats, job: Job) -> None:
         with stats.together():

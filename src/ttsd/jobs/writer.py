@@ -70,9 +70,10 @@ class PieceWriter:
             group, self._pending = self._pending, []
             self._made.unstored.update(group)
             for key, _ in group:
-                if key in self._remote:
+                mine = key in self._remote
+                if mine:
                     self._remote.remove(key)
-                    self._made.held.append(key)
+                self._made.held[key] = mine
         self._flush()
         if self._stores:
             await asyncio.gather(*self._stores, return_exceptions=True)
@@ -84,6 +85,7 @@ class PieceWriter:
         except Exception:
             log.warning("could not cache a batch's sentences", extra={"sentences": len(group)}, exc_info=True)
             made.unstored.update(group)
+        host.flights.landed(key for key, _ in group)
         held = [key for key, _ in group if key in self._remote]
         if host.claims is not None and held:
             for key in held:
@@ -93,12 +95,14 @@ class PieceWriter:
 
 
 async def let_go(host: JobHost, made: Made) -> None:
-    """Release the claims held for sentences that were to go with the text (``close(hold=True)``):
-    stored by now, or given up."""
-    held, made.held = made.held, []
-    if host.claims is not None and held:
+    """Let go of the flights and claims of the sentences that were to go with the text
+    (``close(hold=True)``): stored by now, or given up."""
+    held, made.held = made.held, {}
+    host.flights.landed(held)
+    mine = [key for key, claimed in held.items() if claimed]
+    if host.claims is not None and mine:
         with contextlib.suppress(Exception):
-            await host.claims.release(held)
+            await host.claims.release(mine)
 
 
 async def keep_apart(host: JobHost, made: Made) -> None:
