@@ -132,9 +132,18 @@ class Clock:
 
     def __init__(self, now: float = 1_000_000.0) -> None:
         self.now = now
+        self.stepped = 0.0  # how far the wall clock was set forward, which monotonic time never is
 
     def time(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now - self.stepped
+
+    def step(self, seconds: float) -> None:
+        """The wall clock set forward (an NTP step, a virtual machine resumed); time did not pass."""
+        self.now += seconds
+        self.stepped += seconds
 
     @classmethod
     def replacing_time(cls, monkeypatch: pytest.MonkeyPatch, user: Any) -> Clock:
@@ -348,6 +357,25 @@ class Stack:
         self.workers.append(process)
         return process
 
+    def report(self) -> str:
+        """What a failed test against this stack needs to be read afterwards: which engine slots
+        Redis counts as alive (heartbeats against this clock), each worker's state and last lines."""
+        lines = [f"clock: wall {time.time():.3f}, wall - monotonic {time.time() - time.monotonic():.3f}"]
+        import redis as redis_client
+
+        try:
+            client = redis_client.Redis.from_url(self.redis.url, socket_timeout=2)
+            lines.append(f"ttsd:workers: {client.zrange('ttsd:workers', 0, -1, withscores=True)}")
+        except redis_client.RedisError as exc:  # a report, never a second failure
+            lines.append(f"ttsd:workers unreadable: {exc!r}")
+        for log in sorted(self.tmp.glob("worker-*.log")):
+            named = f"{log.stem.removeprefix('worker-')}@"
+            process = next((p for p in self.workers if named in " ".join(map(str, p.args))), None)
+            state = "gone" if process is None else f"pid {process.pid}, returncode {process.poll()}"
+            tail = log.read_text(errors="replace").splitlines()[-8:]
+            lines += [f"{log.name} ({state}):", *(f"  {line[:240]}" for line in tail)]
+        return "\n".join(lines)
+
     def kill_worker(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and its engine processes at once, as a lost machine would."""
         os.killpg(process.pid, signal.SIGKILL)
@@ -399,9 +427,25 @@ def start_stack(tmp: Path, *, workers: int = 2, env: dict[str, str] | None = Non
         **(env or {}),
     }
     stack = Stack(tmp, redis, s3, stack_env, [])
+    _STACKS.append(stack)
     for i in range(workers):
         stack.start_worker(f"w{i}")
     return stack
+
+
+_STACKS: list[Stack] = []  # every stack this test process started, for failure reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that had a distributed stack running reports the stacks' state: the
+    heartbeats and worker logs are gone by the time anyone reads a CI run."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and report.when == "call":
+        for stack in _STACKS:
+            if stack.redis.process is not None and stack.redis.process.poll() is None:
+                report.sections.append((f"stack {stack.tmp.name}", stack.report()))
 
 
 @pytest.fixture(scope="session")

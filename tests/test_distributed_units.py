@@ -31,13 +31,14 @@ from ttsd.jobs.distributed.protocol import (
 )
 from ttsd.jobs.distributed.reporter import RedisReporter
 from ttsd.jobs.distributed.sweeper import Sweeper
-from ttsd.jobs.model import Job
+from ttsd.jobs.model import EWMA_WEIGHT, Job, MovingAverage
 from ttsd.state.base import Stage
 from ttsd.state.redis.board import RedisTaskBoard
 from ttsd.state.redis.claims import RedisClaims
 from ttsd.state.redis.client import connect
 from ttsd.state.redis.keys import RedisKeys
 from ttsd.state.redis.leases import JobLeases, LeaseLost
+from ttsd.state.redis.registry import WorkerRegistry
 from ttsd.state.redis.stats import RedisJobStats
 
 from .conftest import Clock, Redis, free_port, wait_for
@@ -295,6 +296,23 @@ def test_a_received_job_is_leased_and_renewed_while_celery_holds_it(node: Node) 
     assert node.leases.sweep() == []
 
 
+def test_a_delivery_begins_from_its_lease_its_status_and_its_listeners(node: Node) -> None:
+    """What the runtime starts a delivery from: the keeper's lease (the same token is the same
+    delivery), the status an earlier delivery left, and whether every listener left meanwhile."""
+    j = job("Begun after a hand-over.")
+    request, token = node.deliver(j)
+    node.keeper.received(request)
+    stored = j.queued().advance(Stage.SYNTHESIZING, 40)
+    node.client.set(node.keys.task(j.task_id), stored.model_dump_json())
+    deliveries, status, cancelled = node.leases.begin(j.task_id, token)
+    assert deliveries == 1 and status == stored.model_dump_json().encode() and not cancelled
+    node.client.set(node.keys.cancel(j.task_id), b"1")
+    assert node.leases.begin(j.task_id, token)[2]
+    # Another delivery finds the lease held, and takes nothing.
+    assert node.leases.begin(j.task_id, "another-token")[0] is None
+    assert node.holder(j.task_id) == token.encode()
+
+
 def test_a_job_celery_let_go_of_unfinished_is_given_up(node: Node) -> None:
     j = job("Let go of, unfinished.")
     request, _ = node.deliver(j)
@@ -360,6 +378,34 @@ def test_stopping_the_node_gives_up_every_job_it_holds(node: Node) -> None:
         node.keeper.received(request)
     node.keeper.stop()
     assert sorted(node.leases.sweep()) == sorted((j.task_id, True) for j in jobs)
+
+
+# -- the worker registry ----------------------------------------------------------------------------
+
+
+def test_a_step_of_the_wall_clock_does_not_make_live_workers_look_dead(
+    client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heartbeats are wall-clock stamps: set forward past their staleness (as a resumed virtual
+    machine's clock is), they are forgiven until every worker has beaten since; a worker that
+    stopped beating is still dropped."""
+    clock = Clock.replacing_time(monkeypatch, WorkerRegistry)
+    keys = RedisKeys(settings.redis_prefix)
+    api, a, b = (WorkerRegistry(client, keys) for _ in range(3))
+    a.beat("piper|a", 1)
+    b.beat("piper|b", 1)
+    assert api.alive_by_pool() == {"piper": 2}
+    clock.now += 8
+    clock.step(WorkerRegistry.STALE_SECONDS * 2)
+    a.beat("piper|a", 1)  # the first worker to beat after the step prunes nobody
+    assert api.alive_by_pool() == {"piper": 2}
+    clock.now += WorkerRegistry.HEARTBEAT_SECONDS  # a beats on; b never beats again
+    a.beat("piper|a", 1)
+    assert api.alive_by_pool() == {"piper": 2}  # b's last beat is 18 s old, less than the staleness
+    clock.now += WorkerRegistry.STALE_SECONDS - 8
+    a.beat("piper|a", 1)
+    assert api.alive_by_pool() == {"piper": 1}
+    assert client.zrange(keys.workers, 0, -1) == [b"piper|a#0"]
 
 
 # -- sentence claims --------------------------------------------------------------------------------
@@ -454,6 +500,24 @@ def test_a_jobs_counts_reach_redis_together_in_one_round_trip(
     assert float(client.hget(keys.stats, "ttsd_encodes|mp3") or 0) == 2
     calls = client.info("commandstats")["cmdstat_hincrbyfloat"]["calls"]
     assert calls == 6
+
+
+def test_workers_move_one_shared_average_of_slot_time(settings: Settings, client: redis.Redis) -> None:
+    """The slot time per job that every API's admission divides the queue by: each worker's batch
+    moves it as embedded mode's own average moves, with its counters in the same round trip."""
+    keys = RedisKeys(settings.redis_prefix)
+    a, b = RedisJobStats(client, keys), RedisJobStats(connect(settings), keys)
+    with a.together():
+        a.engine_time(ENGINE, "v", 2.0, 1.5)
+        a.slot_time(ENGINE, 2.0, EWMA_WEIGHT)
+        assert not client.exists(keys.job_seconds(ENGINE))  # gathered, not yet written
+    b.slot_time(ENGINE, 1.0, EWMA_WEIGHT)
+    embedded = MovingAverage()
+    embedded.observe(2.0)
+    embedded.observe(1.0)
+    assert float(client.get(keys.job_seconds(ENGINE)) or 0) == pytest.approx(embedded.seconds)
+    assert 0 < client.ttl(keys.job_seconds(ENGINE)) <= 86400
+    assert float(client.hget(keys.stats, f"ttsd_slot_busy_seconds|{ENGINE}|v") or 0) == 2.0
 
 
 @pytest.mark.parametrize("listened", [True, False])

@@ -196,7 +196,7 @@ class Reporter(Protocol):
 
 
 # Each new measurement moves an average by this share of its difference from it.
-_EWMA = 0.2
+EWMA_WEIGHT = 0.2
 
 
 @dataclass
@@ -209,4 +209,4 @@ class MovingAverage:
         if self.seconds is None:
             self.seconds = seconds
         else:
-            self.seconds += _EWMA * (seconds - self.seconds)
+            self.seconds += EWMA_WEIGHT * (seconds - self.seconds)

@@ -6,21 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ...audio import Pcm16
-from ...errors import JobCancelled, TtsdError
+from ...errors import BackendUnavailable, JobCancelled, TtsdError
 from ...state.base import Stage, TaskStatus
-from ...state.redis.leases import JobLeases
+from ...state.redis.leases import JobLeases, LeaseLost
 from .protocol import PCM_STREAM_TTL, StreamEntry
 
 log = logging.getLogger("ttsd.worker")
 
-# Progress within a stage is written at most this often: each write is a fenced Redis round trip,
-# and a sentence of a fast engine takes a few milliseconds.
-_PROGRESS_EVERY = 0.2
+# A job's status is written at most this often until it ends: each write is a fenced Redis round
+# trip, and a fast engine's job goes through its stages (a sentence, encoding, storing) in a few
+# milliseconds. What changed meanwhile is written this long after the last write at the latest.
+_WRITE_EVERY = 0.2
 
 
 class RedisReporter:
@@ -36,25 +38,48 @@ class RedisReporter:
         self.status = status
         self._attempt = attempt
         self._task_ttl = task_ttl
+        self._lock = threading.Lock()  # writes in order: the latest status is the last written
+        self._stored = status
         self._written = 0.0
+        self._later: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
-
-    def put_stage(self, stage: Stage, progress: int, **changes: Any) -> None:
-        status = self.status.advance(stage, progress, **changes)
-        now = time.monotonic()
-        if stage is self.status.stage and not changes and now - self._written < _PROGRESS_EVERY:
-            self.status = status  # progress within a stage: written with the next write
-            return
-        self._leases.put_status(self._token, status, self._task_ttl)
-        self._written = now
-        if stage is not self.status.stage:
-            log.info("job stage", extra={"task_id": status.task_id, "key": status.key, "stage": stage.value})
-        self.status = status
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
         if self.on_stage is not None:
             self.on_stage(stage)
-        await asyncio.to_thread(self.put_stage, stage, progress, **changes)
+        if stage is not self.status.stage:
+            log.info(
+                "job stage",
+                extra={"task_id": self.status.task_id, "key": self.status.key, "stage": stage.value},
+            )
+        self.status = self.status.advance(stage, progress, **changes)
+        wait = self._written + _WRITE_EVERY - time.monotonic()
+        if self.status.finished or wait <= 0:
+            await asyncio.to_thread(self._write)
+        elif self._later is None:
+            self._later = asyncio.get_running_loop().call_later(wait, self._flush)
+
+    def _write(self) -> None:
+        with self._lock:
+            status = self.status
+            if status is not self._stored:
+                self._leases.put_status(self._token, status, self._task_ttl)
+                self._stored = status
+            self._written = time.monotonic()
+
+    def _flush(self) -> None:
+        """What changed since the last write, written in the background: a lost lease or Redis
+        away is the next write's to raise (the job's end always writes)."""
+        self._later = None
+
+        def write() -> None:
+            with contextlib.suppress(LeaseLost, BackendUnavailable):
+                self._write()
+
+        task = asyncio.ensure_future(asyncio.to_thread(write))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     def _publish(self, entry: StreamEntry) -> None:
         fields = entry.fields()

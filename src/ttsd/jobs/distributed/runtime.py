@@ -36,8 +36,7 @@ from ...config import Settings
 from ...errors import BackendUnavailable, EngineCrashed, JobCancelled, StorageError
 from ...links import Links
 from ...pools import PoolSpec
-from ...state.base import Stage
-from ...state.redis.board import RedisTaskBoard
+from ...state.base import Stage, TaskStatus
 from ...state.redis.claims import RedisClaims
 from ...state.redis.client import connect, connect_async, redis_errors
 from ...state.redis.index import RedisCacheIndex
@@ -46,12 +45,11 @@ from ...state.redis.leases import JobLeases, LeaseLost
 from ...state.redis.registry import WorkerRegistry
 from ...state.redis.stats import RedisJobStats
 from ...store import build_store
-from ..admission import JobTime
 from ..body import run_job
 from ..host import build_host
 from ..lifecycle import Lifecycle, Retries
 from ..made import Tries
-from ..model import Job, JobOutcome, SentenceBatch
+from ..model import EWMA_WEIGHT, Job, JobOutcome, SentenceBatch
 from ..post import post_stage
 from ..slots.pool import EnginePool
 from .protocol import MAX_DELIVERIES, bookkeeping, lease_token, mark_ttl
@@ -89,7 +87,6 @@ class WorkerRuntime:
         self.client = connect(self.settings)
         self.store = build_store(self.settings, Links.of(self.settings))
         self.index = RedisCacheIndex(self.client, self.keys)
-        self.board = RedisTaskBoard(self.client, self.keys, self.settings.task_ttl)
         self.leases = JobLeases(self.client, self.keys, self.settings.job_lease, mark_ttl(self.settings))
         self.stats = RedisJobStats(self.client, self.keys)
         self.registry = WorkerRegistry(self.client, self.keys)
@@ -187,15 +184,20 @@ class WorkerRuntime:
         self.post.submit(self._record, batch, busy_seconds, synthesis_seconds)
 
     def _record(self, batch: SentenceBatch, busy_seconds: float, synthesis_seconds: float) -> None:
-        with contextlib.suppress(BackendUnavailable):
+        """The batch's engine time, and the slot time per job that all workers average (as
+        embedded mode's admission and Retry-After divide the queue by it), in one round trip."""
+        with contextlib.suppress(BackendUnavailable), self.stats.together():
             self.stats.engine_time(batch.spec.engine, batch.spec.voice, busy_seconds, synthesis_seconds)
-            self._record_slot_seconds(batch.spec.engine, busy_seconds)
+            self.stats.slot_time(batch.spec.engine, busy_seconds, EWMA_WEIGHT)
 
     def _heartbeat(self) -> None:
-        """One registry member per ready slot: what the API counts as this pool's live slots."""
+        """One registry member per slot: what the API counts as this pool's live slots. A slot
+        whose process is being replaced still counts (as embedded mode admits to it): the jobs
+        sent meanwhile wait for the replacement, where otherwise a reload longer than the
+        registry's staleness would turn every API's new jobs away."""
         while not self._stop.is_set():
             with contextlib.suppress(BackendUnavailable), redis_errors():
-                if self.engines.ready:
+                if self.engines.live:
                     self.registry.beat(self.name, self.pool.slots)
             self._stop.wait(WorkerRegistry.HEARTBEAT_SECONDS)
 
@@ -220,10 +222,10 @@ class WorkerRuntime:
             begun = await self.lifecycle.retrying(lambda: asyncio.to_thread(self._begin, job, token))
             if begun is None:
                 return
-            reporter, deliveries = begun
+            reporter, deliveries, cancelled = begun
             reporter.on_stage = functools.partial(self._on_stage, held)
             tries = Tries()
-            body = functools.partial(self._body, job, reporter, deliveries, tries, held)
+            body = functools.partial(self._body, job, reporter, deliveries, cancelled, tries, held)
             await self.lifecycle.run(job, reporter, body)
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
@@ -235,45 +237,33 @@ class WorkerRuntime:
         except Exception:  # a fault boundary: the node must outlive any one job
             log.exception("job run failed", extra={"task_id": task_id})
 
-    def _begin(self, job: Job, token: str) -> tuple[RedisReporter, int] | None:
-        deliveries = self.leases.acquire(job.task_id, token)
+    def _begin(self, job: Job, token: str) -> tuple[RedisReporter, int, bool] | None:
+        deliveries, stored, cancelled = self.leases.begin(job.task_id, token)
         if deliveries is None:
             log.info("job leased to another worker; dropping this delivery", extra={"task_id": job.task_id})
             return None
-        status = self.board.get(job.task_id) or job.queued()
+        status = job.queued() if stored is None else TaskStatus.model_validate_json(stored)
         if status.finished:
             # A late duplicate (the broker's last-resort redelivery) of a job already finished.
             self.leases.release(job.task_id, token)
             return None
-        return RedisReporter(self.leases, token, status, deliveries, self.settings.task_ttl), deliveries
+        reporter = RedisReporter(self.leases, token, status, deliveries, self.settings.task_ttl)
+        return reporter, deliveries, cancelled
 
     async def _body(
-        self, job: Job, reporter: RedisReporter, deliveries: int, tries: Tries, held: Held
+        self, job: Job, reporter: RedisReporter, deliveries: int, cancelled: bool, tries: Tries, held: Held
     ) -> JobOutcome:
-        await asyncio.to_thread(self._check, job, deliveries)
+        # Why this delivery must fail before it starts, if it must: inside the run, so it fails
+        # as any job does.
+        if cancelled:
+            raise JobCancelled("every listener of this stream left before it started")
+        if deliveries > MAX_DELIVERIES:
+            raise EngineCrashed(f"the worker running this request died on each of {MAX_DELIVERIES} attempts")
         try:
             return await run_job(job, self.host, reporter, tries)
         except StorageError:
             self._started(held)  # it waits for storage, not for a slot: the node takes other work
             raise
-
-    def _check(self, job: Job, deliveries: int) -> None:
-        """Why this delivery must fail before it starts, if it must."""
-        with redis_errors():
-            if self.client.exists(self.keys.cancel(job.task_id)):
-                raise JobCancelled("every listener of this stream left before it started")
-        if deliveries > MAX_DELIVERIES:
-            raise EngineCrashed(f"the worker running this request died on each of {MAX_DELIVERIES} attempts")
-
-    def _record_slot_seconds(self, engine: str, seconds: float) -> None:
-        """What a batch holds a slot, as a moving average shared by all workers: the API's
-        admission and Retry-After divide the queue by it (as embedded mode's do)."""
-        name = self.keys.job_seconds(engine)
-        with redis_errors():
-            raw = self.client.get(name)
-            job_time = JobTime(float(raw) if raw else None)
-            job_time.observe(seconds)
-            self.client.set(name, job_time.seconds or seconds, ex=86400)
 
     def _release(self, job: Job, token: str) -> None:
         self.leases.release(job.task_id, token, forget=bookkeeping(self.keys, job.task_id))

@@ -272,7 +272,8 @@ class EnginePool:
                 raise JobTimeout(f"synthesis took longer than {self._settings.job_timeout:g} s") from exc
             except asyncio.CancelledError:
                 # The job was abandoned: stop the engine after its sentence; the slot comes back
-                # when the process answers.
+                # when the process answers (with a failure nobody is left to read).
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
                 self.cancel(batch.request_id)
                 raise
             finally:

@@ -146,6 +146,18 @@ class JobLeases:
         return int(value) if taken else None
 
     @guarded
+    def begin(self, task_id: str, token: str) -> tuple[int | None, bytes | None, bool]:
+        """What a delivery starts from, in one round trip: ``acquire``'s answer, the task's
+        status as stored, and whether every listener of its stream left before it started."""
+        pipe = self._r.pipeline(transaction=False)
+        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
+        pipe.eval(_ACQUIRE, len(keys), *keys, task_id, token, self.lease_ms, self._ttl)
+        pipe.get(self._k.task(task_id))
+        pipe.exists(self._k.cancel(task_id))
+        (taken, value), status, cancelled = pipe.execute()
+        return (int(value) if taken else None), status, bool(cancelled)
+
+    @guarded
     def renew(self, task_id: str, token: str) -> bool:
         """Push the deadline on; False when the lease is no longer ``token``'s."""
         return bool(

@@ -11,6 +11,32 @@ from .client import guarded, redis_errors
 from .keys import RedisKeys
 
 
+class HeartbeatClock:
+    """This host's wall time for reading heartbeats, with a forward step of the clock (a virtual
+    machine resumed, an NTP step) forgiven until every worker has beaten since. Beats stamped
+    before the step read as that much older: without this every worker would look dead at once,
+    and each API would refuse every job until the next beats."""
+
+    _STEP = 1.0  # wall time moving this much more than monotonic time is a step, not drift
+
+    def __init__(self, forgive_for: float) -> None:
+        self._forgive_for = forgive_for
+        self._offset = time.time() - time.monotonic()
+        self._stepped = 0.0
+        self._until = 0.0
+
+    def now(self) -> float:
+        wall, monotonic = time.time(), time.monotonic()
+        offset = wall - monotonic
+        if offset - self._offset > self._STEP:
+            self._stepped += offset - self._offset
+            self._until = monotonic + self._forgive_for
+        elif monotonic > self._until:
+            self._stepped = 0.0
+        self._offset = offset
+        return wall - self._stepped
+
+
 class WorkerRegistry:
     """Worker nodes announce their ready engine slots with a heartbeat, one member per slot under
     their pool's name; the API reads which pools (so which engines) have live slots, how many,
@@ -22,6 +48,8 @@ class WorkerRegistry:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
+        # Every worker beats within a heartbeat (and a little) of a step.
+        self._clock = HeartbeatClock(forgive_for=self.HEARTBEAT_SECONDS * 1.5)
 
     @staticmethod
     def member(pool: str, node: str) -> str:
@@ -32,10 +60,10 @@ class WorkerRegistry:
         return [f"{name}#{i}" for i in range(slots)]
 
     def beat(self, name: str, slots: int) -> None:
-        now = time.time()
         pipe = self._r.pipeline(transaction=False)
-        pipe.zadd(self._k.workers, dict.fromkeys(self._slots(name, slots), now))
-        pipe.zremrangebyscore(self._k.workers, "-inf", now - self.STALE_SECONDS)
+        pipe.zadd(self._k.workers, dict.fromkeys(self._slots(name, slots), time.time()))
+        # Pruned by the forgiving clock: after a step, the others have not beaten since.
+        pipe.zremrangebyscore(self._k.workers, "-inf", self._clock.now() - self.STALE_SECONDS)
         pipe.execute()
 
     def leave(self, name: str, slots: int) -> None:
@@ -69,11 +97,11 @@ class WorkerRegistry:
     def busy_by_pool(self, within: float) -> dict[str, int]:
         """Slots busy since less than ``within`` seconds ago and still busy (a node that died with
         busy slots drops out after that long), by pool."""
-        return self._by_pool(self._r.zrangebyscore(self._k.busy, time.time() - within, "+inf"))
+        return self._by_pool(self._r.zrangebyscore(self._k.busy, self._clock.now() - within, "+inf"))
 
     @guarded
     def alive_by_pool(self) -> dict[str, int]:
-        live = self._r.zrangebyscore(self._k.workers, time.time() - self.STALE_SECONDS, "+inf")
+        live = self._r.zrangebyscore(self._k.workers, self._clock.now() - self.STALE_SECONDS, "+inf")
         return self._by_pool(live)
 
     def alive(self) -> int:

@@ -4,12 +4,14 @@ process as Prometheus counters."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, Metric
+from redis.client import Pipeline
 
 from ...metrics import (
     AUDIO_SECONDS,
@@ -24,6 +26,18 @@ from ...metrics import (
 from .client import REDIS_DOWN, guarded, redis_errors
 from .keys import RedisKeys
 
+# KEYS: average ARGV: seconds, weight, ttl_s. An exponentially weighted moving average (as
+# ``jobs.model.MovingAverage``) that every worker moves: in one script, so two workers' updates
+# never overwrite each other's.
+_AVERAGE = """
+local old = tonumber(redis.call('GET', KEYS[1]))
+local new = tonumber(ARGV[1])
+if old then new = old + tonumber(ARGV[2]) * (new - old) end
+redis.call('SET', KEYS[1], tostring(new), 'EX', ARGV[3])
+"""
+
+_Write = Callable[[Pipeline], object]
+
 
 class RedisJobStats:
     """Worker-side job counters in one Redis hash, exported by the API as Prometheus counters.
@@ -33,30 +47,39 @@ class RedisJobStats:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
-        self._gathering = threading.local()  # this thread's counts inside ``together``
+        self._gathering = threading.local()  # this thread's writes inside ``together``
 
-    def _add(self, *fields: tuple[str, float]) -> None:
-        gathered: list[tuple[str, float]] | None = getattr(self._gathering, "fields", None)
+    def _write(self, *writes: _Write) -> None:
+        gathered: list[_Write] | None = getattr(self._gathering, "writes", None)
         if gathered is not None:
-            gathered += fields
+            gathered += writes
             return
         pipe = self._r.pipeline(transaction=False)
-        for field, amount in fields:
-            pipe.hincrbyfloat(self._k.stats, field, amount)
+        for write in writes:
+            write(pipe)
         pipe.execute()
+
+    def _add(self, *fields: tuple[str, float]) -> None:
+        self._write(*(functools.partial(_increment, self._k.stats, f, amount) for f, amount in fields))
 
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
-        """The counts added inside, by this thread, written in one round trip at the end."""
-        fields: list[tuple[str, float]] = []
-        self._gathering.fields = fields
+        """What is written inside, by this thread, written in one round trip at the end."""
+        writes: list[_Write] = []
+        self._gathering.writes = writes
         try:
             yield
         finally:
-            self._gathering.fields = None
-        if fields:
+            self._gathering.writes = None
+        if writes:
             with redis_errors():
-                self._add(*fields)
+                self._write(*writes)
+
+    @guarded
+    def slot_time(self, engine: str, seconds: float, weight: float) -> None:
+        """Move the engine's average slot time per job (the API's admission divides by it)."""
+        name = self._k.job_seconds(engine)
+        self._write(lambda pipe: pipe.eval(_AVERAGE, 1, name, seconds, weight, 86400))
 
     @guarded
     def synthesized(self, engine: str, voice: str, audio_seconds: float) -> None:
@@ -110,3 +133,7 @@ class RedisJobStats:
             if name in families:
                 families[name].add_metric(labels, float(value))
         yield from families.values()
+
+
+def _increment(stats: str, field: str, amount: float, pipe: Pipeline) -> object:
+    return pipe.hincrbyfloat(stats, field, amount)
