@@ -183,6 +183,7 @@ def distributed(
                 "jobs": len(bodies),
                 "cpu": {k: after[k] - before[k] for k in after},
                 "redis_commands": sum(commands.values()),
+                "redis_command_calls": commands,
                 "objects": objects() - before_objects,
                 # What the run left in Redis: live streams nobody listened to are deleted at their end.
                 "streams_left": sum(1 for _ in r.scan_iter("ttsd:pcm:*")),

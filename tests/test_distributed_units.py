@@ -32,7 +32,7 @@ from ttsd.jobs.distributed.protocol import (
 from ttsd.jobs.distributed.reporter import RedisReporter
 from ttsd.jobs.distributed.sweeper import Sweeper
 from ttsd.jobs.model import EWMA_WEIGHT, Job, MovingAverage
-from ttsd.state.base import Stage
+from ttsd.state.base import Stage, TaskError, TaskStatus
 from ttsd.state.redis.board import RedisTaskBoard
 from ttsd.state.redis.claims import RedisClaims
 from ttsd.state.redis.client import connect
@@ -545,3 +545,51 @@ def test_a_stream_nobody_listens_to_ends_by_being_deleted(
         assert not client.exists(keys.pcm(j.task_id))
     with pytest.raises(LeaseLost):  # fenced like every other write
         asyncio.run(RedisReporter(leases, "node-b/1", j.queued(), 2, 600).audio_end())
+
+
+def test_a_fast_jobs_status_is_written_once_and_a_slow_stage_within_a_fifth_of_a_second(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """Each status write is a fenced round trip: a job that goes through its stages in
+    milliseconds writes only its end; a stage it stays in is written in the background, at most
+    0.2 s after it began, with what changed meanwhile."""
+    keys = RedisKeys(settings.redis_prefix)
+    writes: list[TaskStatus] = []
+
+    class Counted(JobLeases):
+        def put_status(self, token: str, status: TaskStatus, ttl: int) -> None:
+            super().put_status(token, status, ttl)
+            writes.append(status)
+
+    leases = Counted(client, keys, settings.job_lease, ttl=600)
+
+    def stored(task_id: str) -> TaskStatus:
+        return TaskStatus.model_validate_json(client.get(keys.task(task_id)) or b"{}")
+
+    async def fast(j: Job) -> None:
+        reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+        await reporter.stage(Stage.QUEUED, 0, sentences=1, sentences_reused=0)
+        for stage, progress in ((Stage.SYNTHESIZING, 0), (Stage.SYNTHESIZING, 80), (Stage.ENCODING, 85)):
+            await reporter.stage(stage, progress)
+        await reporter.stage(Stage.STORING, 95)
+        await reporter.stage(Stage.DONE, 100, audio_id=f"{j.key}.wav")
+
+    async def slow(j: Job) -> None:
+        reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+        await reporter.stage(Stage.QUEUED, 0, sentences=3, sentences_reused=1)
+        await reporter.stage(Stage.SYNTHESIZING, 33)
+        await asyncio.sleep(0.4)  # past the interval: written meanwhile, without another call
+        assert len(writes) == 1 and stored(j.task_id).stage is Stage.SYNTHESIZING
+        assert stored(j.task_id).sentences_reused == 1
+        await reporter.stage(Stage.FAILED, 33, error=TaskError(code="cancelled", message="left"))
+
+    quick = job("Spoken in a few milliseconds.")
+    leases.acquire(quick.task_id, "node-a/1")
+    asyncio.run(fast(quick))
+    assert [w.stage for w in writes] == [Stage.DONE] and stored(quick.task_id).sentences == 1
+    writes.clear()
+    lingering = job("A sentence a slow engine takes its time over.")
+    leases.acquire(lingering.task_id, "node-a/1")
+    asyncio.run(slow(lingering))
+    assert [w.stage for w in writes] == [Stage.SYNTHESIZING, Stage.FAILED]
+    assert stored(lingering.task_id).status == "failed"

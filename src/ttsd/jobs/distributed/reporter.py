@@ -40,7 +40,9 @@ class RedisReporter:
         self._task_ttl = task_ttl
         self._lock = threading.Lock()  # writes in order: the latest status is the last written
         self._stored = status
-        self._written = 0.0
+        # The delivery has just taken its lease: what it reports first (its sentence count, then
+        # its stages) is written with the next write, which is its end for a fast job.
+        self._written = time.monotonic()
         self._later: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
