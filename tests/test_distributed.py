@@ -219,9 +219,10 @@ def test_a_stream_handed_to_another_worker_plays_each_sentence_once(fragile: Sta
         streamed += b"".join(chunks)
         task_id = response.headers["x-task-id"]
     assert api.metric("ttsd_jobs_requeued_total") >= 1
+    # The stream ends with its last sentence; the job, once its text is stored.
+    status = api.wait_task(task_id, timeout=60)
+    assert status["status"] == "done", status
     with api.client() as client:
-        status = client.get(f"/v1/tasks/{task_id}").json()
-        assert status["status"] == "done", status
         again = client.post("/v1/audio/speech", json=body)
     # The listener heard the text once: as long as the stored text (hibari with a seed; equal to
     # within float noise across processes). A sentence heard twice, or missed, across the
