@@ -138,20 +138,24 @@ class JobLeases:
         self._put_status = client.register_script(_PUT_STATUS)
         self._publish = client.register_script(_PUBLISH)
 
+    def _acquiring(self, task_id: str, token: str) -> tuple[list[str], list[str | int]]:
+        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
+        return keys, [task_id, token, self.lease_ms, self._ttl]
+
     @guarded
     def acquire(self, task_id: str, token: str) -> int | None:
         """The job's delivery count once ``token`` holds its lease; None while another holds it."""
-        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
-        taken, value = self._acquire(keys=keys, args=[task_id, token, self.lease_ms, self._ttl])
+        keys, args = self._acquiring(task_id, token)
+        taken, value = self._acquire(keys=keys, args=args)
         return int(value) if taken else None
 
     @guarded
     def begin(self, task_id: str, token: str) -> tuple[int | None, bytes | None, bool]:
         """What a delivery starts from, in one round trip: ``acquire``'s answer, the task's
         status as stored, and whether every listener of its stream left before it started."""
+        keys, args = self._acquiring(task_id, token)
         pipe = self._r.pipeline(transaction=False)
-        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
-        pipe.eval(_ACQUIRE, len(keys), *keys, task_id, token, self.lease_ms, self._ttl)
+        pipe.eval(_ACQUIRE, len(keys), *keys, *args)  # the text: a registration costs a round trip
         pipe.get(self._k.task(task_id))
         pipe.exists(self._k.cancel(task_id))
         (taken, value), status, cancelled = pipe.execute()
