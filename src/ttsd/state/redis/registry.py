@@ -38,9 +38,9 @@ class HeartbeatClock:
 
 
 class WorkerRegistry:
-    """Worker nodes announce their ready engine slots with a heartbeat, one member per slot under
-    their pool's name; the API reads which pools (so which engines) have live slots, how many,
-    and how many are speaking."""
+    """Worker nodes announce their engine slots (loaded, or being replaced) with a heartbeat, one
+    member per slot under their pool's name; the API reads which pools (so which engines) have
+    live slots, how many, and how many are speaking."""
 
     HEARTBEAT_SECONDS = 10.0
     STALE_SECONDS = 35.0
