@@ -84,8 +84,18 @@ class RedisReporter:
         task.add_done_callback(self._flushing.discard)
 
     def _publish(self, entry: StreamEntry) -> None:
-        fields = entry.fields()
-        if self._leases.publish(self.status.task_id, self._token, fields, PCM_STREAM_TTL, last=entry.end):
+        """An entry of the live stream, with the status when it changed since it was written (in
+        one round trip): what a listener hears, the task's status already accounts for."""
+        with self._lock:
+            status = self.status
+            pending = None if status is self._stored else (status, self._task_ttl)
+            task_id, fields = status.task_id, entry.fields()
+            left = self._leases.publish(
+                task_id, self._token, fields, PCM_STREAM_TTL, last=entry.end, status=pending
+            )
+            if pending is not None:
+                self._stored, self._written = status, time.monotonic()
+        if left:
             raise JobCancelled("every listener of this stream left")
 
     async def audio(self, pcm: Pcm16, sample_rate: int) -> None:

@@ -205,10 +205,19 @@ class JobLeases:
 
     @guarded
     def publish(
-        self, task_id: str, token: str, fields: dict[str, bytes | str | int], ttl: int, *, last: bool = False
+        self,
+        task_id: str,
+        token: str,
+        fields: dict[str, bytes | str | int],
+        ttl: int,
+        *,
+        last: bool = False,
+        status: tuple[TaskStatus, int] | None = None,
     ) -> bool:
         """Append to the job's live audio stream; True when every listener has left. ``last``: the
-        stream's end, which deletes it instead when no listener ever registered."""
+        stream's end, which deletes it instead when no listener ever registered. ``status`` (and
+        its TTL): written first, in the same round trip, so a listener never hears audio the
+        task's status does not account for yet."""
         flat: list[bytes | str | int] = [token, ttl, "1" if last else "0"]
         for name, value in fields.items():
             flat += [name, value]
@@ -218,7 +227,16 @@ class JobLeases:
             self._k.cancel(task_id),
             self._k.listeners(task_id),
         ]
-        answer = int(self._publish(keys=keys, args=flat))
+        if status is None:
+            answer = int(self._publish(keys=keys, args=flat))
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            # The scripts' text: registered scripts in a pipeline cost a round trip of their own.
+            fenced = (self._k.lease(task_id), self._k.task(task_id))
+            pipe.eval(_PUT_STATUS, 2, *fenced, token, status[0].model_dump_json(), status[1])
+            pipe.eval(_PUBLISH, len(keys), *keys, *flat)
+            written, published = pipe.execute()
+            answer = int(published) if written else -1
         if answer < 0:
             raise LeaseLost(f"task {task_id} was handed to another worker")
         return bool(answer)
