@@ -39,7 +39,7 @@ class RedisReporter:
         self._attempt = attempt
         self._task_ttl = task_ttl
         self._lock = threading.Lock()  # writes in order: the latest status is the last written
-        self._stored = status
+        self._stored = self._begun = status
         # The delivery has just taken its lease: what it reports first (its sentence count, then
         # its stages) is written with the next write, which is its end for a fast job.
         self._written = time.monotonic()
@@ -88,7 +88,9 @@ class RedisReporter:
         one round trip): what a listener hears, the task's status already accounts for."""
         with self._lock:
             status = self.status
-            pending = None if status is self._stored else (status, self._task_ttl)
+            # The first (its counts, its stage), then at most every interval, as ``stage`` writes.
+            due = self._stored is self._begun or time.monotonic() - self._written >= _WRITE_EVERY
+            pending = (status, self._task_ttl) if status is not self._stored and due else None
             task_id, fields = status.task_id, entry.fields()
             left = self._leases.publish(
                 task_id, self._token, fields, PCM_STREAM_TTL, last=entry.end, status=pending
