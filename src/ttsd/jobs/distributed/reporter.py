@@ -41,7 +41,7 @@ class RedisReporter:
         self._lock = threading.Lock()  # writes in order: the latest status is the last written
         self._stored = self._begun = status
         # The delivery has just taken its lease: what it reports first (its sentence count, then
-        # its stages) is written with the next write, which is its end for a fast job.
+        # its stages) goes with its first audio entry, or its end, whichever comes first.
         self._written = time.monotonic()
         self._later: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
