@@ -92,6 +92,28 @@ def test_two_apis_two_workers_each_unique_text_synthesized_once(stack: Stack) ->
         stop_server(second)
 
 
+def test_a_worker_whose_slot_speaks_leaves_the_next_job_to_an_idle_one(stack: Stack) -> None:
+    """Light load on two one-slot workers: a job that comes while one of them speaks a long text is
+    taken by the idle one, instead of waiting on the busy one behind the long text. Four times,
+    since without the rule where it lands is a matter of which worker asked the broker last."""
+    srv = stack.server("api-idle", {"TTSD_MAX_WAIT": "600"})
+    try:
+        for attempt in range(3):
+            long = " ".join(
+                unique(f"Sentence {i} of long answer {attempt} keeps a worker busy.") for i in range(40)
+            )
+            body = {"input": long, "voice": "en-joe", "response_format": "pcm"}
+            with httpx.stream("POST", f"{srv.url}/v1/audio/speech", json=body, timeout=60) as speaking:
+                chunks = speaking.iter_raw()
+                next(chunks)
+                short = {"text": unique(f"A short reply, number {attempt}."), "voice": "en-joe"}
+                assert finished(srv, httpx.post(f"{srv.url}/v1/synthesize", json=short))["status"] == "done"
+                still = httpx.get(f"{srv.url}/v1/tasks/{speaking.headers['x-task-id']}").json()
+                assert still["stage"] == "synthesizing", still
+    finally:
+        stop_server(srv)
+
+
 def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Stack, tmp_path: Path) -> None:
     # The workers' data directory (shared with the API processes in this test) never got audio files.
     assert not list(stack.tmp.glob("data/audio/**/*.mp3"))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import redis
 import soundfile
 from websockets.sync.client import connect
 
@@ -117,6 +121,78 @@ def test_disconnect_cancels_the_job_and_frees_the_slot(server: Server) -> None:
     # Nothing cached from the cancelled job; the next listener gets the whole text.
     full = speech(server, text, "pcm")
     assert full.status_code == 200 and full.headers["x-cache"] == "miss" and len(full.content) > 1_000_000
+
+
+def _hang_up_before_the_first_audio(server: Server, text: str) -> None:
+    """A streaming request whose client leaves while it waits for a slot: nothing was sent yet."""
+    body = json.dumps({"input": text, "voice": "en-joe", "response_format": "pcm"}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    head = f"POST /v1/audio/speech HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # queued behind the slots' streams: no headers until its first audio
+
+
+def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_speaks_it(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """Barge-in while the stream waits for a slot: its job is let go at once, before a sentence is
+    spoken for nobody, and the same text asked again straight after is spoken whole."""
+    cancels: Callable[[], set[bytes]] = set
+    if server.mode == "distributed":
+        flags = redis.Redis.from_url(request.getfixturevalue("stack").redis.url)
+        cancels = lambda: set(flags.scan_iter("ttsd:cancel:*"))  # noqa: E731
+    # Every sentence new, so that neither holder waits on the other's pieces.
+    holders = [
+        " ".join(unique(f"Sentence {i} of holder {h} keeps an engine slot busy.") for i in range(40))
+        for h in "AB"
+    ]
+    text = unique(PARAGRAPH)
+    chunks: list[Iterator[bytes]] = []
+    with contextlib.ExitStack() as held:
+        for holder in holders:  # both en-joe slots speak for seconds
+            body = {"input": holder, "voice": "en-joe", "response_format": "pcm"}
+            stream = held.enter_context(
+                httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60)
+            )
+            chunks.append(stream.iter_raw())  # kept: a dropped iterator closes its response
+            next(chunks[-1])
+        before = cancels()
+        _hang_up_before_the_first_audio(server, text)
+        if server.mode == "distributed":  # the job waits in the broker, flagged: a worker drops it
+            wait_until(lambda: len(cancels() - before) == 1, 2.0, "the left job's cancel flag")
+            flagged = (cancels() - before).pop().decode()
+        time.sleep(0.3)
+        with ThreadPoolExecutor(1) as pool:
+            again = pool.submit(speech, server, text, "pcm")
+            time.sleep(0.5)
+            held.close()  # the slots' listeners leave too: their jobs stop, the slots free
+            answer = again.result()
+    assert answer.status_code == 200 and len(answer.content) > 300_000
+    if server.mode == "embedded":
+        # The left job was out of the line at once: asking again starts it afresh.
+        assert answer.headers["x-cache"] == "miss"
+    else:
+        # Its flag was taken back by the listener who joined before a worker acted on it.
+        assert flagged == f"ttsd:cancel:{answer.headers['x-task-id']}"
+    assert server.wait_task(answer.headers["x-task-id"])["status"] == "done"
+    assert answer.content == stored(server, text, "pcm")
+
+
+def test_asking_again_right_after_hanging_up_mid_stream_speaks_the_whole_text(server: Server) -> None:
+    """A caller who hangs up after the first sentence and asks for the same text at once joins no
+    job that is stopping: the text is spoken whole."""
+    text = unique(" ".join(f"Sentence {i} comes from a caller who changed their mind." for i in range(12)))
+    body = {"input": text, "voice": "en-joe", "response_format": "pcm"}
+    with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60) as response:
+        next(response.iter_raw())
+    time.sleep(0.1)  # the server hears the hang-up; the job stops at its next sentence
+    again = speech(server, text, "pcm")
+    assert again.status_code == 200, again.text
+    assert server.wait_task(again.headers["x-task-id"])["status"] == "done"
+    assert again.content == stored(server, text, "pcm")
 
 
 def test_sse_stream_format(server: Server) -> None:

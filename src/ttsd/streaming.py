@@ -4,6 +4,7 @@ speaks (the encoding itself is ``audio_stream``'s). ``TtsService.stream`` opens 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from .audio_stream import STREAMABLE, StreamEncoder
 from .errors import AudioNotFound, job_error_from
 from .jobs.model import Job
 from .jobs.pieces import piece_keys
+from .jobs.queue import Submission
 from .state.base import CacheEntry
 from .store.base import MASTER, PIECE
 
@@ -77,7 +79,7 @@ class AudioStreams:
         else:
             if deadline is not None:
                 job = dataclasses.replace(job, deadline=deadline)
-            submission = await service.queue.submit(job, stream=True)
+            submission = await self._listen(job)
             merged = submission.merged
             service.count_submission(merged)
             chunks = self._live(job, fmt)
@@ -87,6 +89,19 @@ class AudioStreams:
             await chunks.aclose()
             raise
         return AudioStream(job.key, fmt, rate, False, job.task_id, _Prepended(first, chunks), merged)
+
+    async def _listen(self, job: Job) -> Submission:
+        """Submit ``job`` as a streaming listener of it. A listener cancelled meanwhile (its client
+        hung up) lets go of the job once it is queued, so that nobody is left holding it."""
+        queue = self._service.queue
+        submitting = asyncio.ensure_future(queue.submit(job, stream=True))
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await submitting
+                await queue.release(job.task_id)
+            raise
 
     async def open_sentence(self, request: SynthesisRequest, deadline: float) -> AudioStream:
         """A live session's sentence, as raw pcm at the engine's rate: its cached piece, read as

@@ -42,7 +42,7 @@ from .routes import audio, speech, synthesize, tasks
 from .security import Caller, admit, authenticate
 
 M = TypeVar("M", bound=BaseModel)
-_Handler = Callable[[Scope, TtsService, bytes], Awaitable[ASGIApp]]
+_Handler = Callable[[Scope, Receive, TtsService, bytes], Awaitable[ASGIApp]]
 
 _TASKS = "/v1/tasks/"
 _AUDIO = "/v1/audio/"
@@ -96,7 +96,7 @@ class HotPaths:
                 body, disconnected = await _read_body(receive)
                 if disconnected:
                     return
-            response = await handler(scope, service, body)
+            response = await handler(scope, receive, service, body)
         except _Declined:
             scope.pop("route", None)
             await self.app(scope, _replay(body, receive), send)
@@ -114,7 +114,7 @@ class HotPaths:
                 return await response if inspect.isawaitable(response) else response
         raise exc
 
-    async def _synthesize(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
+    async def _synthesize(self, scope: Scope, receive: Receive, service: TtsService, body: bytes) -> ASGIApp:
         wanted, _ = _parse(scope, service, body, _synthesis)
         headers = _headers(scope)
         caller = await _caller(scope, service, headers)
@@ -122,17 +122,17 @@ class HotPaths:
         key = headers.get("idempotency-key")
         return await synthesize.answer(scope, service, wanted, caller, redirect=False, idempotency_key=key)
 
-    async def _speech(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
+    async def _speech(self, scope: Scope, receive: Receive, service: TtsService, body: bytes) -> ASGIApp:
         wanted, stream_format = _parse(scope, service, body, _speech)
         caller = await _caller(scope, service, _headers(scope))
         await admit(service, caller)
-        return await speech.answer(scope, service, wanted, caller, stream_format)
+        return await speech.answer(scope, receive, service, wanted, caller, stream_format)
 
-    async def _task(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
+    async def _task(self, scope: Scope, receive: Receive, service: TtsService, body: bytes) -> ASGIApp:
         await _caller(scope, service, _headers(scope))  # the key check, as for every /v1 route
         return await tasks.answer(scope, service, scope["path"][len(_TASKS) :])
 
-    async def _audio(self, scope: Scope, service: TtsService, body: bytes) -> ASGIApp:
+    async def _audio(self, scope: Scope, receive: Receive, service: TtsService, body: bytes) -> ASGIApp:
         return await audio.answer(scope, service, scope["path"][len(_AUDIO) :])
 
 

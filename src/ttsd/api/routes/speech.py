@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from ...errors import TtsdError
 from ...prepare import SynthesisRequest
@@ -14,6 +14,7 @@ from ...service import TtsService
 from ...store.base import LocalFile
 from ...streaming import AudioStream
 from ..deps import ServiceDep, annotate, ssml_ignored
+from ..hangup import CLIENT_CLOSED, unless_gone
 from ..models import ErrorResponse, SpeechBody
 from ..security import AdmittedCaller, Caller
 from .audio import local_file
@@ -43,10 +44,18 @@ async def sse_events(stream: AudioStream) -> AsyncIterator[str]:
 
 
 async def answer(
-    scope: Scope, service: TtsService, wanted: SynthesisRequest, caller: Caller, stream_format: str
+    scope: Scope,
+    receive: Receive,
+    service: TtsService,
+    wanted: SynthesisRequest,
+    caller: Caller,
+    stream_format: str,
 ) -> Response:
     """The route's work once the request is parsed and admitted: shared with the hot path."""
-    stream = await service.stream(service.scoped(wanted, caller.tenant_name))
+    stream = await unless_gone(receive, service.stream(service.scoped(wanted, caller.tenant_name)))
+    if stream is None:
+        annotate(scope, text_length=len(wanted.text))
+        return Response(status_code=CLIENT_CLOSED)
     headers = stream_headers(stream)
     if ignored := ssml_ignored(service, wanted):
         headers["X-SSML-Ignored"] = ", ".join(ignored)
@@ -81,4 +90,6 @@ async def answer(
 async def speech(body: SpeechBody, request: Request, service: ServiceDep, caller: AdmittedCaller) -> Response:
     """OpenAI-compatible. The audio is streamed sentence by sentence as it is synthesized (a cache
     hit is sent whole at once). ``model`` is accepted and ignored; the voice picks the engine."""
-    return await answer(request.scope, service, body.to_request(), caller, body.stream_format)
+    return await answer(
+        request.scope, request.receive, service, body.to_request(), caller, body.stream_format
+    )

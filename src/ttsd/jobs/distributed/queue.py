@@ -35,6 +35,13 @@ from .sweeper import Sweeper
 
 log = logging.getLogger("ttsd.queue")
 
+# KEYS: listeners, pinned, cancel ARGV: ttl_s. The last listener out cancels the job unless it is
+# pinned; in one step, so a listener joining meanwhile (which clears the flag) is never cancelled.
+_RELEASE = """
+if redis.call('DECR', KEYS[1]) <= 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
+end
+"""
 _POLL_FIRST, _POLL_MAX = 0.02, 0.2
 _XREAD_BLOCK_MS = 500
 # Which pools have live workers is read from the registry at most this often: every miss needs it.
@@ -64,6 +71,7 @@ class CeleryQueue(JobQueue):
         # A mark outlives every redelivery; a job not heard of for this long is presumed lost.
         self._mark_ttl = mark_ttl(settings)
         self._admission = Admission(settings.queue_limit, settings.max_wait)
+        self._release = client.register_script(_RELEASE)
         leases = JobLeases(client, self._keys, settings.job_lease, self._mark_ttl)
         requeued = RedisJobStats(client, self._keys).requeued
         self.sweeper = Sweeper(settings, client, self._keys, board, leases, self._publish, requeued)
@@ -217,20 +225,22 @@ class CeleryQueue(JobQueue):
                 await asyncio.sleep(1.0)
 
     def _register(self, task_id: str, stream: bool) -> None:
+        """A listener, or a pin, on the job. It takes back a cancel its last listener left (a caller
+        who hung up and asks again at once): a worker that has not acted on it yet goes on."""
         with redis_errors():
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._client.pipeline(transaction=True)
             if stream:
                 pipe.incr(self._keys.listeners(task_id))
                 pipe.expire(self._keys.listeners(task_id), self._mark_ttl)
             else:
                 pipe.set(self._keys.pinned(task_id), b"1", ex=self._mark_ttl)
+            pipe.delete(self._keys.cancel(task_id))
             pipe.execute()
 
     async def release(self, task_id: str) -> None:
+        keys = [self._keys.listeners(task_id), self._keys.pinned(task_id), self._keys.cancel(task_id)]
         with redis_errors():
-            left = int(self._client.decr(self._keys.listeners(task_id)))
-            if left <= 0 and not self._client.exists(self._keys.pinned(task_id)):
-                self._client.set(self._keys.cancel(task_id), b"1", ex=self._mark_ttl)
+            self._release(keys=keys, args=[self._mark_ttl])
 
     async def audio(self, task_id: str) -> AsyncIterator[Piece]:
         stream = self._keys.pcm(task_id)

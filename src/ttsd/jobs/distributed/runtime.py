@@ -65,6 +65,7 @@ Held = tuple[str, str]  # (task id, lease token)
 _JOBS_PER_SLOT = 32
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
+_IDLE_RECHECK = 0.1
 
 
 class WorkerRuntime:
@@ -129,6 +130,16 @@ class WorkerRuntime:
             # taking this lock.
             while not self._room.wait_for(self._wants_another, timeout=0.5):
                 pass
+        # Every slot here speaking while another node has one idle: the next job is left to that
+        # node (a job taken here would wait for a slot while that one stays idle).
+        while not self._draining and self.engines.busy >= self.pool.slots and self._idle_elsewhere():
+            time.sleep(_IDLE_RECHECK)
+
+    def _idle_elsewhere(self) -> bool:
+        try:
+            return self.registry.idle_elsewhere(self.name, self.settings.job_timeout + 60) > 0
+        except BackendUnavailable:
+            return False  # unknown: take the next job, as a node alone would
 
     def _wants_another(self) -> bool:
         slots = self.pool.slots

@@ -174,10 +174,14 @@ class InProcessQueue(JobQueue):
         status = job.queued()
         if self._draining:
             raise NotReady("the service is shutting down", retry_after=5)
-        if job.task_id in self._inflight:
-            self._register(job.task_id, stream)
-            # The board never expires an unfinished task, so the fallback is only for safety.
-            return Submission(self._board.get(job.task_id) or status, merged=True)
+        while (running := self._inflight.get(job.task_id)) is not None:
+            if not self._interest[job.task_id].cancelled:
+                self._register(job.task_id, stream)
+                # The board never expires an unfinished task, so the fallback is only for safety.
+                return Submission(self._board.get(job.task_id) or status, merged=True)
+            # Every listener left and it is stopping (a caller who hung up asks again): it ends
+            # within a sentence, then this request starts the text afresh.
+            await asyncio.shield(running)
         lane = self._lanes[job.spec.engine]
         if not lane.pool.live:
             raise EngineDown(

@@ -104,5 +104,21 @@ class WorkerRegistry:
         live = self._r.zrangebyscore(self._k.workers, self._clock.now() - self.STALE_SECONDS, "+inf")
         return self._by_pool(live)
 
+    def idle_elsewhere(self, name: str, within: float) -> int:
+        """Live slots of node ``name``'s pool on other nodes, not speaking (busy as in
+        ``busy_by_pool``)."""
+        pool, mine = name.split("|", 1)[0] + "|", name + "#"
+        now = self._clock.now()
+        with redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zrangebyscore(self._k.workers, now - self.STALE_SECONDS, "+inf")
+            pipe.zrangebyscore(self._k.busy, now - within, "+inf")
+            alive, busy = pipe.execute()
+
+        def others(members: Any) -> set[str]:
+            return {m for m in (b.decode() for b in members) if m.startswith(pool) and not m.startswith(mine)}
+
+        return len(others(alive) - others(busy))
+
     def alive(self) -> int:
         return sum(self.alive_by_pool().values())
