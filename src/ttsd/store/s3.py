@@ -59,6 +59,11 @@ class S3Store(AudioStore):
                 connect_timeout=2,
                 read_timeout=10,
                 signature_version="s3v4",
+                # Checksums only where an operation requires them (botocore's default before 1.36):
+                # S3-compatible stores (older MinIO, Ceph, R2 at first) refuse or mishandle the
+                # newer default. TLS (over plain HTTP, the signed SHA-256 of the payload) guards uploads.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         )
         # No network here: a worker or API that starts while storage is away must come up anyway.
