@@ -37,7 +37,9 @@ log = logging.getLogger("ttsd.queue")
 
 # KEYS: listeners, pinned, cancel ARGV: ttl_s. The last listener out cancels the job unless it is
 # pinned; in one step, so a listener joining meanwhile (which clears the flag) is never cancelled.
+# A job that ended took its counter with it: a listener leaving after that has nothing to let go.
 _RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return end
 if redis.call('DECR', KEYS[1]) <= 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
 end
