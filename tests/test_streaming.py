@@ -152,6 +152,9 @@ def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_s
     # Its first sentence never spoken before: a cached opening would be sent at once.
     text = unique(f"Caller {time.time_ns()} hangs up early. {PARAGRAPH}")
     chunks: list[Iterator[bytes]] = []
+    # Both slots idle first, so the second holder goes to the second (in distributed mode: the
+    # idle worker, not the one whose slot speaks the first).
+    wait_until(lambda: server.metric("ttsd_busy_slots") == 0, 30, "every slot idle")
     with contextlib.ExitStack() as held:
         for holder in holders:  # both en-joe slots speak for seconds
             body = {"input": holder, "voice": "en-joe", "response_format": "pcm"}
