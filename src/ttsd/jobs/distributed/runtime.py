@@ -83,6 +83,7 @@ class WorkerRuntime:
         self._jobs: dict[Held, Future[None]] = {}
         self._queued: set[Held] = set()  # taken, and not yet given an engine slot
         self._draining = False
+        self._none_idle_until = 0.0
 
     def load(self) -> None:
         self.client = connect(self.settings)
@@ -136,10 +137,16 @@ class WorkerRuntime:
             time.sleep(_IDLE_RECHECK)
 
     def _idle_elsewhere(self) -> bool:
+        # "None" is remembered briefly: under full load every job would otherwise read it.
+        if time.monotonic() < self._none_idle_until:
+            return False
         try:
-            return self.registry.idle_elsewhere(self.name, self.settings.job_timeout + 60) > 0
+            idle = self.registry.idle_elsewhere(self.name, self.settings.job_timeout + 60) > 0
         except BackendUnavailable:
-            return False  # unknown: take the next job, as a node alone would
+            idle = False  # unknown: take the next job, as a node alone would
+        if not idle:
+            self._none_idle_until = time.monotonic() + _IDLE_RECHECK
+        return idle
 
     def _wants_another(self) -> bool:
         slots = self.pool.slots
