@@ -123,7 +123,7 @@ def test_disconnect_cancels_the_job_and_frees_the_slot(server: Server) -> None:
     assert full.status_code == 200 and full.headers["x-cache"] == "miss" and len(full.content) > 1_000_000
 
 
-def _hang_up_before_the_first_audio(server: Server, text: str) -> None:
+def _hang_up_over_http(server: Server, text: str) -> None:
     """A streaming request whose client leaves while it waits for a slot: nothing was sent yet."""
     body = json.dumps({"input": text, "voice": "en-joe", "response_format": "pcm"}).encode()
     host, port = server.url.removeprefix("http://").split(":")
@@ -135,8 +135,17 @@ def _hang_up_before_the_first_audio(server: Server, text: str) -> None:
             sock.recv(1)  # queued behind the slots' streams: no headers until its first audio
 
 
+def _hang_up_over_websocket(server: Server, text: str) -> None:
+    """The same on ``/v1/stream``: the socket closes while its request waits for a slot."""
+    with connect(server.url.replace("http://", "ws://") + "/v1/stream", open_timeout=10) as ws:
+        ws.send(json.dumps({"text": text, "voice": "en-joe", "format": "pcm"}))
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)
+
+
+@pytest.mark.parametrize("hang_up", [_hang_up_over_http, _hang_up_over_websocket], ids=["http", "websocket"])
 def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_speaks_it(
-    server: Server, request: pytest.FixtureRequest
+    server: Server, request: pytest.FixtureRequest, hang_up: Callable[[Server, str], None]
 ) -> None:
     """Barge-in while the stream waits for a slot: its job is let go at once, before a sentence is
     spoken for nobody, and the same text asked again straight after is spoken whole."""
@@ -164,7 +173,7 @@ def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_s
             chunks.append(stream.iter_raw())  # kept: a dropped iterator closes its response
             next(chunks[-1])
         before = cancels()
-        _hang_up_before_the_first_audio(server, text)
+        hang_up(server, text)
         if server.mode == "distributed":  # the job waits in the broker, flagged: a worker drops it
             wait_until(lambda: len(cancels() - before) == 1, 2.0, "the left job's cancel flag")
             flagged = (cancels() - before).pop().decode()
@@ -235,6 +244,22 @@ def test_websocket_several_requests_and_errors(server: Server) -> None:
         ws.send(json.dumps({"text": unique("Still open after errors."), "format": "wav"}))
         first = ws.recv(timeout=60)
         assert isinstance(first, bytes) and first.startswith(b"RIFF")
+
+
+def test_websocket_requests_sent_back_to_back_are_answered_in_order(server: Server) -> None:
+    """A request that arrives while the one before it waits for its first audio is read then
+    (a close would let go of the job) and answered after it, whole."""
+    texts = [unique(f"Back to back request {n}, with a second sentence.") for n in ("one", "two")]
+    with connect(server.url.replace("http://", "ws://") + "/v1/stream", open_timeout=10) as ws:
+        for text in texts:
+            ws.send(json.dumps({"text": text, "voice": "en-joe", "format": "pcm"}))
+        for text in texts:
+            audio = b""
+            while isinstance(message := ws.recv(timeout=60), bytes):
+                audio += message
+            event = json.loads(message)
+            assert event["event"] == "done" and event["bytes"] == len(audio) > 10_000
+            assert audio == stored(server, text, "pcm")
 
 
 def test_task_events(server: Server) -> None:

@@ -3,13 +3,14 @@
 A streaming request sends its headers with its first audio, which may wait for an engine slot. Its
 body is read by then, so the next thing the server can hear from it is its disconnect: listening for
 that while the stream opens lets a caller who barges in free the slot before a sentence is spoken
-for nobody (once audio flows, the response notices a lost client by itself)."""
+for nobody (once audio flows, the response notices a lost client by itself). A WebSocket's next
+message is read the same way, and kept when it is a request rather than the close."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.types import Receive
@@ -20,6 +21,24 @@ T = TypeVar("T")
 CLIENT_CLOSED = 499
 
 
+async def opened_unless(
+    opening: Coroutine[Any, Any, T], watch: asyncio.Future[Any], gone: Callable[[asyncio.Future[Any]], bool]
+) -> T | None:
+    """``opening``'s result, or None when ``watch`` completes first and ``gone`` reads it as the
+    client leaving: ``opening`` is then cancelled, and its own cleanup (letting go of the job) has
+    run when this returns. ``watch`` is the caller's."""
+    task = asyncio.ensure_future(opening)
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and gone(watch):
+            return None
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+
+
 async def _until_gone(receive: Receive) -> None:
     with contextlib.suppress(Exception):  # a server that cannot say counts as gone too
         while (await receive())["type"] != "http.disconnect":
@@ -27,17 +46,9 @@ async def _until_gone(receive: Receive) -> None:
 
 
 async def unless_gone(receive: Receive, opening: Coroutine[Any, Any, T]) -> T | None:
-    """``opening``'s result, or None when the client hangs up first: ``opening`` is then
-    cancelled, and its own cleanup (letting go of the job) has run when this returns."""
-    task = asyncio.ensure_future(opening)
-    gone = asyncio.ensure_future(_until_gone(receive))
+    """``opening``'s result, or None when the HTTP client hangs up first."""
+    watch = asyncio.ensure_future(_until_gone(receive))
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await opened_unless(opening, watch, lambda _: True)
     finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))
-    if task.cancelled():
-        return None
-    return task.result()
+        watch.cancel()

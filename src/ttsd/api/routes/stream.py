@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Mapping
@@ -7,11 +8,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from starlette.types import Message
 
 from ...errors import InvalidRequest, MalformedRequest, TtsdError
 from ...prepare import SynthesisRequest
 from ...service import TtsService
 from ..deps import ssml_ignored
+from ..hangup import opened_unless
 from ..security import admit, authenticate
 
 router = APIRouter(tags=["streaming"])
@@ -21,6 +24,13 @@ _MAX_MESSAGE = 64 * 1024
 
 async def _error(ws: WebSocket, exc: TtsdError) -> None:
     await ws.send_json({"event": "error", "error": exc.to_dict()})
+
+
+def _closed(ahead: asyncio.Future[Message]) -> bool:
+    """The message read ahead is the socket's close (or reading it failed)."""
+    if ahead.cancelled() or ahead.exception() is not None:
+        return True
+    return bool(ahead.result()["type"] == "websocket.disconnect")
 
 
 def _parse(message: Mapping[str, Any]) -> SynthesisRequest:
@@ -57,42 +67,54 @@ async def stream(ws: WebSocket) -> None:
         await _error(ws, exc)
         await ws.close(code=1008)  # policy violation: browsers cannot set headers, so ?api_key= works too
         return
-    while True:
-        try:
-            message = await ws.receive()
-        except WebSocketDisconnect:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        try:
-            request = _parse(message)
-            await admit(service, caller)
-            opened = await service.stream(service.scoped(request, caller.tenant_name))
-        except TtsdError as exc:
-            await _error(ws, exc)
-            continue
-        sent = 0
-        try:
-            async for chunk in opened.chunks:
-                await ws.send_bytes(chunk)
-                sent += len(chunk)
-        except TtsdError as exc:
-            await _error(ws, exc)
-            continue
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            with contextlib.suppress(Exception):
-                await opened.chunks.aclose()
-            return
-        await ws.send_text(
-            json.dumps(
-                {
-                    "event": "done",
-                    "key": opened.key,
-                    "format": opened.format.name,
-                    "sample_rate": opened.sample_rate,
-                    "cached": opened.cached,
-                    "bytes": sent,
-                    **({"ssml_ignored": ignored} if (ignored := ssml_ignored(service, request)) else {}),
-                }
+    # The socket's next message, read while a stream opens (its first audio may wait for a slot):
+    # a hang-up then lets go of the job at once; a request sent meanwhile waits its turn here.
+    ahead: asyncio.Task[Message] | None = None
+    try:
+        while True:
+            try:
+                message = await (ahead if ahead is not None else ws.receive())
+            except WebSocketDisconnect:
+                return
+            ahead = None
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                request = _parse(message)
+                await admit(service, caller)
+                ahead = asyncio.ensure_future(ws.receive())
+                opening = service.stream(service.scoped(request, caller.tenant_name))
+                opened = await opened_unless(opening, ahead, _closed)
+            except TtsdError as exc:
+                await _error(ws, exc)
+                continue
+            if opened is None:
+                return
+            sent = 0
+            try:
+                async for chunk in opened.chunks:
+                    await ws.send_bytes(chunk)
+                    sent += len(chunk)
+            except TtsdError as exc:
+                await _error(ws, exc)
+                continue
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                with contextlib.suppress(Exception):
+                    await opened.chunks.aclose()
+                return
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "event": "done",
+                        "key": opened.key,
+                        "format": opened.format.name,
+                        "sample_rate": opened.sample_rate,
+                        "cached": opened.cached,
+                        "bytes": sent,
+                        **({"ssml_ignored": ignored} if (ignored := ssml_ignored(service, request)) else {}),
+                    }
+                )
             )
-        )
+    finally:
+        if ahead is not None:
+            ahead.cancel()
