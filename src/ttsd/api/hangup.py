@@ -22,16 +22,22 @@ CLIENT_CLOSED = 499
 
 
 async def opened_unless(
-    opening: Coroutine[Any, Any, T], watch: asyncio.Future[Any], gone: Callable[[asyncio.Future[Any]], bool]
+    opening: Coroutine[Any, Any, T],
+    watch: Callable[[], asyncio.Future[Any]],
+    gone: Callable[[asyncio.Future[Any]], bool],
 ) -> T | None:
-    """``opening``'s result, or None when ``watch`` completes first and ``gone`` reads it as the
-    client leaving: ``opening`` is then cancelled, and its own cleanup (letting go of the job) has
-    run when this returns. ``watch`` is the caller's."""
+    """``opening``'s result, or None when what ``watch`` starts completes first and ``gone`` reads
+    it as the client leaving: ``opening`` is then cancelled, and its own cleanup (letting go of the
+    job) has run when this returns. A stream that opens in its first step (a hit served from
+    memory) is not watched: the hot path pays one task for this, not two and a wait."""
     task = asyncio.ensure_future(opening)
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and gone(watch):
-            return None
+        await asyncio.sleep(0)
+        if not task.done():
+            watching = watch()
+            await asyncio.wait((task, watching), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and gone(watching):
+                return None
         return await task
     finally:
         if not task.done():
@@ -47,8 +53,14 @@ async def _until_gone(receive: Receive) -> None:
 
 async def unless_gone(receive: Receive, opening: Coroutine[Any, Any, T]) -> T | None:
     """``opening``'s result, or None when the HTTP client hangs up first."""
-    watch = asyncio.ensure_future(_until_gone(receive))
+    watching: list[asyncio.Future[None]] = []
+
+    def watch() -> asyncio.Future[None]:
+        watching.append(asyncio.ensure_future(_until_gone(receive)))
+        return watching[-1]
+
     try:
         return await opened_unless(opening, watch, lambda _: True)
     finally:
-        watch.cancel()
+        for watcher in watching:
+            watcher.cancel()

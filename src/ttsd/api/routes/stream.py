@@ -84,7 +84,7 @@ async def stream(ws: WebSocket) -> None:
                 await admit(service, caller)
                 ahead = asyncio.ensure_future(ws.receive())
                 opening = service.stream(service.scoped(request, caller.tenant_name))
-                opened = await opened_unless(opening, ahead, _closed)
+                opened = await opened_unless(opening, lambda: ahead, _closed)  # noqa: B023 (used at once)
             except TtsdError as exc:
                 await _error(ws, exc)
                 continue
