@@ -20,7 +20,7 @@ import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from ttsd.config import Settings
-from ttsd.errors import BackendUnavailable
+from ttsd.errors import BackendUnavailable, JobCancelled
 from ttsd.jobs.distributed.keeper import LeaseKeeper
 from ttsd.jobs.distributed.protocol import (
     PCM_STREAM_TTL,
@@ -520,31 +520,53 @@ def test_workers_move_one_shared_average_of_slot_time(settings: Settings, client
     assert float(client.hget(keys.stats, f"ttsd_slot_busy_seconds|{ENGINE}|v") or 0) == 2.0
 
 
-@pytest.mark.parametrize("listened", [True, False])
-def test_a_stream_nobody_listens_to_ends_by_being_deleted(
-    settings: Settings, client: redis.Redis, listened: bool
+@pytest.mark.parametrize(
+    "joins", [None, 0, 1, 2], ids=["nobody", "from-the-start", "in-flight", "at-the-end"]
+)
+def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_all_in_order(
+    settings: Settings, client: redis.Redis, joins: int | None
 ) -> None:
-    """A job submitted without a streaming listener (``POST /v1/synthesize``) still streams, for a
-    listener that joins in flight; at its end the stream is deleted rather than kept for its TTL
-    with the text's audio in it. One with a listener keeps it, ending in its end entry."""
+    """A job submitted without a streaming listener (``POST /v1/synthesize``) writes no audio to
+    Redis. A listener that joins in flight gets what was held back, then the rest, in order; a
+    stream nobody listened to leaves nothing behind at its end."""
     keys = RedisKeys(settings.redis_prefix)
     leases = JobLeases(client, keys, settings.job_lease, ttl=600)
-    j = job("A sentence nobody hears.")
+    j = job("Sentences nobody may hear.")
     assert leases.acquire(j.task_id, "node-a/1") == 1
     reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
-    if listened:
+    sentences = [np.full(100, i, dtype=np.int16) for i in range(2)]
+    for i, pcm in enumerate(sentences):
+        if joins == i:
+            client.incr(keys.listeners(j.task_id))
+        asyncio.run(reporter.audio(pcm, 16000))
+        written = 0 if joins is None or joins > i else i + 1
+        assert client.xlen(keys.pcm(j.task_id)) == written
+    if joins == 2:
         client.incr(keys.listeners(j.task_id))
-    asyncio.run(reporter.audio(np.arange(100, dtype=np.int16), 16000))
-    assert client.xlen(keys.pcm(j.task_id)) == 1  # a listener may still join
     asyncio.run(reporter.audio_end())
-    if listened:
-        entries: Any = client.xrange(keys.pcm(j.task_id))
-        assert [StreamEntry.parse(f).end for _, f in entries] == [False, True]
-        assert 0 < client.ttl(keys.pcm(j.task_id)) <= PCM_STREAM_TTL
-    else:
+    if joins is None:
         assert not client.exists(keys.pcm(j.task_id))
+    else:
+        entries = [StreamEntry.parse(f) for _, f in client.xrange(keys.pcm(j.task_id))]  # type: ignore[union-attr]
+        assert [e.pcm for e in entries] == [p.tobytes() for p in sentences] + [b""]
+        assert entries[-1].end and {e.attempt for e in entries} == {1}
+        assert 0 < client.ttl(keys.pcm(j.task_id)) <= PCM_STREAM_TTL
     with pytest.raises(LeaseLost):  # fenced like every other write
         asyncio.run(RedisReporter(leases, "node-b/1", j.queued(), 2, 600).audio_end())
+
+
+def test_a_job_whose_listeners_all_left_is_cancelled_at_its_next_sentence(
+    settings: Settings, client: redis.Redis
+) -> None:
+    keys = RedisKeys(settings.redis_prefix)
+    leases = JobLeases(client, keys, settings.job_lease, ttl=600)
+    j = job("Sentences a caller hung up on.")
+    assert leases.acquire(j.task_id, "node-a/1") == 1
+    reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+    client.set(keys.cancel(j.task_id), 1)  # what the last listener out leaves
+    with pytest.raises(JobCancelled):
+        asyncio.run(reporter.audio(np.zeros(100, dtype=np.int16), 16000))
+    assert not client.exists(keys.pcm(j.task_id))
 
 
 def test_a_fast_jobs_status_is_written_once_and_a_slow_stage_within_a_fifth_of_a_second(

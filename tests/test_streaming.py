@@ -208,6 +208,28 @@ def test_asking_again_right_after_hanging_up_mid_stream_speaks_the_whole_text(se
     assert again.content == stored(server, text, "pcm")
 
 
+def test_a_stream_that_joins_a_stored_job_in_flight_hears_it_whole(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """A text queued without a listener (``POST /v1/synthesize``) passes no audio through Redis;
+    a stream of it that joins while its sentences are being made still hears every one, in order."""
+    text = unique(" ".join(f"Sentence {i} is made for the archive first." for i in range(12)))
+    submitted = httpx.post(
+        f"{server.url}/v1/synthesize", json={"text": text, "format": "pcm", "voice": "en-joe"}
+    )
+    assert submitted.status_code == 202, submitted.text
+    task_id = submitted.json()["task_id"]
+    task = lambda: httpx.get(f"{server.url}/v1/tasks/{task_id}").json()  # noqa: E731
+    wait_until(lambda: task()["progress"] > 10, 30, "its first sentences made")
+    if server.mode == "distributed":
+        r = redis.Redis.from_url(request.getfixturevalue("stack").redis.url)
+        assert not r.exists(f"ttsd:pcm:{task_id}")
+    joined = speech(server, text, "pcm")
+    assert joined.status_code == 200 and joined.headers["x-cache"] == "merged", joined.headers
+    assert task()["status"] == "done"
+    assert joined.content == stored(server, text, "pcm")
+
+
 def test_sse_stream_format(server: Server) -> None:
     text = unique("Events carry the audio. Then a done event.")
     response = speech(server, text, "mp3", stream_format="sse")

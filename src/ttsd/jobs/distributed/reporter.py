@@ -14,7 +14,7 @@ from typing import Any
 from ...audio import Pcm16
 from ...errors import BackendUnavailable, JobCancelled, TtsdError
 from ...state.base import Stage, TaskStatus
-from ...state.redis.leases import JobLeases, LeaseLost
+from ...state.redis.leases import JobLeases, LeaseLost, Published
 from .protocol import PCM_STREAM_TTL, StreamEntry
 
 log = logging.getLogger("ttsd.worker")
@@ -45,6 +45,7 @@ class RedisReporter:
         self._written = time.monotonic()
         self._later: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._held: list[StreamEntry] = []  # the stream's entries nobody has listened to yet
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
@@ -85,18 +86,29 @@ class RedisReporter:
 
     def _publish(self, entry: StreamEntry) -> None:
         """An entry of the live stream, with the status when it changed since it was written (in
-        one round trip): what a listener hears, the task's status already accounts for."""
+        one round trip): what a listener hears, the task's status already accounts for. Entries
+        nobody listened to are held here, and sent before the next one once someone does."""
         with self._lock:
             status = self.status
             # The first (its counts, its stage), then at most every interval, as ``stage`` writes.
             due = self._stored is self._begun or time.monotonic() - self._written >= _WRITE_EVERY
             pending = (status, self._task_ttl) if status is not self._stored and due else None
             task_id, fields = status.task_id, entry.fields()
-            left = self._leases.publish(
-                task_id, self._token, fields, PCM_STREAM_TTL, last=entry.end, status=pending
-            )
+            left, outcome = self._leases.publish(
+                task_id, self._token, [fields], PCM_STREAM_TTL, last=entry.end, held=bool(self._held),
+                status=pending,
+            )  # fmt: skip
             if pending is not None:
                 self._stored, self._written = status, time.monotonic()
+            if outcome is Published.BACKFILL:
+                entries = [*(e.fields() for e in self._held), fields]
+                left, outcome = self._leases.publish(
+                    task_id, self._token, entries, PCM_STREAM_TTL, last=entry.end
+                )
+            if outcome is Published.HELD and not entry.end and entry.error is None:
+                self._held.append(entry)
+            else:  # sent, or the stream is over: a listener joining later reads the stored file
+                self._held.clear()
         if left:
             raise JobCancelled("every listener of this stream left")
 

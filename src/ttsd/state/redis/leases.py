@@ -15,6 +15,7 @@ writer only rewrites the same text.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -109,19 +110,37 @@ return 1
 """
 
 # KEYS: lease, stream, cancel, listeners ARGV: token, stream ttl_s, last ('1': the stream's end),
-# field, value, ... Returns -1 when fenced out, else whether the job was cancelled (every listener
-# left). A stream nobody listens to ends by being deleted: it would hold the text's audio in Redis
-# for its TTL. A listener that joins after that finds no stream, and reads the stored file.
+# held ('1': entries before these were held back), then each entry: its field count, field, value, ...
+# Returns -1 when fenced out, else {cancelled (every listener left), outcome (``Published``)}. Audio
+# nobody listens to is not written: a text's audio would pass through Redis for nobody (a
+# ``/v1/synthesize`` job's, a prefetch's). The worker holds it back instead, and a listener that
+# joins in flight gets it all, in order, at the next entry (``BACKFILL``). A stream nobody listened
+# to is deleted at its end; a listener that joins after that finds none, and reads the stored file.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if ARGV[3] == '1' and tonumber(redis.call('GET', KEYS[4]) or '0') <= 0 then
-  redis.call('DEL', KEYS[2])
-  return 0
+local cancelled = redis.call('EXISTS', KEYS[3])
+if tonumber(redis.call('GET', KEYS[4]) or '0') <= 0 then
+  if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) return {0, 0} end
+  return {cancelled, 0}
 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+if ARGV[4] == '1' then return {cancelled, 2} end
+local i = 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 1 + 2 * n
+end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return redis.call('EXISTS', KEYS[3])
+return {cancelled, 1}
 """
+
+
+class Published(enum.IntEnum):
+    """What became of entries offered to a job's live stream."""
+
+    HELD = 0  # nobody listens: not written (the sender keeps them)
+    WRITTEN = 1
+    BACKFILL = 2  # a listener joined: send the entries held back, then these, in one call
 
 
 class JobLeases:
@@ -208,35 +227,41 @@ class JobLeases:
         self,
         task_id: str,
         token: str,
-        fields: dict[str, bytes | str | int],
+        entries: Sequence[dict[str, bytes | str | int]],
         ttl: int,
         *,
         last: bool = False,
+        held: bool = False,
         status: tuple[TaskStatus, int] | None = None,
-    ) -> bool:
-        """Append to the job's live audio stream; True when every listener has left. ``last``: the
-        stream's end, which deletes it instead when no listener ever registered. ``status`` (and
-        its TTL): written first, in the same round trip, so a listener never hears audio the
-        task's status does not account for yet."""
-        flat: list[bytes | str | int] = [token, ttl, "1" if last else "0"]
-        for name, value in fields.items():
-            flat += [name, value]
+    ) -> tuple[bool, Published]:
+        """Append ``entries`` to the job's live audio stream, if anyone listens (``_PUBLISH``);
+        returns whether every listener has left, and what became of them. ``last``: the stream's
+        end. ``held``: entries before these were held back, to be sent first. ``status`` (and its
+        TTL): written first, in the same round trip, so a listener never hears audio the task's
+        status does not account for yet."""
+        flat: list[bytes | str | int] = [token, ttl, "1" if last else "0", "1" if held else "0"]
+        for fields in entries:
+            flat.append(len(fields))
+            for name, value in fields.items():
+                flat += [name, value]
         keys = [
             self._k.lease(task_id),
             self._k.pcm(task_id),
             self._k.cancel(task_id),
             self._k.listeners(task_id),
         ]
+        answer: Any
         if status is None:
-            answer = int(self._publish(keys=keys, args=flat))
+            answer = self._publish(keys=keys, args=flat)
         else:
             pipe = self._r.pipeline(transaction=False)
             # The scripts' text: registered scripts in a pipeline cost a round trip of their own.
             fenced = (self._k.lease(task_id), self._k.task(task_id))
             pipe.eval(_PUT_STATUS, 2, *fenced, token, status[0].model_dump_json(), status[1])
             pipe.eval(_PUBLISH, len(keys), *keys, *flat)
-            written, published = pipe.execute()
-            answer = int(published) if written else -1
-        if answer < 0:
+            written, answer = pipe.execute()
+            answer = answer if written else -1
+        if answer == -1:
             raise LeaseLost(f"task {task_id} was handed to another worker")
-        return bool(answer)
+        cancelled, outcome = answer
+        return bool(cancelled), Published(int(outcome))
