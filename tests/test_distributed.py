@@ -117,6 +117,38 @@ def test_a_worker_whose_slot_speaks_leaves_the_next_job_to_an_idle_one(stack: St
         stop_server(srv)
 
 
+def test_a_job_waiting_on_a_busy_worker_is_given_back_when_another_frees_first(stack: Stack) -> None:
+    """Both one-slot workers speak, one a short text and one a long one, when a short job comes:
+    the broker gives it to whichever worker asked first, here the one with the long text (the
+    other waited to ask until it was busy). When the short text ends first, the job is given back
+    and the freed worker speaks it, while the long text still speaks."""
+    srv = stack.server("api-hand-back", {"TTSD_MAX_WAIT": "600"})
+
+    def speaking(text: str) -> Any:
+        body = {"input": text, "voice": "en-joe", "response_format": "pcm"}
+        return httpx.stream("POST", f"{srv.url}/v1/audio/speech", json=body, timeout=60)
+
+    try:
+        for attempt in range(2):
+            wait_until(lambda: srv.metric("ttsd_busy_slots") == 0, 30, "every slot idle")
+            given_back = srv.metric("ttsd_jobs_requeued_total", reason="handed_back")
+            short = " ".join(unique(f"Sentence {i} of short answer {attempt}.") for i in range(4))
+            long = " ".join(
+                unique(f"Sentence {i} of long answer {attempt} keeps a worker busy.") for i in range(40)
+            )
+            with speaking(short) as first, speaking(long) as second:
+                heard = [first.iter_raw(), second.iter_raw()]  # kept: a dropped iterator closes its response
+                for chunks in heard:
+                    next(chunks)
+                job = {"text": unique(f"A short reply, number {attempt}."), "voice": "en-joe"}
+                assert finished(srv, httpx.post(f"{srv.url}/v1/synthesize", json=job))["status"] == "done"
+                still = httpx.get(f"{srv.url}/v1/tasks/{second.headers['x-task-id']}").json()
+                assert still["stage"] == "synthesizing", still
+            assert srv.metric("ttsd_jobs_requeued_total", reason="handed_back") == given_back + 1
+    finally:
+        stop_server(srv)
+
+
 def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Stack, tmp_path: Path) -> None:
     # The workers' data directory (shared with the API processes in this test) never got audio files.
     assert not list(stack.tmp.glob("data/audio/**/*.mp3"))

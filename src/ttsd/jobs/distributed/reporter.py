@@ -46,6 +46,7 @@ class RedisReporter:
         self._later: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
         self._held: list[StreamEntry] = []  # the stream's entries nobody has listened to yet
+        self.streamed = False  # whether a listener may have heard any of this delivery
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
 
     async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
@@ -105,6 +106,7 @@ class RedisReporter:
                 left, outcome = self._leases.publish(
                     task_id, self._token, entries, PCM_STREAM_TTL, last=entry.end
                 )
+            self.streamed = self.streamed or outcome is Published.WRITTEN
             if outcome is Published.HELD and not entry.end and entry.error is None:
                 self._held.append(entry)
             else:  # sent, or the stream is over: a listener joining later reads the stored file

@@ -5,7 +5,9 @@ consuming, leases, claims, reporting, storing and indexing run beside them, on t
 event loop and post-processing stage. Celery runs with its solo pool: the task only hands a job to
 this runner and returns once the node wants another (``accept``), so a job waits for each slot
 when it frees, and the broker connection is never shared between threads (Celery's thread pool
-was tried: its Redis consumer exits when the broker restarts).
+was tried: its Redis consumer exits when the broker restarts). Work goes to idle nodes first: a node
+whose slots all speak takes no more while another has one idle, and gives back a job waiting on
+it when another frees first (``idle``).
 
 Every job a node takes is leased to it (``state.redis.leases``): the lease is taken on receipt and
 renewed while Celery or this runner holds the job (``keeper.LeaseKeeper``); every write others can
@@ -29,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -52,6 +55,7 @@ from ..made import Tries
 from ..model import EWMA_WEIGHT, Job, JobOutcome, SentenceBatch
 from ..post import post_stage
 from ..slots.pool import EnginePool
+from .idle import RECHECK, HandBack, IdleElsewhere
 from .protocol import MAX_DELIVERIES, bookkeeping, lease_token, mark_ttl
 from .reporter import RedisReporter
 
@@ -65,15 +69,17 @@ Held = tuple[str, str]  # (task id, lease token)
 _JOBS_PER_SLOT = 32
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
-_IDLE_RECHECK = 0.1
 
 
 class WorkerRuntime:
     """One worker node of one pool: its engine processes, the event loop its jobs run on, the
     post-processing stage, backends and heartbeat. Built in Celery's main process (``load``)."""
 
-    def __init__(self, settings: Settings, node: str, pool: PoolSpec) -> None:
+    def __init__(
+        self, settings: Settings, node: str, pool: PoolSpec, publish: Callable[[str, dict[str, Any]], None]
+    ) -> None:
         self.settings = settings
+        self._publish = publish  # a job again, to its engine's queue
         self.node = node
         self.pool = pool
         self.keys = RedisKeys(settings.redis_prefix)
@@ -83,7 +89,6 @@ class WorkerRuntime:
         self._jobs: dict[Held, Future[None]] = {}
         self._queued: set[Held] = set()  # taken, and not yet given an engine slot
         self._draining = False
-        self._none_idle_until = 0.0
 
     def load(self) -> None:
         self.client = connect(self.settings)
@@ -103,9 +108,18 @@ class WorkerRuntime:
             self.settings, self.pool, on_batch=self._on_batch, gate=lambda: self.post.open
         )
         self.post.on_room(self.engines.wake)
+        self.idle_elsewhere = IdleElsewhere(self.registry, self.name, self.settings.job_timeout + 60)
+        self.hand_back = HandBack(
+            self.leases,
+            self._publish,
+            full=lambda: self.engines.busy >= self.pool.slots,
+            idle_elsewhere=self.idle_elsewhere,
+            given_back=lambda: self.stats.requeued("handed_back"),
+        )
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="ttsd-jobs", daemon=True).start()
         asyncio.run_coroutine_threadsafe(self.engines.start(), self.loop).result()
+        asyncio.run_coroutine_threadsafe(self.hand_back.run(), self.loop)
         claims = RedisClaims(connect_async(self.settings), self.keys, self.name)
         self.host = build_host(
             self.settings, self.engines, self.store, self.index, self.stats, self.post, claims
@@ -132,21 +146,9 @@ class WorkerRuntime:
             while not self._room.wait_for(self._wants_another, timeout=0.5):
                 pass
         # Every slot here speaking while another node has one idle: the next job is left to that
-        # node (a job taken here would wait for a slot while that one stays idle).
-        while not self._draining and self.engines.busy >= self.pool.slots and self._idle_elsewhere():
-            time.sleep(_IDLE_RECHECK)
-
-    def _idle_elsewhere(self) -> bool:
-        # "None" is remembered briefly: under full load every job would otherwise read it.
-        if time.monotonic() < self._none_idle_until:
-            return False
-        try:
-            idle = self.registry.idle_elsewhere(self.name, self.settings.job_timeout + 60) > 0
-        except BackendUnavailable:
-            idle = False  # unknown: take the next job, as a node alone would
-        if not idle:
-            self._none_idle_until = time.monotonic() + _IDLE_RECHECK
-        return idle
+        # node (a job taken here would wait for a slot while that one stays idle; ``idle``).
+        while not self._draining and self.engines.busy >= self.pool.slots and self.idle_elsewhere():
+            time.sleep(RECHECK)
 
     def _wants_another(self) -> bool:
         slots = self.pool.slots
@@ -158,6 +160,7 @@ class WorkerRuntime:
             return set(self._jobs)
 
     def _started(self, held: Held) -> None:
+        self.hand_back.started(held)
         with self._room:
             self._queued.discard(held)
             self._room.notify_all()
@@ -244,7 +247,16 @@ class WorkerRuntime:
             reporter.on_stage = functools.partial(self._on_stage, held)
             tries = Tries()
             body = functools.partial(self._body, job, reporter, deliveries, cancelled, tries, held)
-            await self.lifecycle.run(job, reporter, body)
+            self.hand_back.waiting(held, reporter)
+            try:
+                await self.lifecycle.run(job, reporter, body)
+            except asyncio.CancelledError:
+                if not self.hand_back.giving(held):
+                    raise
+                await self.hand_back.give_back(held, payload)
+                return
+            finally:
+                self.hand_back.started(held)
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
             log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": task_id})

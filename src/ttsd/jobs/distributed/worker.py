@@ -14,7 +14,8 @@ from celery.signals import task_received, worker_init, worker_ready, worker_shut
 from ...config import Settings
 from ...logs import configure_logging
 from ...pools import PoolSpec
-from .broker import make_celery
+from ..model import Job
+from .broker import make_celery, publish
 from .keeper import LeaseKeeper
 from .protocol import TASK_NAME
 from .runtime import WorkerRuntime
@@ -23,7 +24,9 @@ from .runtime import WorkerRuntime
 def make_worker_app(settings: Settings, pool: PoolSpec) -> Celery:
     app = make_celery(settings)
     node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    runtime = WorkerRuntime(settings, node, pool)
+    runtime = WorkerRuntime(
+        settings, node, pool, lambda task_id, job: publish(app, task_id, Job.from_dict(job).spec.engine, job)
+    )
     keeper = LeaseKeeper(settings, node, running=runtime.held)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]

@@ -20,11 +20,24 @@ class WorkerDied(Exception):
     pass
 
 
+@dataclass
+class Start:
+    """Whom to tell that a batch is being spoken, told once (a retry after a crash is not news)."""
+
+    notify: Callable[[], None] | None
+
+    def __call__(self) -> None:
+        notify, self.notify = self.notify, None
+        if notify is not None:
+            notify()
+
+
 @dataclass(eq=False)
 class Assignment:
     request_id: str  # the caller's (a task id: the same again when the task is asked for again)
     future: asyncio.Future[float]  # the slot seconds the engine process measured
     on_sentence: Callable[[int, Any, int, float], None]
+    start: Start
 
 
 @dataclass(eq=False)
@@ -40,6 +53,13 @@ class EngineProcess:
     # the first is being spoken, the next waits in its pipe (``_DEPTH``).
     assigned: dict[str, Assignment] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+
+    def speak_next(self) -> None:
+        """The batch first in line is the one being spoken: the one after it is still waiting
+        (its job still queued, as the queue's depth and a hand-back count it)."""
+        head = next(iter(self.assigned.values()), None)
+        if head is not None:
+            head.start()
 
 
 def spawn(ctx: SpawnContext, settings: Settings, spec: PoolSpec, slot: int, no: int) -> EngineProcess:

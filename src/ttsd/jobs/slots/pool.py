@@ -26,14 +26,13 @@ from ...errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_fr
 from ...pools import PoolSpec
 from ..messages import BatchDone, BatchFailed, Cancel, Fatal, FromSlot, Ready, Spoken, Stop
 from ..model import BatchResult, SentenceBatch, SentenceCallback
-from .handle import Assignment, EngineProcess, WorkerDied, spawn
+from .handle import Assignment, EngineProcess, Start, WorkerDied, spawn
 from .line import Line
 
 log = logging.getLogger("ttsd.pool")
 
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
-
 
 # Batches a process holds at once: the one it speaks and the next. Handing over the next batch
 # before the last sentence is out means the engine never waits for this event loop between
@@ -149,6 +148,7 @@ class EnginePool:
                         assignment.future.set_result(message.slot_seconds)
                     else:
                         assignment.future.set_exception(job_error_from(message.code, message.message))
+                worker.speak_next()
                 self._wake()
             case Ready():
                 worker.ready = self.was_ready = True
@@ -225,9 +225,10 @@ class EnginePool:
         on_start: Callable[[], None] | None = None,
     ) -> BatchResult:
         """Speak a batch on the next free slot (earliest deadline first among waiters, see
-        ``Line``); ``on_sentence`` sees each sentence as it is made, ``on_start`` the moment a slot
-        is taken."""
+        ``Line``); ``on_sentence`` sees each sentence as it is made, ``on_start`` the moment its
+        process begins it (not when it is handed over to wait behind another: ``_DEPTH``)."""
         returned: set[int] = set()
+        start = Start(on_start)
         spoken = 0.0  # engine seconds of the current attempt
 
         def forward(index: int, samples: Any, rate: int, seconds: float) -> None:
@@ -249,12 +250,11 @@ class EnginePool:
                 worker = await self._line.take(self._free, self._check, deadline)
             finally:
                 self.waiting -= 1
-            if on_start is not None and attempt == 1:
-                on_start()
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             wire = f"{batch.request_id}/{next(self._serial)}"
             request = dataclasses.replace(request, request_id=wire)
-            worker.assigned[wire] = Assignment(batch.request_id, future, forward)
+            worker.assigned[wire] = Assignment(batch.request_id, future, forward, start)
+            worker.speak_next()
             spoken = 0.0
             started = time.monotonic()
             held: float | None = None
@@ -263,6 +263,7 @@ class EnginePool:
                 held = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
             except (WorkerDied, BrokenPipeError, OSError) as exc:
                 worker.assigned.pop(wire, None)
+                worker.speak_next()
                 log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
                 if attempt == _MAX_ATTEMPTS:
                     raise EngineCrashed("the engine process crashed twice on this request") from exc

@@ -79,6 +79,19 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: lease, leases, deliveries, pending ARGV: task_id, token, now_s
+# A job that never got a slot here, given back for another worker to take at once: not a delivery
+# (a job handed back again and again must not fail as one whose worker kept dying), and pending
+# until a worker takes it, so the pending sweep publishes it again if its message is lost.
+_HAND_BACK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return 1
+"""
+
 # KEYS: leases, pending ARGV: lease key prefix, limit, now_s (the API's clock, as pending uses)
 # Pops lapsed leases: their holders' tokens die with them, so a holder that wakes up is fenced out.
 # The jobs go back to ``pending`` until a worker takes them again: if the caller dies before
@@ -153,6 +166,7 @@ class JobLeases:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._hand_back = client.register_script(_HAND_BACK)
         self._sweep = client.register_script(_SWEEP)
         self._put_status = client.register_script(_PUT_STATUS)
         self._publish = client.register_script(_PUBLISH)
@@ -191,6 +205,13 @@ class JobLeases:
     def lapse(self, task_id: str, token: str) -> None:
         """Give the job up now (its run ended without finishing it): the next sweep hands it on."""
         self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, 0])
+
+    @guarded
+    def hand_back(self, task_id: str, token: str) -> bool:
+        """Give a job that never started here back for another worker (``_HAND_BACK``): the
+        caller publishes it again. False when ``token`` no longer holds it."""
+        keys = [self._k.lease(task_id), self._k.leases, self._k.deliveries(task_id), self._k.pending]
+        return bool(self._hand_back(keys=keys, args=[task_id, token, time.time()]))
 
     @guarded
     def release(self, task_id: str, token: str, forget: Sequence[str] = ()) -> bool:
