@@ -119,8 +119,13 @@ class Load:
 
     @staticmethod
     def _requeued(api: Server, reason: str | None = None) -> float:
+        """For ``reason``, or for every fault: a job a busy worker gave back for an idle one is
+        not one."""
         try:
-            return api.metric("ttsd_jobs_requeued_total", **({"reason": reason} if reason else {}))
+            if reason is not None:
+                return api.metric("ttsd_jobs_requeued_total", reason=reason)
+            total = api.metric("ttsd_jobs_requeued_total")
+            return total - api.metric("ttsd_jobs_requeued_total", reason="handed_back")
         except httpx.TransportError:
             return 0.0
 

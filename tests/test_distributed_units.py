@@ -186,6 +186,23 @@ def test_a_job_given_up_is_published_as_given_up_and_a_live_lease_is_left_alone(
     assert live is not None and live > redis_ms(api.client)
 
 
+def test_a_job_given_back_is_pending_again_and_its_delivery_does_not_count(api: Api) -> None:
+    """A busy worker gives back a job that never started there: its lease goes (fencing the old
+    delivery out), the job is pending until a worker takes it, and the next delivery counts as the
+    same one, so hand-backs never add up to a job failed for a worker that kept dying."""
+    j = job("Waiting on a busy worker.")
+    api.submit(j, at=api.clock.now)
+    assert api.leases.acquire(j.task_id, "node-a/1") == 1
+    assert not api.leases.hand_back(j.task_id, "node-b/1")  # only the lease's holder gives it back
+    assert api.leases.hand_back(j.task_id, "node-a/1")
+    assert api.pending(j.task_id) is not None and deadline(api.client, api.keys, j.task_id) is None
+    with pytest.raises(LeaseLost):
+        api.leases.put_status("node-a/1", j.queued(), 60)
+    assert api.leases.acquire(j.task_id, "node-b/2") == 1
+    assert api.pending(j.task_id) is None
+    assert api.sweep() == 0  # nothing lapsed: the new holder's lease is live
+
+
 @pytest.mark.parametrize("why", ["finished", "payload expired"])
 def test_a_pending_entry_of_a_finished_or_forgotten_job_is_dropped_unpublished(api: Api, why: str) -> None:
     j = job("A job that already ended.")

@@ -104,19 +104,29 @@ class HandBack:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(_EVERY)
-            now = time.monotonic()
-            due = [
-                (w.since, held)
-                for held, w in self._waiting.items()
-                if now - w.since >= _AFTER and not w.reporter.streamed
-            ]
-            if not due or not self._full() or not await asyncio.to_thread(self._idle_elsewhere):
-                continue
-            held = min(due)[1]
-            waiting = self._waiting.pop(held, None)
-            if waiting is not None:  # unless it started meanwhile
-                self._giving.add(held)
-                waiting.task.cancel()
+            try:
+                await self._check()
+            except Exception:  # the check must outlive any one bad beat
+                log.exception("hand-back check failed")
+
+    async def _check(self) -> None:
+        """Gives back the job that has waited longest, when one is due: one a check, since the
+        idle worker it goes to is idle no more."""
+        now = time.monotonic()
+        # Not one whose cached opening was streamed already: its next delivery has the same number
+        # (``JobLeases.hand_back``), so a listener could not tell its repeat from what comes next.
+        due = [
+            (w.since, held)
+            for held, w in self._waiting.items()
+            if now - w.since >= _AFTER and not w.reporter.streamed
+        ]
+        if not due or not self._full() or not await asyncio.to_thread(self._idle_elsewhere):
+            return
+        held = min(due)[1]
+        waiting = self._waiting.pop(held, None)
+        if waiting is not None:  # unless it started meanwhile
+            self._giving.add(held)
+            waiting.task.cancel()
 
     async def give_back(self, held: Held, payload: dict[str, Any]) -> None:
         """In the job's task, once its run was cancelled. Redis or the broker away: the lease
