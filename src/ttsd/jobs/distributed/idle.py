@@ -61,41 +61,42 @@ class IdleElsewhere:
 
 
 @dataclass
-class _Waiting:
+class _Run:
     since: float
     task: asyncio.Task[Any]
     reporter: RedisReporter
 
 
 class HandBack:
-    """On the worker's event loop: the jobs waiting for a slot here, and the loop that gives one
-    back when another worker is idle."""
+    """On the worker's event loop: the jobs running here, and the loop that gives one whose batch
+    waits for a slot back when another worker is idle."""
 
     def __init__(
         self,
         leases: JobLeases,
         publish: Callable[[str, dict[str, Any]], None],
         full: Callable[[], bool],
+        unspoken: Callable[[str], bool],
         idle_elsewhere: Callable[[], bool],
         given_back: Callable[[], None],
     ) -> None:
         self._leases = leases
         self._publish = publish
         self._full = full  # every slot here speaks
+        self._unspoken = unspoken  # a job's batch waits for a slot here (``EnginePool.unspoken``)
         self._idle_elsewhere = idle_elsewhere
         self._given_back = given_back  # counted, as requeues are
-        self._waiting: dict[Held, _Waiting] = {}
+        self._runs: dict[Held, _Run] = {}
         self._giving: set[Held] = set()
 
-    def waiting(self, held: Held, reporter: RedisReporter) -> None:
-        """In the job's own task, once its delivery began: it waits for a slot from now."""
+    def begun(self, held: Held, reporter: RedisReporter) -> None:
+        """In the job's own task, once its delivery began."""
         task = asyncio.current_task()
         assert task is not None
-        self._waiting[held] = _Waiting(time.monotonic(), task, reporter)
+        self._runs[held] = _Run(time.monotonic(), task, reporter)
 
-    def started(self, held: Held) -> None:
-        """A slot took its first sentence, or it needs none, or it ended."""
-        self._waiting.pop(held, None)
+    def ended(self, held: Held) -> None:
+        self._runs.pop(held, None)
 
     def giving(self, held: Held) -> bool:
         """Whether the job's run was cancelled to give it back."""
@@ -117,16 +118,17 @@ class HandBack:
         # (``JobLeases.hand_back``), so a listener could not tell its repeat from what comes next.
         due = [
             (w.since, held)
-            for held, w in self._waiting.items()
-            if now - w.since >= _AFTER and not w.reporter.streamed
+            for held, w in self._runs.items()
+            if now - w.since >= _AFTER and not w.reporter.streamed and self._unspoken(held[0])
         ]
         if not due or not self._full() or not await asyncio.to_thread(self._idle_elsewhere):
             return
         held = min(due)[1]
-        waiting = self._waiting.pop(held, None)
-        if waiting is not None:  # unless it started meanwhile
+        run = self._runs.get(held)
+        if run is not None and self._unspoken(held[0]):  # unless it ended or began meanwhile
+            del self._runs[held]
             self._giving.add(held)
-            waiting.task.cancel()
+            run.task.cancel()
 
     async def give_back(self, held: Held, payload: dict[str, Any]) -> None:
         """In the job's task, once its run was cancelled. Redis or the broker away: the lease

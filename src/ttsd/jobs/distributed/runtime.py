@@ -113,6 +113,7 @@ class WorkerRuntime:
             self.leases,
             self._publish,
             full=lambda: self.engines.busy >= self.pool.slots,
+            unspoken=self.engines.unspoken,
             idle_elsewhere=self.idle_elsewhere,
             given_back=lambda: self.stats.requeued("handed_back"),
         )
@@ -160,7 +161,6 @@ class WorkerRuntime:
             return set(self._jobs)
 
     def _started(self, held: Held) -> None:
-        self.hand_back.started(held)
         with self._room:
             self._queued.discard(held)
             self._room.notify_all()
@@ -247,7 +247,7 @@ class WorkerRuntime:
             reporter.on_stage = functools.partial(self._on_stage, held)
             tries = Tries()
             body = functools.partial(self._body, job, reporter, deliveries, cancelled, tries, held)
-            self.hand_back.waiting(held, reporter)
+            self.hand_back.begun(held, reporter)
             try:
                 await self.lifecycle.run(job, reporter, body)
             except asyncio.CancelledError:
@@ -256,7 +256,7 @@ class WorkerRuntime:
                 await self.hand_back.give_back(held, payload)
                 return
             finally:
-                self.hand_back.started(held)
+                self.hand_back.ended(held)
             await self.lifecycle.retrying(lambda: asyncio.to_thread(self._release, job, token))
         except LeaseLost:
             log.warning("job handed to another worker meanwhile; stopping", extra={"task_id": task_id})

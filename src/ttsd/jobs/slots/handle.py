@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,24 +22,11 @@ class WorkerDied(Exception):
     pass
 
 
-@dataclass
-class Start:
-    """Whom to tell that a batch is being spoken, told once (a retry after a crash is not news)."""
-
-    notify: Callable[[], None] | None
-
-    def __call__(self) -> None:
-        notify, self.notify = self.notify, None
-        if notify is not None:
-            notify()
-
-
 @dataclass(eq=False)
 class Assignment:
     request_id: str  # the caller's (a task id: the same again when the task is asked for again)
     future: asyncio.Future[float]  # the slot seconds the engine process measured
     on_sentence: Callable[[int, Any, int, float], None]
-    start: Start
 
 
 @dataclass(eq=False)
@@ -54,12 +43,38 @@ class EngineProcess:
     assigned: dict[str, Assignment] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
 
-    def speak_next(self) -> None:
-        """The batch first in line is the one being spoken: the one after it is still waiting
-        (its job still queued, as the queue's depth and a hand-back count it)."""
-        head = next(iter(self.assigned.values()), None)
-        if head is not None:
-            head.start()
+    def listen(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[EngineProcess, Any], None],
+        on_exit: Callable[[EngineProcess], None],
+    ) -> None:
+        """Its messages, read on a thread of their own, each handled on ``loop``; then its exit."""
+        reader = threading.Thread(
+            target=self._read,
+            args=(loop, on_message, on_exit),
+            name=f"ttsd-pool-reader-{self.no}",
+            daemon=True,
+        )
+        reader.start()
+
+    def _read(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[EngineProcess, Any], None],
+        on_exit: Callable[[EngineProcess], None],
+    ) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            loop.call_soon_threadsafe(on_message, self, message)
+        # EOF comes as soon as the process's descriptors close; reap it here, off the event loop,
+        # so no zombie is left behind.
+        self.process.join(timeout=10)
+        with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
+            loop.call_soon_threadsafe(on_exit, self)
 
 
 def spawn(ctx: SpawnContext, settings: Settings, spec: PoolSpec, slot: int, no: int) -> EngineProcess:

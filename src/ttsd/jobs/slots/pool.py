@@ -11,12 +11,12 @@ and fails cleanly if that one dies too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
 import logging
 import multiprocessing
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,13 +26,14 @@ from ...errors import EngineCrashed, EngineUnavailable, JobTimeout, job_error_fr
 from ...pools import PoolSpec
 from ..messages import BatchDone, BatchFailed, Cancel, Fatal, FromSlot, Ready, Spoken, Stop
 from ..model import BatchResult, SentenceBatch, SentenceCallback
-from .handle import Assignment, EngineProcess, Start, WorkerDied, spawn
+from .handle import Assignment, EngineProcess, WorkerDied, spawn
 from .line import Line
 
 log = logging.getLogger("ttsd.pool")
 
 _MAX_ATTEMPTS = 2
 _STOP_GRACE = 5.0
+
 
 # Batches a process holds at once: the one it speaks and the next. Handing over the next batch
 # before the last sentence is out means the engine never waits for this event loop between
@@ -67,13 +68,18 @@ class EnginePool:
         self.fatal: str | None = None
         self.was_ready = False  # a slot loaded once: a crashed one is coming back
         self.restarts = 0
-        self.waiting = 0  # batches waiting for a free slot
+        self._in_line: collections.Counter[str] = collections.Counter()  # batches' callers, by request id
         self._serial = itertools.count()
 
     @property
     def busy(self) -> int:
         """Slots speaking."""
         return sum(1 for w in self._workers if w.assigned and w.alive)
+
+    @property
+    def waiting(self) -> int:
+        """Batches waiting for a slot to take them."""
+        return sum(self._in_line.values())
 
     @property
     def name(self) -> str:
@@ -114,24 +120,8 @@ class EnginePool:
         self._next_no += 1
         worker = spawn(self._ctx, self._settings, self.spec, slot, no)
         self._workers.add(worker)
-        threading.Thread(
-            target=self._read, args=(worker,), name=f"ttsd-pool-reader-{no}", daemon=True
-        ).start()
-
-    def _read(self, worker: EngineProcess) -> None:
-        """Blocking reads on a thread; every message is handled on the event loop."""
         assert self._loop is not None
-        while True:
-            try:
-                message = worker.conn.recv()
-            except (EOFError, OSError):
-                break
-            self._loop.call_soon_threadsafe(self._on_message, worker, message)
-        # EOF comes as soon as the process's descriptors close; reap it here, off the event loop,
-        # so no zombie is left behind.
-        worker.process.join(timeout=10)
-        with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
-            self._loop.call_soon_threadsafe(self._on_exit, worker)
+        worker.listen(self._loop, self._on_message, self._on_exit)
 
     def _on_message(self, worker: EngineProcess, message: FromSlot) -> None:
         match message:
@@ -148,7 +138,6 @@ class EnginePool:
                         assignment.future.set_result(message.slot_seconds)
                     else:
                         assignment.future.set_exception(job_error_from(message.code, message.message))
-                worker.speak_next()
                 self._wake()
             case Ready():
                 worker.ready = self.was_ready = True
@@ -218,6 +207,13 @@ class EnginePool:
                     return True
         return False
 
+    def unspoken(self, request_id: str) -> bool:
+        """Whether a batch of ``request_id`` waits for a slot: in line, or handed to a process to
+        wait behind the batch it speaks (``_DEPTH``)."""
+        if request_id in self._in_line:
+            return True
+        return any(a.request_id == request_id for w in self._workers for a in list(w.assigned.values())[1:])
+
     async def synthesize(
         self,
         batch: SentenceBatch,
@@ -225,10 +221,9 @@ class EnginePool:
         on_start: Callable[[], None] | None = None,
     ) -> BatchResult:
         """Speak a batch on the next free slot (earliest deadline first among waiters, see
-        ``Line``); ``on_sentence`` sees each sentence as it is made, ``on_start`` the moment its
-        process begins it (not when it is handed over to wait behind another: ``_DEPTH``)."""
+        ``Line``); ``on_sentence`` sees each sentence as it is made, ``on_start`` the moment a slot
+        is taken."""
         returned: set[int] = set()
-        start = Start(on_start)
         spoken = 0.0  # engine seconds of the current attempt
 
         def forward(index: int, samples: Any, rate: int, seconds: float) -> None:
@@ -245,16 +240,17 @@ class EnginePool:
             request = dataclasses.replace(
                 batch, indices=tuple(i for i, _ in todo), sentences=tuple(t for _, t in todo)
             )
-            self.waiting += 1
+            self._in_line[batch.request_id] += 1
             try:
                 worker = await self._line.take(self._free, self._check, deadline)
             finally:
-                self.waiting -= 1
+                self._in_line -= collections.Counter({batch.request_id: 1})
+            if on_start is not None and attempt == 1:
+                on_start()
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             wire = f"{batch.request_id}/{next(self._serial)}"
             request = dataclasses.replace(request, request_id=wire)
-            worker.assigned[wire] = Assignment(batch.request_id, future, forward, start)
-            worker.speak_next()
+            worker.assigned[wire] = Assignment(batch.request_id, future, forward)
             spoken = 0.0
             started = time.monotonic()
             held: float | None = None
@@ -263,7 +259,6 @@ class EnginePool:
                 held = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
             except (WorkerDied, BrokenPipeError, OSError) as exc:
                 worker.assigned.pop(wire, None)
-                worker.speak_next()
                 log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
                 if attempt == _MAX_ATTEMPTS:
                     raise EngineCrashed("the engine process crashed twice on this request") from exc
