@@ -551,7 +551,8 @@ def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_a
     j = job("Sentences nobody may hear.")
     assert leases.acquire(j.task_id, "node-a/1") == 1
     reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
-    sentences = [np.full(100, i, dtype=np.int16) for i in range(2)]
+    sentences = [np.full(100_000, i, dtype=np.int16) for i in range(2)]
+    received = client.info("stats")["total_net_input_bytes"]
     for i, pcm in enumerate(sentences):
         if joins == i:
             client.incr(keys.listeners(j.task_id))
@@ -563,6 +564,8 @@ def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_a
     asyncio.run(reporter.audio_end())
     if joins is None:
         assert not client.exists(keys.pcm(j.task_id))
+        # Not even sent: only whether anyone listens was asked.
+        assert client.info("stats")["total_net_input_bytes"] - received < 20_000
     else:
         entries = [StreamEntry.parse(f) for _, f in client.xrange(keys.pcm(j.task_id))]  # type: ignore[union-attr]
         assert [e.pcm for e in entries] == [p.tobytes() for p in sentences] + [b""]

@@ -46,6 +46,7 @@ class RedisReporter:
         self._later: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
         self._held: list[StreamEntry] = []  # the stream's entries nobody has listened to yet
+        self._listening = False  # as of the last entry: else only whether anyone does is asked
         self.streamed = False  # whether a listener may have heard any of this delivery
         self.on_stage: Callable[[Stage], None] | None = None  # told of each stage as it is reported
 
@@ -87,29 +88,32 @@ class RedisReporter:
 
     def _publish(self, entry: StreamEntry) -> None:
         """An entry of the live stream, with the status when it changed since it was written (in
-        one round trip): what a listener hears, the task's status already accounts for. Entries
-        nobody listened to are held here, and sent before the next one once someone does."""
+        one round trip): what a listener hears, the task's status already accounts for. While
+        nobody listens the audio stays here, and only whether anyone does is asked; a listener
+        who joins gets everything held back, then the rest as it comes."""
         with self._lock:
             status = self.status
             # The first (its counts, its stage), then at most every interval, as ``stage`` writes.
             due = self._stored is self._begun or time.monotonic() - self._written >= _WRITE_EVERY
             pending = (status, self._task_ttl) if status is not self._stored and due else None
-            task_id, fields = status.task_id, entry.fields()
+            task_id = status.task_id
+            self._held.append(entry)
+            sent = [e.fields() for e in self._held] if self._listening else []
             left, outcome = self._leases.publish(
-                task_id, self._token, [fields], PCM_STREAM_TTL, last=entry.end, held=bool(self._held),
+                task_id, self._token, sent, PCM_STREAM_TTL, last=entry.end, held=not self._listening,
                 status=pending,
             )  # fmt: skip
             if pending is not None:
                 self._stored, self._written = status, time.monotonic()
             if outcome is Published.BACKFILL:
-                entries = [*(e.fields() for e in self._held), fields]
+                entries = [e.fields() for e in self._held]
                 left, outcome = self._leases.publish(
                     task_id, self._token, entries, PCM_STREAM_TTL, last=entry.end
                 )
-            self.streamed = self.streamed or outcome is Published.WRITTEN
-            if outcome is Published.HELD and not entry.end and entry.error is None:
-                self._held.append(entry)
-            else:  # sent, or the stream is over: a listener joining later reads the stored file
+            self._listening = outcome is Published.WRITTEN
+            self.streamed = self.streamed or self._listening
+            if self._listening or entry.end or entry.error is not None:
+                # Sent, or the stream is over: a listener joining later reads the stored file.
                 self._held.clear()
         if left:
             raise JobCancelled("every listener of this stream left")

@@ -123,12 +123,13 @@ return 1
 """
 
 # KEYS: lease, stream, cancel, listeners ARGV: token, stream ttl_s, last ('1': the stream's end),
-# held ('1': entries before these were held back), then each entry: its field count, field, value, ...
-# Returns -1 when fenced out, else {cancelled (every listener left), outcome (``Published``)}. Audio
-# nobody listens to is not written: a text's audio would pass through Redis for nobody (a
-# ``/v1/synthesize`` job's, a prefetch's). The worker holds it back instead, and a listener that
-# joins in flight gets it all, in order, at the next entry (``BACKFILL``). A stream nobody listened
-# to is deleted at its end; a listener that joins after that finds none, and reads the stored file.
+# held ('1': the sender holds entries back, and asks whether anyone listens), then each entry: its
+# field count, field, value, ... Returns -1 when fenced out, else {cancelled (every listener left),
+# outcome (``Published``)}. Audio nobody listens to is not written: a text's audio would pass
+# through Redis for nobody (a ``/v1/synthesize`` job's, a prefetch's). The worker holds it back
+# instead, and a listener that joins in flight gets it all, in order, at the next entry
+# (``BACKFILL``). A stream nobody listened to is deleted at its end; a listener that joins after
+# that finds none, and reads the stored file.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local cancelled = redis.call('EXISTS', KEYS[3])
@@ -153,7 +154,7 @@ class Published(enum.IntEnum):
 
     HELD = 0  # nobody listens: not written (the sender keeps them)
     WRITTEN = 1
-    BACKFILL = 2  # a listener joined: send the entries held back, then these, in one call
+    BACKFILL = 2  # someone listens: send the entries held back, in one call
 
 
 class JobLeases:
@@ -257,9 +258,9 @@ class JobLeases:
     ) -> tuple[bool, Published]:
         """Append ``entries`` to the job's live audio stream, if anyone listens (``_PUBLISH``);
         returns whether every listener has left, and what became of them. ``last``: the stream's
-        end. ``held``: entries before these were held back, to be sent first. ``status`` (and its
-        TTL): written first, in the same round trip, so a listener never hears audio the task's
-        status does not account for yet."""
+        end. ``held``: the caller holds entries back (none are sent): is anyone listening?
+        ``status`` (and its TTL): written first, in the same round trip, so a listener never hears
+        audio the task's status does not account for yet."""
         flat: list[bytes | str | int] = [token, ttl, "1" if last else "0", "1" if held else "0"]
         for fields in entries:
             flat.append(len(fields))
