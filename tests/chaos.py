@@ -53,6 +53,10 @@ class Cluster:
         return [api for api in self.apis if api.process.poll() is None]
 
 
+# Why a job is published again after a fault (``jobs.distributed.sweeper``).
+FAULT_REQUEUES = ("lease_lapsed", "given_up", "never_taken", "popped_not_taken")
+
+
 class Load:
     """Hits and misses at steady rates, round robin over the API processes (a request whose API
     process is gone goes to the next one)."""
@@ -119,13 +123,11 @@ class Load:
 
     @staticmethod
     def _requeued(api: Server, reason: str | None = None) -> float:
-        """For ``reason``, or for every fault: a job a busy worker gave back for an idle one is
-        not one."""
+        """For ``reason``, or for every fault (a job a busy worker gave back for an idle one is
+        not one)."""
+        reasons = FAULT_REQUEUES if reason is None else (reason,)
         try:
-            if reason is not None:
-                return api.metric("ttsd_jobs_requeued_total", reason=reason)
-            total = api.metric("ttsd_jobs_requeued_total")
-            return total - api.metric("ttsd_jobs_requeued_total", reason="handed_back")
+            return sum(api.metric("ttsd_jobs_requeued_total", reason=r) for r in reasons)
         except httpx.TransportError:
             return 0.0
 
