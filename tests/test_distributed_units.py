@@ -575,6 +575,32 @@ def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_a
         asyncio.run(RedisReporter(leases, "node-b/1", j.queued(), 2, 600).audio_end())
 
 
+def test_an_entry_redis_never_took_is_not_held_back(settings: Settings, client: redis.Redis) -> None:
+    """A publish that failed (Redis away) leaves nothing held: the job is tried again from its
+    first sentence, so a listener who joins later must not hear the failed entry as well."""
+    keys = RedisKeys(settings.redis_prefix)
+
+    class Flaky(JobLeases):
+        away = True
+
+        def publish(self, *args: Any, **kwargs: Any) -> Any:
+            if self.away:
+                self.away = False
+                raise BackendUnavailable("Redis is unreachable")
+            return super().publish(*args, **kwargs)
+
+    leases = Flaky(client, keys, settings.job_lease, ttl=600)
+    j = job("A sentence Redis missed.")
+    assert leases.acquire(j.task_id, "node-a/1") == 1
+    reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(reporter.audio(np.full(100, 1, dtype=np.int16), 16000))
+    client.incr(keys.listeners(j.task_id))
+    asyncio.run(reporter.audio(np.full(100, 2, dtype=np.int16), 16000))
+    entries = [StreamEntry.parse(f) for _, f in client.xrange(keys.pcm(j.task_id))]  # type: ignore[union-attr]
+    assert [e.pcm for e in entries] == [np.full(100, 2, dtype=np.int16).tobytes()]
+
+
 def test_a_job_whose_listeners_all_left_is_cancelled_at_its_next_sentence(
     settings: Settings, client: redis.Redis
 ) -> None:

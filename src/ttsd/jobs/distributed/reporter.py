@@ -96,9 +96,8 @@ class RedisReporter:
             # The first (its counts, its stage), then at most every interval, as ``stage`` writes.
             due = self._stored is self._begun or time.monotonic() - self._written >= _WRITE_EVERY
             pending = (status, self._task_ttl) if status is not self._stored and due else None
-            task_id = status.task_id
-            self._held.append(entry)
-            sent = [e.fields() for e in self._held] if self._listening else []
+            task_id, held = status.task_id, [*self._held, entry]  # kept only once the call went through
+            sent = [e.fields() for e in held] if self._listening else []
             left, outcome = self._leases.publish(
                 task_id, self._token, sent, PCM_STREAM_TTL, last=entry.end, held=not self._listening,
                 status=pending,
@@ -106,15 +105,14 @@ class RedisReporter:
             if pending is not None:
                 self._stored, self._written = status, time.monotonic()
             if outcome is Published.BACKFILL:
-                entries = [e.fields() for e in self._held]
+                entries = [e.fields() for e in held]
                 left, outcome = self._leases.publish(
                     task_id, self._token, entries, PCM_STREAM_TTL, last=entry.end
                 )
             self._listening = outcome is Published.WRITTEN
             self.streamed = self.streamed or self._listening
-            if self._listening or entry.end or entry.error is not None:
-                # Sent, or the stream is over: a listener joining later reads the stored file.
-                self._held.clear()
+            # Sent, or the stream is over (a listener joining later reads the stored file): none held.
+            self._held = [] if self._listening or entry.end or entry.error is not None else held
         if left:
             raise JobCancelled("every listener of this stream left")
 
