@@ -144,7 +144,9 @@ def test_a_job_waiting_on_a_busy_worker_is_given_back_when_another_frees_first(s
                 assert finished(srv, httpx.post(f"{srv.url}/v1/synthesize", json=job))["status"] == "done"
                 still = httpx.get(f"{srv.url}/v1/tasks/{second.headers['x-task-id']}").json()
                 assert still["stage"] == "synthesizing", still
-            assert srv.metric("ttsd_jobs_requeued_total", reason="handed_back") == given_back + 1
+            # It got there by a hand-back (a holder that landed behind the other may have been
+            # given back too, before its first audio).
+            assert srv.metric("ttsd_jobs_requeued_total", reason="handed_back") >= given_back + 1
     finally:
         stop_server(srv)
 
