@@ -50,31 +50,21 @@ class EngineProcess:
         on_exit: Callable[[EngineProcess], None],
     ) -> None:
         """Its messages, read on a thread of their own, each handled on ``loop``; then its exit."""
-        reader = threading.Thread(
-            target=self._read,
-            args=(loop, on_message, on_exit),
-            name=f"ttsd-pool-reader-{self.no}",
-            daemon=True,
-        )
-        reader.start()
 
-    def _read(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_message: Callable[[EngineProcess, Any], None],
-        on_exit: Callable[[EngineProcess], None],
-    ) -> None:
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            loop.call_soon_threadsafe(on_message, self, message)
-        # EOF comes as soon as the process's descriptors close; reap it here, off the event loop,
-        # so no zombie is left behind.
-        self.process.join(timeout=10)
-        with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
-            loop.call_soon_threadsafe(on_exit, self)
+        def read() -> None:
+            while True:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                loop.call_soon_threadsafe(on_message, self, message)
+            # EOF comes as soon as the process's descriptors close; reap it here, off the event
+            # loop, so no zombie is left behind.
+            self.process.join(timeout=10)
+            with contextlib.suppress(RuntimeError):  # loop closed during interpreter shutdown
+                loop.call_soon_threadsafe(on_exit, self)
+
+        threading.Thread(target=read, name=f"ttsd-pool-reader-{self.no}", daemon=True).start()
 
 
 def spawn(ctx: SpawnContext, settings: Settings, spec: PoolSpec, slot: int, no: int) -> EngineProcess:
