@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ttsd import audio
-from ttsd.errors import EngineCrashed, StorageError
+from ttsd.errors import BackendUnavailable, EngineCrashed, StorageError
 from ttsd.jobs.body import run_job
 from ttsd.jobs.made import Tries
 from ttsd.jobs.model import Job, JobOutcome
@@ -352,6 +353,66 @@ def test_a_sentence_said_twice_and_made_by_another_process_does_not_stall_the_jo
             assert synth.spoken == [A] and outcome.sentences_merged == 2
         else:
             assert synth.spoken == [A, "Yes."]
+
+
+class RedisAwayOnce(OtherProcessClaims):
+    """Claims whose first ``claim`` meets Redis away, as the Redis-stop fault does mid-job."""
+
+    def __init__(self, index: CacheIndex, others: set[str]) -> None:
+        super().__init__(index, others)
+        self.away = True
+
+    async def claim(self, keys: list[str], job: str) -> list[bool]:
+        if self.away:
+            self.away = False
+            raise BackendUnavailable("Redis is unreachable")
+        return await super().claim(keys, job)
+
+
+class StageFailsOnce(RecordingReporter):
+    """A reporter whose first SYNTHESIZING write meets Redis away."""
+
+    def __init__(self, j: Job) -> None:
+        super().__init__(j)
+        self.away = True
+
+    async def stage(self, stage: Stage, progress: int, **changes: Any) -> None:
+        if stage is Stage.SYNTHESIZING and self.away:
+            self.away = False
+            raise BackendUnavailable("Redis is unreachable")
+        await super().stage(stage, progress, **changes)
+
+
+@pytest.mark.parametrize("fails", ["claiming", "reporting"])
+def test_a_try_that_fails_while_claiming_leaves_no_flight_behind(tmp_path: Path, fails: str) -> None:
+    """A try that meets Redis away between claiming its sentences' flights in this process and
+    making them must let the flights go: the runner tries the job again in place, and the next
+    try (or any job here needing the sentence) would otherwise wait for a flight nobody makes."""
+    synth = ToneSynthesizer()
+    j = job(text(A, B))
+    key_b = piece_keys(j.spec, [B])[0]
+    with bench(tmp_path, synth) as b:
+        # "reporting": B is another process's, so this try only waits and reports SYNTHESIZING.
+        keep_pieces(b.store, b.index, [(piece_keys(j.spec, [A])[0], tone(A))], RATE, 3600)
+        claims, reporter = (
+            (RedisAwayOnce(b.index, set()), RecordingReporter(j))
+            if fails == "claiming"
+            else (OtherProcessClaims(b.index, {key_b}), StageFailsOnce(j))
+        )
+        b.host.claims = claims
+
+        async def scenario() -> JobOutcome:
+            with pytest.raises(BackendUnavailable):
+                await asyncio.wait_for(run_job(j, b.host, reporter), 10)
+            assert len(b.host.flights) == 0
+            claims.others.clear()
+            # Bounded, so a regression fails here instead of hanging the suite.
+            return await asyncio.wait_for(run_job(j, b.host, reporter), 10)
+
+        outcome = asyncio.run(scenario())
+        assert synth.spoken == [B]
+        assert outcome.sentences_reused == 1
+        assert len(b.host.flights) == 0
 
 
 def test_a_failing_synthesizer_keeps_finished_sentences_but_not_the_text(tmp_path: Path) -> None:

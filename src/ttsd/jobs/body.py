@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import audio
-from ..errors import JobError, StorageError
+from ..errors import BackendUnavailable, JobError, StorageError
 from ..state.base import Stage
 from .assembly import InOrder
 from .flights import await_flight, await_remote
@@ -107,31 +108,11 @@ async def _round(
     rate = made.rate
     reuse = spec.engine in host.reuse_engines
     own: list[int] = []
-    waits: dict[int, Awaitable[audio.Pcm16 | None]] = {}
+    waits: dict[int, Coroutine[Any, Any, audio.Pcm16 | None]] = {}
     claimed: list[str] = []  # in-process flights this job must resolve or abandon
     remote: list[str] = []  # cross-process claims this job holds
-    for i in missing:
-        if not reuse:
-            own.append(i)
-            continue
-        flight = host.flights.claim(keys[i])
-        if flight is not None:
-            waits[i] = await_flight(flight)
-        else:
-            claimed.append(keys[i])
-            own.append(i)
-    if host.claims is not None and own and reuse:
-        granted = await host.claims.claim([keys[i] for i in own], job.task_id)
-        for i, ok in zip(list(own), granted, strict=True):
-            if ok:
-                remote.append(keys[i])
-            else:
-                own.remove(i)
-                load = functools.partial(
-                    host.run, load_piece, host.store, host.index, keys[i], rate, host.memory
-                )
-                waits[i] = await_remote(host.claims, keys[i], load)
-
+    tasks: list[asyncio.Task[Any]] = []
+    batch: asyncio.Task[Any] | None = None
     arrivals: asyncio.Queue[tuple[int, audio.Pcm16 | None]] = asyncio.Queue()
 
     def on_sentence(i: int, pcm: audio.Pcm16, sample_rate: int) -> None:
@@ -140,24 +121,48 @@ async def _round(
     async def waited(i: int, wait: Awaitable[audio.Pcm16 | None]) -> None:
         arrivals.put_nowait((i, await wait))
 
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
-    batch: asyncio.Task[Any] | None = None
-    if own:
-        speeds = tuple(job.speeds[i] for i in own) if job.speeds else None
-        request = SentenceBatch(
-            job.task_id, spec, tuple(own), tuple(sentences[i] for i in own), job.deadline, speeds
-        )
-        batch = asyncio.create_task(
-            host.synthesizer.synthesize(request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None)))
-        )
-        batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
-    else:
-        await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
     writer = PieceWriter(host, made, remote)  # what this job makes, on its way to the cache
-    expected = len(own) + len(waits)
-    batch_open = batch is not None
     ended = False
+    # From the first flight claimed on, a failure (Redis away while claiming or reporting) must
+    # let the flights go: the job is tried again in place, and its next try would wait on them.
     try:
+        for i in missing:
+            if not reuse:
+                own.append(i)
+                continue
+            flight = host.flights.claim(keys[i])
+            if flight is not None:
+                waits[i] = await_flight(flight)
+            else:
+                claimed.append(keys[i])
+                own.append(i)
+        if host.claims is not None and own and reuse:
+            granted = await host.claims.claim([keys[i] for i in own], job.task_id)
+            for i, ok in zip(list(own), granted, strict=True):
+                if ok:
+                    remote.append(keys[i])
+                else:
+                    own.remove(i)
+                    load = functools.partial(
+                        host.run, load_piece, host.store, host.index, keys[i], rate, host.memory
+                    )
+                    waits[i] = await_remote(host.claims, keys[i], load)
+        tasks += [asyncio.create_task(waited(i, w)) for i, w in waits.items()]
+        if own:
+            speeds = tuple(job.speeds[i] for i in own) if job.speeds else None
+            request = SentenceBatch(
+                job.task_id, spec, tuple(own), tuple(sentences[i] for i in own), job.deadline, speeds
+            )
+            batch = asyncio.create_task(
+                host.synthesizer.synthesize(
+                    request, on_sentence, lambda: arrivals.put_nowait((_STARTED, None))
+                )
+            )
+            batch.add_done_callback(lambda _: arrivals.put_nowait((_ENDED, None)))
+        else:
+            await reporter.stage(Stage.SYNTHESIZING, _progress(pieces))
+        expected = len(own) + len(waits)
+        batch_open = batch is not None
         while expected or batch_open:
             i, pcm = await arrivals.get()
             if i == _STARTED:
@@ -199,6 +204,9 @@ async def _round(
     finally:
         for task in tasks:
             task.cancel()
+        for wait in waits.values():
+            if inspect.getcoroutinestate(wait) == inspect.CORO_CREATED:
+                wait.close()  # never started: its task (if any) was cancelled first
         if batch is not None and not batch.done():
             batch.cancel()
             with contextlib.suppress(BaseException):
@@ -208,7 +216,7 @@ async def _round(
         # A batch's last sentences can go with the text's own file, when it holds them unchanged.
         await writer.close(hold=ended and audio.holds_samples(audio.get_format(job.fmt), rate))
         if host.claims is not None and remote:  # the claims of sentences not made
-            with contextlib.suppress(JobError, StorageError):
+            with contextlib.suppress(JobError, BackendUnavailable):  # they lapse on their own
                 await host.claims.release(remote)
             remote.clear()
 
