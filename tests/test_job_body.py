@@ -466,7 +466,37 @@ def test_a_try_after_a_storage_fault_stores_what_an_earlier_try_made(
             assert found is not None and np.array_equal(found, tone(sentence))
         assert outcome.synthesized and outcome.sentences == 3
         assert same(heard(reporter), wire([A, B, C]))  # nothing sent twice
+        assert reporter.ended == 1  # its end too
         assert b.metric("ttsd_sentence_requests_total", result="miss") == 3
+
+
+class AudioFailsOnce(RecordingReporter):
+    """A reporter whose second sentence meets Redis away: the first was heard."""
+
+    def __init__(self, j: Job) -> None:
+        super().__init__(j)
+        self.calls = 0
+
+    async def audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise BackendUnavailable("Redis is unreachable")
+        await super().audio(pcm, sample_rate)
+
+
+def test_a_try_again_in_place_sends_listeners_only_what_they_have_not_heard(tmp_path: Path) -> None:
+    """Redis away mid-stream: the job is tried again in place, from its first sentence. A listener
+    who heard the opening must hear the rest, not the opening twice."""
+    j = job(text(A, B, C))
+    synth = ToneSynthesizer()
+    with bench(tmp_path, synth) as b:
+        tries, reporter = Tries(), AudioFailsOnce(j)
+        with pytest.raises(BackendUnavailable):
+            asyncio.run(run_job(j, b.host, reporter, tries))
+        assert same(heard(reporter), wire([A, B, C])[:1])
+        asyncio.run(run_job(j, b.host, reporter, tries))
+        assert same(heard(reporter), wire([A, B, C]))
+        assert reporter.ended == 1
 
 
 def test_pieces_in_memory_are_read_while_storage_is_away_and_never_stale(

@@ -51,7 +51,7 @@ def _progress(pieces: list[Any]) -> int:
     return int(80 * sum(p is not None for p in pieces) / len(pieces))
 
 
-async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> Made:
+async def _make_master(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Made:
     spec = job.spec
     rate = host.sample_rates[spec.engine]
     sentences = job.sentences
@@ -62,7 +62,7 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter) -> Made:
         await host.run(load_pieces, host.store, host.index, keys, rate, host.memory) if reuse else [None] * n
     )
     made = Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
-    out = InOrder(reporter, pieces, rate, job)
+    out = InOrder(reporter, pieces, rate, job, tries)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
     # once if it needs none), which is what the queue's depth and Retry-After count. A job run
     # again (handed on from a lost worker) keeps the stage and progress it had reached.
@@ -221,10 +221,10 @@ async def _round(
             remote.clear()
 
 
-async def _made(job: Job, host: JobHost, reporter: Reporter) -> Made:
+async def _made(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Made:
     cached = await host.run(cached_master, job.key, host.store, host.index)
     if cached is None:
-        return await _make_master(job, host, reporter)
+        return await _make_master(job, host, reporter, tries)
     made = Made(cached[0], cached[1], from_cache=True)
     if job.layout is not None and job.layout.marks:
         kept = await host.run(load_marks, host.store, host.index, job.key)
@@ -246,7 +246,7 @@ async def run_job(job: Job, host: JobHost, reporter: Reporter, tries: Tries | No
 
 
 async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> JobOutcome:
-    made = tries.made or await _made(job, host, reporter)
+    made = tries.made or await _made(job, host, reporter, tries)
     tries.made = made
     storing = False
     try:
@@ -278,10 +278,11 @@ async def _run(job: Job, host: JobHost, reporter: Reporter, tries: Tries) -> Job
         raise
     finally:
         await let_go(host, made)
-        if not made.from_cache:
+        if not made.from_cache and not tries.ended:
             # Streams end once the text is stored and counted, so a repeat right after a stream is
             # a hit. They end cleanly even if storing failed: every sample was already sent.
             await reporter.audio_end()
+            tries.ended = True
     return JobOutcome(
         entry=entry,
         synthesized=made.synthesized > 0,

@@ -45,6 +45,9 @@ class Made:
 @dataclass
 class Tries:
     """What the tries of one job share: after a storage fault the next try stores the text an
-    earlier one made, rather than making its sentences again."""
+    earlier one made, rather than making its sentences again; after any fault, it sends live
+    listeners only what an earlier try did not (they heard that already)."""
 
     made: Made | None = None
+    sent: int = 0  # the master's chunks the reporter took, in order
+    ended: bool = False  # the reporter was told the audio's end
