@@ -5,7 +5,8 @@ engine in one run.
   ``en-us-female``, one engine slot: on an embedded server, and on Redis + SeaweedFS + one ``ttsd
   worker --slots 1`` + one API (the suite's stack); the same 320 sentences spoken by a bare eSpeak
   loop in this process. The same with Piper ``en-joe`` (8 texts: its sentences take far longer).
-- Scale-out: a second one-slot worker joins the stack, and 40 more such texts are run.
+- Scale-out: a second one-slot worker joins the stack, and 40 more such texts are run; the same
+  with Piper (8 more texts), whose engine is most of a job's CPU.
 - One-sentence texts: 200 of them, jobs per second through the whole system, both modes.
 
 For each distributed run: the CPU seconds of each process (the worker's own, apart from its
@@ -205,7 +206,7 @@ def _wait(condition: Callable[[], bool], seconds: float) -> None:
 
 def run() -> dict[str, Any]:
     started = time.monotonic()
-    names = {"one": tag(), "two": tag(), "short": tag(), "piper": tag()}
+    names = {"one": tag(), "two": tag(), "short": tag(), "piper": tag(), "piper two": tag()}
     with tempfile.TemporaryDirectory(prefix="ttsd-bench-distributed-") as tmp:
         emb = embedded(Path(tmp), {"eight": joined(tag()), "short": short_texts(tag())})
         espeak = distributed(
@@ -220,7 +221,14 @@ def run() -> dict[str, Any]:
             grow_before="two workers",
         )
         piper = distributed(
-            Path(tmp), "piper", PIPER_VOICE, {"one worker": joined(names["piper"], PIPER_TEXTS)}
+            Path(tmp),
+            "piper",
+            PIPER_VOICE,
+            {
+                "one worker": joined(names["piper"], PIPER_TEXTS),
+                "two workers": joined(names["piper two"], PIPER_TEXTS),
+            },
+            grow_before="two workers",
         )
     result = {
         "scenario": "distributed",
@@ -259,6 +267,7 @@ def _cpu_row(name: str, d: dict[str, Any]) -> tuple[str, ...]:
 def render(r: dict[str, Any]) -> str:
     n, bare_s, e, piper = r["sentences"], r["bare_seconds"], r["espeak"], r["piper"]["one worker"]
     one, two, short = e["one worker"], e["two workers"], e["short"]
+    piper_two = r["piper"].get("two workers")
     piper_bare = r["piper_bare_seconds"]
     rows = [
         ("run", "s", "slot efficiency", "outside synthesis, ms/sentence"),
@@ -286,16 +295,23 @@ def render(r: dict[str, Any]) -> str:
         _cpu_row("eSpeak, two workers", two),
         _cpu_row("eSpeak, one-sentence texts", short),
         _cpu_row("Piper, one worker", piper),
+        *([_cpu_row("Piper, two workers", piper_two)] if piper_two else []),
     ]
     m = r["machine"]
     emb_short = SHORT_TEXTS / r["embedded"]["short"]
+    piper_scale = (
+        f" With Piper ({PIPER_TEXTS} more texts): {piper_two['seconds']:.2f} s, "
+        f"{piper['seconds'] / piper_two['seconds']:.2f}x."
+        if piper_two
+        else ""
+    )
     dist_short = SHORT_TEXTS / short["seconds"]
     return (
         "## Distributed mode's cost outside synthesis\n\n"
         f"commit {r['commit']}, {m['cpu']} x {m['cores']} cores, {r['seconds'] / 60:.1f} minutes.\n\n"
         f"{table(rows)}\n\n"
         f"- Scale-out: {TEXTS} more such texts with a second one-slot worker: {two['seconds']:.2f} s, "
-        f"{one['seconds'] / two['seconds']:.2f}x one worker's throughput (target ≥ 1.7x).\n"
+        f"{one['seconds'] / two['seconds']:.2f}x one worker's throughput (target ≥ 1.7x).{piper_scale}\n"
         f"- One-sentence texts, {SHORT_TEXTS} at once: embedded {emb_short:.0f} jobs/s, distributed "
         f"{dist_short:.0f} jobs/s ({dist_short / emb_short:.2f}x; target ≥ 0.7x).\n"
         "- Targets (issue 29): distributed slot efficiency ≥ 0.7 with eSpeak (embedded's 0.83), ≥ 0.95 "
