@@ -681,6 +681,18 @@ def test_an_engine_without_sentence_reuse_keeps_a_master_and_no_pieces(tmp_path:
         assert rate == RATE and np.array_equal(pcm, stored_pcm(b, as_pcm))
 
 
+def test_a_budget_that_holds_two_texts_files_holds_them_with_their_sentences(tmp_path: Path) -> None:
+    """A pcm or wav file holds its sentences, indexed as ranges of it: the budget counts the file
+    once, so room for two texts' files keeps both texts and every sentence."""
+    one, two = job(text(A, B)), job(text(C, D))
+    with bench(tmp_path / "measure", ToneSynthesizer()) as b:
+        sizes = [run(j, b)[0].entry.size for j in (one, two)]
+    with bench(tmp_path / "budget", ToneSynthesizer(), max_bytes=sum(sizes)) as b:
+        assert run(one, b)[0].evicted == () and run(two, b)[0].evicted == ()
+        assert b.index.stats().bytes == sum(sizes)
+        assert all(piece(b, s) is not None for s in (A, B, C, D))
+
+
 def test_a_text_over_the_byte_budget_evicts_the_oldest_objects(tmp_path: Path) -> None:
     one, two = job(text(A)), job(text(B))
     size_a, size_b = 2 * len(tone(A)), 2 * len(tone(B))

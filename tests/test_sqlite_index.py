@@ -5,6 +5,7 @@ eviction at two table sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -49,13 +50,19 @@ def key_name(i: int) -> str:
 
 
 def scanned(path: Path) -> tuple[int, int, int, int]:
-    """What the totals row should say, by scanning the table."""
+    """What the totals row should say, by scanning the tables: each entry's charge (its size in a
+    file from before charges), and the bytes of entries gone from objects others still name."""
     with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+        counted = "COALESCE(charge, size)" if "charge" in columns else "size"
         count, size, pieces, piece_bytes = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(fmt = ?), 0),"
-            " COALESCE(SUM(CASE WHEN fmt = ? THEN size ELSE 0 END), 0) FROM entries",
+            f"SELECT COUNT(*), COALESCE(SUM({counted}), 0), COALESCE(SUM(fmt = ?), 0),"
+            f" COALESCE(SUM(CASE WHEN fmt = ? THEN {counted} ELSE 0 END), 0) FROM entries",
             (PIECE, PIECE),
         ).fetchone()
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        if "orphans" in tables:
+            size += db.execute("SELECT COALESCE(SUM(bytes), 0) FROM orphans").fetchone()[0]
     db.close()
     return int(count), int(size), int(pieces), int(piece_bytes)
 
@@ -212,6 +219,59 @@ def test_a_file_with_the_first_schema_is_migrated(tmp_path: Path) -> None:
     again.close()
 
 
+def _v2_count(row: str, sign: str) -> str:
+    piece = f"{row}.fmt = '{PIECE}'"
+    return (
+        f"UPDATE totals SET entries = entries {sign} 1, bytes = bytes {sign} {row}.size,"
+        f" pieces = pieces {sign} ({piece}), piece_bytes = piece_bytes {sign} {row}.size * ({piece});"
+    )
+
+
+# Version 2: ranges, and totals kept by triggers that counted every entry's size.
+V2_SCHEMA = f"""
+ALTER TABLE entries ADD COLUMN start INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0), entries INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    pieces INTEGER NOT NULL, piece_bytes INTEGER NOT NULL
+);
+INSERT INTO totals VALUES (0, 0, 0, 0, 0);
+CREATE TRIGGER totals_insert AFTER INSERT ON entries BEGIN {_v2_count("NEW", "+")} END;
+CREATE TRIGGER totals_delete AFTER DELETE ON entries BEGIN {_v2_count("OLD", "-")} END;
+CREATE TRIGGER totals_update AFTER UPDATE OF size, fmt ON entries
+  BEGIN {_v2_count("OLD", "-")} {_v2_count("NEW", "+")} END;
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_file_from_version_2_keeps_its_totals_and_counts_new_objects_once(tmp_path: Path) -> None:
+    """Version 2 counted a text's file and the sentences inside it apart. Its totals stay right for
+    the entries it wrote (each leaves with its own size), and what comes after counts objects once."""
+    path = tmp_path / "i.db"
+    text = entry(key(1), size=1000)
+    inside = dataclasses.replace(entry(key(2), PIECE, size=400), object_name=text.object_name, start=44)
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA + V2_SCHEMA)
+        for e in (text, inside):
+            db.execute(
+                "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*(getattr(e, f) for f in CacheEntry.__dataclass_fields__ if f != "start"), 1.0, e.start),
+            )
+    db.close()
+    assert scanned(path) == (2, 1400, 1, 400)
+    index = SqliteCacheIndex(path)
+    assert totals(index) == scanned(path) == (2, 1400, 1, 400)  # as it was counted
+    with sqlite3.connect(path) as db:
+        triggers = {name for (name,) in db.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
+    db.close()
+    assert not {"totals_insert", "totals_delete", "totals_update"} & triggers
+    assert index.evict(max_bytes=0) == [text.object_name]
+    assert totals(index) == scanned(path) == (0, 0, 0, 0)
+    newer = entry(key(3), size=1000)
+    index.put_many([dataclasses.replace(inside, key=key(4), object_name=newer.object_name), newer])
+    assert totals(index) == scanned(path) == (2, 1000, 1, 0)
+    index.close()
+
+
 def test_two_instances_on_one_file_agree(tmp_path: Path) -> None:
     path = tmp_path / "i.db"
     first = SqliteCacheIndex(path)
@@ -286,8 +346,8 @@ def _evict_work(index: SqliteCacheIndex, n: int) -> tuple[list[str], int]:
     db = index._writer  # filled directly, in one transaction: a put per entry would only be slower
     db.execute("BEGIN")
     db.executemany(
-        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [(key(i), "wav", key_name(i), 10, "e", "wav", 1, 1.0, 1.0, 1e12, 1.0 + i, 0) for i in range(n)],
+        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(key(i), "wav", key_name(i), 10, "e", "wav", 1, 1.0, 1.0, 1e12, 1.0 + i, 0, 10) for i in range(n)],
     )
     db.execute("COMMIT")
     index.put(entry(key(n), size=10))

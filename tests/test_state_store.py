@@ -139,9 +139,11 @@ def test_pieces_share_the_byte_budget_and_are_counted_apart(cache_index: CacheIn
     assert (stats.entries, stats.pieces, stats.piece_bytes) == (2, 1, 50)
 
 
-def test_an_object_several_entries_share_goes_with_the_last_of_them(cache_index: CacheIndex) -> None:
-    """A batch's pieces are ranges of one object: evicting or deleting one entry keeps the object
-    while another still names it, and hands it out for deletion once, with the last."""
+def test_an_object_several_entries_share_is_counted_once_and_goes_with_the_last_of_them(
+    cache_index: CacheIndex,
+) -> None:
+    """A batch's pieces are ranges of one object: its bytes are in the budget while any of them
+    names it, and it is handed out for deletion once, with the last."""
     index = cache_index
     bundle = object_name("a" * 64, PIECE)
     a, b, c = (
@@ -151,15 +153,38 @@ def test_an_object_several_entries_share_goes_with_the_last_of_them(cache_index:
     index.put_many([a, b, c])
     assert index.get_many(["a" * 64, "b" * 64, "x" * 64], PIECE) == [a, b, None]
     assert index.get("c" * 64, PIECE) == c and c.span == (200, 100)
+    assert index.stats().bytes == 300
     time.sleep(0.01)
-    index.put(entry("d" * 64, "wav", size=100))
-    assert index.evict(max_bytes=300) == []  # a goes; b and c still name the object
-    assert index.delete("b" * 64, PIECE) == []
-    # A piece written again in an object of its own leaves the bundle as well.
+    d = entry("d" * 64, "wav", size=100)
+    index.put(d)
+    # Over a budget of 300, a alone would free nothing: the object is freed with c, the last.
+    assert index.evict(max_bytes=300) == [bundle]
+    assert (index.stats().entries, index.stats().bytes) == (1, 100)
+    index.put_many([a, b, c])
+    assert index.delete("b" * 64, PIECE) == [] and index.stats().bytes == 400
+    # A piece written again in an object of its own leaves the bundle, which a still names.
     alone = dataclasses.replace(c, object_name=object_name("c" * 64, PIECE, "", "ff"), start=0)
     index.put(alone)
-    assert index.get("c" * 64, PIECE) == alone
-    assert index.evict(max_bytes=0) == [object_name("d" * 64, "wav"), alone.object_name]
-    index.put_many([a, b])
-    assert index.delete("a" * 64, PIECE) == [] and index.delete("b" * 64, PIECE) == [bundle]
-    assert index.stats().entries == 0
+    assert index.get("c" * 64, PIECE) == alone and index.stats().bytes == 500
+    assert index.delete("a" * 64, PIECE) == [bundle] and index.stats().bytes == 200
+    assert index.evict(max_bytes=0) == [d.object_name, alone.object_name]
+    assert (index.stats().entries, index.stats().bytes) == (0, 0)
+
+
+def test_a_text_file_and_the_sentences_inside_it_count_its_bytes_once(cache_index: CacheIndex) -> None:
+    """A wav file holds its text's sentences unchanged, and they are entries for ranges of it
+    (``jobs.pieces.keep_text``): the budget counts the file's bytes once, not its sentences again."""
+    index = cache_index
+    text = entry("f" * 64, "wav", size=1000)
+    one, two = (
+        dataclasses.replace(entry(k * 64, PIECE, size=size), object_name=text.object_name, start=start)
+        for k, size, start in (("1", 400, 44), ("2", 500, 444))
+    )
+    index.put_many([one, two, text])
+    stats = index.stats(levels=True)
+    assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (3, 1000, 2, 0)
+    assert index.evict(max_bytes=1000) == [] and index.stats().entries == 3
+    # Its text gone, its sentences still name the file: its bytes stay until the last goes.
+    assert index.delete(text.key, "wav") == [] and index.stats().bytes == 1000
+    assert index.evict(max_bytes=999) == [text.object_name]
+    assert (index.stats().entries, index.stats().bytes) == (0, 0)

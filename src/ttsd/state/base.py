@@ -42,11 +42,26 @@ class CacheEntry:
         return (self.start, self.size) if self.fmt == PIECE else None
 
 
+def charges(entries: list[CacheEntry]) -> list[int]:
+    """The bytes each entry adds to the byte budget, which counts every object once, while any
+    entry names it. Entries for ranges of an object that one of them holds whole (a text's wav
+    file, its sentences inside it) add nothing beside that one; ranges with no such entry (a
+    batch's pieces) add their own sizes, which sum to the object's."""
+    ends: dict[str, int] = {}
+    for e in entries:
+        ends[e.object_name] = max(ends.get(e.object_name, 0), e.start + e.size)
+    whole = {e.object_name for e in entries if e.start == 0 and e.size == ends[e.object_name]}
+    return [
+        e.size if e.object_name not in whole or (e.start == 0 and e.size == ends[e.object_name]) else 0
+        for e in entries
+    ]
+
+
 @dataclass(frozen=True)
 class CacheStats:
     entries: int
-    bytes: int
-    # Of which sentence pieces (the second cache level).
+    bytes: int  # of the objects entries name, each once
+    # Of which sentence pieces (the second cache level); those inside a text's file count with it.
     pieces: int = 0
     piece_bytes: int = 0
 
@@ -67,11 +82,11 @@ class CacheIndex(ABC):
     @abstractmethod
     def put(self, entry: CacheEntry) -> None: ...
 
+    @abstractmethod
     def put_many(self, entries: list[CacheEntry]) -> None:
-        """``put`` of each entry (those of one object: a batch's pieces), in one round trip or
-        transaction where the index can."""
-        for entry in entries:
-            self.put(entry)
+        """``put`` of each entry (those of one object: a batch's pieces, or a text's file and
+        the sentences inside it), in one round trip or transaction where the index can; the
+        object's bytes enter the budget once (``charges``)."""
 
     @abstractmethod
     def delete(self, key: str, fmt: str) -> list[str]:
@@ -81,7 +96,8 @@ class CacheIndex(ABC):
     @abstractmethod
     def evict(self, max_bytes: int) -> list[str]:
         """Drop expired entries, then least recently used ones until the total fits ``max_bytes``;
-        returns the names of the objects no entry names any more, for the caller to delete."""
+        returns the names of the objects no entry names any more, for the caller to delete. An
+        object's bytes leave the total with the last entry that names it."""
 
     @abstractmethod
     def stats(self, *, levels: bool = False) -> CacheStats:

@@ -17,65 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..store.base import PIECE
-from .base import CacheEntry, CacheIndex, CacheStats
+from .base import CacheEntry, CacheIndex, CacheStats, charges
+from .sqlite_schema import VERSION, charge, migrate
 
 _T = TypeVar("_T")
 
-# Bumped when _SCHEMA changes; a file below it is migrated on open (the statements are idempotent,
-# so two processes opening an old file at once are harmless).
-_VERSION = 2
-
-
-def _count(row: str, sign: str) -> str:
-    """The totals row's change for one entry (``NEW`` or ``OLD``) coming (+) or going (-)."""
-    piece = f"{row}.fmt = '{PIECE}'"
-    return (
-        f"UPDATE totals SET entries = entries {sign} 1, bytes = bytes {sign} {row}.size,"
-        f" pieces = pieces {sign} ({piece}), piece_bytes = piece_bytes {sign} {row}.size * ({piece});"
-    )
-
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS entries (
-        key TEXT NOT NULL,
-        fmt TEXT NOT NULL,
-        object_name TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        etag TEXT NOT NULL,
-        content_type TEXT NOT NULL,
-        sample_rate INTEGER NOT NULL,
-        duration REAL NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        accessed_at REAL NOT NULL,
-        start INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (key, fmt)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at)",
-    # Eviction's exact order, so its victims come off the front of the index with no sort.
-    "CREATE INDEX IF NOT EXISTS entries_lru ON entries (accessed_at, created_at)",
-    # The first schema's, now a prefix of entries_lru: one index fewer to update on every write.
-    "DROP INDEX IF EXISTS entries_accessed",
-    # Whether any entry still names an object (a batch's pieces share one), as entries go.
-    "CREATE INDEX IF NOT EXISTS entries_object ON entries (object_name)",
-    """CREATE TABLE IF NOT EXISTS totals (
-        id INTEGER PRIMARY KEY CHECK (id = 0),
-        entries INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        pieces INTEGER NOT NULL,
-        piece_bytes INTEGER NOT NULL
-    )""",
-    f"CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON entries BEGIN {_count('NEW', '+')} END",
-    f"CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON entries BEGIN {_count('OLD', '-')} END",
-    "CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF size, fmt ON entries"
-    f" BEGIN {_count('OLD', '-')} {_count('NEW', '+')} END",
-)
-# One scan, once per file: from then on the triggers keep the row.
-_FILL = (
-    "INSERT INTO totals SELECT 0, COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(fmt = ?1), 0),"
-    " COALESCE(SUM(size * (fmt = ?1)), 0) FROM entries"
-)
 _COLUMNS = (
     "key, fmt, object_name, size, etag, content_type, sample_rate, duration, created_at, expires_at, start"
 )
@@ -83,8 +29,9 @@ _GET = f"SELECT {_COLUMNS}, accessed_at FROM entries WHERE key = ? AND fmt = ? A
 # An upsert, not INSERT OR REPLACE: a replaced entry's bytes then leave the total through the update
 # trigger whatever a connection's recursive_triggers says.
 _PUT = (
-    f"INSERT INTO entries ({_COLUMNS}, accessed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key, fmt)"
-    " DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in [*_COLUMNS.split(", ")[2:], "accessed_at"])
+    f"INSERT INTO entries ({_COLUMNS}, accessed_at, charge) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (key, fmt) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in [*_COLUMNS.split(", ")[2:], "accessed_at", "charge"])
 )
 _DELETE = "DELETE FROM entries WHERE key = ? AND fmt = ?"
 _NAMED = "SELECT 1 FROM entries WHERE object_name = ? LIMIT 1"
@@ -95,7 +42,10 @@ _TOTALS = "SELECT entries, bytes, pieces, piece_bytes FROM totals"
 # millisecond at a time however much one eviction drops, so a put or delete waits at most that long.
 _BATCH = 32
 _EXPIRED = f"SELECT key, fmt, object_name FROM entries WHERE expires_at <= ? LIMIT {_BATCH}"
-_VICTIMS = f"SELECT key, fmt, object_name, size FROM entries ORDER BY accessed_at, created_at LIMIT {_BATCH}"
+_VICTIMS = (
+    f"SELECT key, fmt, object_name, {charge('entries')} FROM entries"
+    f" ORDER BY accessed_at, created_at LIMIT {_BATCH}"
+)
 # A hit rewrites its access time at most this often: recency to the minute is plenty for LRU and
 # saves a write per hit.
 _TOUCH_INTERVAL = 60.0
@@ -120,23 +70,13 @@ class SqliteCacheIndex(CacheIndex):
         # Puts are upserts and need none of it; but should an INSERT OR REPLACE ever run here, the
         # row it replaces fires the delete trigger (and leaves the total) only with this on.
         self._writer.execute("PRAGMA recursive_triggers=ON")
-        if self._writer.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
-            self._transaction(self._migrate, flush=False)
+        if self._writer.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+            self._transaction(migrate, flush=False)
 
     def _connect(self) -> sqlite3.Connection:
         # Not bound to a thread: a pooled reader serves whichever thread borrows it next, and close()
         # may come from any thread.
         return sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            db.execute(statement)
-        if "start" not in {row[1] for row in db.execute("PRAGMA table_info(entries)")}:  # version 1
-            db.execute("ALTER TABLE entries ADD COLUMN start INTEGER NOT NULL DEFAULT 0")
-        if db.execute("SELECT 1 FROM totals").fetchone() is None:
-            db.execute(_FILL, (PIECE,))
-        db.execute(f"PRAGMA user_version = {_VERSION}")
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         """One row, on a pooled read-only connection; no lock (a list's pop and append are atomic)."""
@@ -194,9 +134,9 @@ class SqliteCacheIndex(CacheIndex):
         rows = [
             (
                 e.key, e.fmt, e.object_name, e.size, e.etag, e.content_type, e.sample_rate, e.duration,
-                e.created_at, e.expires_at, e.start, now,
+                e.created_at, e.expires_at, e.start, now, charge,
             )
-            for e in entries
+            for e, charge in zip(entries, charges(entries), strict=True)
         ]  # fmt: skip
         self._transaction(lambda db: db.executemany(_PUT, rows))
 
@@ -233,13 +173,15 @@ class SqliteCacheIndex(CacheIndex):
         if total <= max_bytes:
             return _unnamed(db, dropped), False
         victims: list[tuple[str, str]] = []
-        for key, fmt, name, size in db.execute(_VICTIMS).fetchall():
+        # At most what the batch frees: an object's bytes leave only with its last entry.
+        for key, fmt, name, counted in db.execute(_VICTIMS).fetchall():
             if total <= max_bytes:
                 break
             victims.append((key, fmt))
             dropped.append(name)
-            total -= size
+            total -= counted
         db.executemany(_DELETE, victims)
+        (total,) = db.execute("SELECT bytes FROM totals").fetchone()
         return _unnamed(db, dropped), bool(victims) and total > max_bytes
 
     def stats(self, *, levels: bool = False) -> CacheStats:

@@ -1,5 +1,5 @@
-"""The cache index in Redis: one entry per (key, format), a byte budget kept by Lua scripts that
-evict in O(log n) per entry, and a channel announcing what was evicted."""
+"""The cache index in Redis: one entry per (key, format), a byte budget (each object counted once)
+kept by Lua scripts that evict in O(log n) per entry, and a channel announcing what was evicted."""
 
 from __future__ import annotations
 
@@ -10,21 +10,30 @@ from dataclasses import asdict
 import redis
 
 from ...store.base import PIECE, object_name
-from ..base import CacheEntry, CacheIndex, CacheStats
+from ..base import CacheEntry, CacheIndex, CacheStats, charges
 from .autopipeline import AutoPipeline
 from .client import guarded, redis_errors
 from .keys import RedisKeys, member, parse_member
 
-# KEYS: entry, then the budget's (lru, expiry, sizes, total, objects, refs)
-# ARGV: member, json, expires_ms, now, size, object name, shared ('1': the object holds other
-# entries too, and the refs hash counts them, so only the last one to go frees it)
+# KEYS: entry, then the budget's (lru, expiry, sizes, total, objects, refs, orphans)
+# ARGV: member, json, expires_ms, now, charge (its bytes in the total: ``charges``), object name,
+# shared ('1': the object holds other entries too, and the refs hash counts them, so only the last
+# one to go frees it). A member that moves to another object leaves the old one as eviction would.
 _PUT = """
 local old = redis.call('HGET', KEYS[4], ARGV[1])
-if old then redis.call('DECRBY', KEYS[5], old) end
 local was = redis.call('HGET', KEYS[6], ARGV[1])
+local freed = tonumber(old or '0')
 if was and was ~= ARGV[6] and redis.call('HEXISTS', KEYS[7], was) == 1 then
-  if redis.call('HINCRBY', KEYS[7], was, -1) <= 0 then redis.call('HDEL', KEYS[7], was) end
+  if redis.call('HINCRBY', KEYS[7], was, -1) > 0 then
+    redis.call('HINCRBY', KEYS[8], was, freed)
+    freed = 0
+  else
+    redis.call('HDEL', KEYS[7], was)
+    freed = freed + tonumber(redis.call('HGET', KEYS[8], was) or '0')
+    redis.call('HDEL', KEYS[8], was)
+  end
 end
+redis.call('DECRBY', KEYS[5], freed)
 if ARGV[7] == '1' and was ~= ARGV[6] then redis.call('HINCRBY', KEYS[7], ARGV[6], 1) end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
@@ -41,23 +50,28 @@ if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1]) end
 return value
 """
 
-# KEYS: lru, expiry, sizes, total, objects, refs ARGV: entry prefix, now_ms, max_bytes,
+# KEYS: lru, expiry, sizes, total, objects, refs, orphans ARGV: entry prefix, now_ms, max_bytes,
 # member-or-empty, channel. Drops expired members, then least recently used ones until the total
-# fits; returns the members and their object names ('' for entries stored before names were
-# recorded, '=' for an object other entries still name), and publishes the members, so API
-# processes stop handing out what is gone.
+# fits (an object's bytes leave it with the last member naming it); returns the members and their
+# object names ('' for entries stored before names were recorded, '=' for an object other entries
+# still name), and publishes the members, so API processes stop handing out what is gone.
 _EVICT = """
 local dropped, names = {}, {}
 local function drop(m)
-  local size = redis.call('HGET', KEYS[3], m)
-  if size then
-    redis.call('DECRBY', KEYS[4], size)
-    redis.call('HDEL', KEYS[3], m)
-  end
+  local size = tonumber(redis.call('HGET', KEYS[3], m) or '0')
+  redis.call('HDEL', KEYS[3], m)
   local name = redis.call('HGET', KEYS[5], m) or ''
   if name ~= '' and redis.call('HEXISTS', KEYS[6], name) == 1 then
-    if redis.call('HINCRBY', KEYS[6], name, -1) > 0 then name = '=' else redis.call('HDEL', KEYS[6], name) end
+    if redis.call('HINCRBY', KEYS[6], name, -1) > 0 then
+      redis.call('HINCRBY', KEYS[7], name, size)
+      size, name = 0, '='
+    else
+      redis.call('HDEL', KEYS[6], name)
+      size = size + tonumber(redis.call('HGET', KEYS[7], name) or '0')
+      redis.call('HDEL', KEYS[7], name)
+    end
   end
+  redis.call('DECRBY', KEYS[4], size)
   table.insert(names, name)
   redis.call('HDEL', KEYS[5], m)
   redis.call('ZREM', KEYS[1], m)
@@ -112,6 +126,7 @@ class RedisCacheIndex(CacheIndex):
             self._k.total_bytes,
             self._k.objects,
             self._k.refs,
+            self._k.orphans,
         ]
 
     @guarded
@@ -142,17 +157,19 @@ class RedisCacheIndex(CacheIndex):
             pipe.eval(_GET, 2, self._k.entry(m), self._k.lru, m, now)
         return [None if raw is None else CacheEntry(**json.loads(raw)) for raw in pipe.execute()]
 
-    def _put_call(self, entry: CacheEntry, shared: str, now: float) -> tuple[list[str], list[Arg]]:
+    def _put_call(
+        self, entry: CacheEntry, charge: int, shared: str, now: float
+    ) -> tuple[list[str], list[Arg]]:
         m = member(entry.key, entry.fmt)
         expires_ms = int(entry.expires_at * 1000)
         data = json.dumps(asdict(entry))
         return [self._k.entry(m), *self._budget_keys()], [
-            m, data, expires_ms, now, entry.size, entry.object_name, shared,
+            m, data, expires_ms, now, charge, entry.object_name, shared,
         ]  # fmt: skip
 
     @guarded
     def put(self, entry: CacheEntry) -> None:
-        keys, args = self._put_call(entry, "0", time.time())
+        keys, args = self._put_call(entry, entry.size, "0", time.time())
         self._put(keys=keys, args=args)
 
     @guarded
@@ -164,8 +181,8 @@ class RedisCacheIndex(CacheIndex):
         shared = "1" if len({e.object_name for e in entries}) < len(entries) else "0"
         pipe = self._r.pipeline(transaction=False)
         now = time.time()
-        for entry in entries:
-            keys, args = self._put_call(entry, shared, now)
+        for entry, charge in zip(entries, charges(entries), strict=True):
+            keys, args = self._put_call(entry, charge, shared, now)
             pipe.eval(_PUT, len(keys), *keys, *args)
         pipe.execute()
 

@@ -47,6 +47,12 @@ class RedisKeys:
         return f"{self.prefix}:refs"
 
     @property
+    def orphans(self) -> str:
+        """The bytes of entries gone from an object that others still name: they stay in the
+        total until the last of them goes."""
+        return f"{self.prefix}:orphans"
+
+    @property
     def evicted(self) -> str:
         """Pub/sub channel: members the index dropped (space-separated), for API processes to forget."""
         return f"{self.prefix}:evicted"
