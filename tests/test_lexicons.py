@@ -428,7 +428,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.mark.slow
 def test_an_alias_changes_what_whisper_hears(served: Server, whisper: Any, artifacts: Path) -> None:
-    heard = {}
+    heard: dict[str, list[str]] = {}
     with served.client() as client:
         for lexicons in ([], ["acme"]):
             body = {
@@ -441,10 +441,11 @@ def test_an_alias_changes_what_whisper_hears(served: Server, whisper: Any, artif
             assert response.status_code == 200, response.text
             name = "+".join(lexicons) or "none"
             (artifacts / f"lexicon-{name}.wav").write_bytes(response.content)
-            # Whisper writes the phrase with or without hyphens, take to take.
-            heard[name] = " ".join(re.findall(r"[a-z]+", transcribe(whisper, response.content).lower()))
+            # Whisper writes the phrase with or without hyphens, take to take, and Piper's noise (not
+            # seedable) now and then makes its unstressed "to" a schwa it writes "a".
+            heard[name] = re.findall(r"[a-z]+", transcribe(whisper, response.content).lower())
     assert "speech" not in heard["none"], heard
-    assert "text to speech" in heard["acme"], heard
+    assert {"text", "speech"} <= set(heard["acme"]), heard
 
 
 @pytest.mark.slow
