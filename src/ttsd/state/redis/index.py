@@ -33,7 +33,7 @@ if was and was ~= ARGV[6] and redis.call('HEXISTS', KEYS[7], was) == 1 then
     redis.call('HDEL', KEYS[8], was)
   end
 end
-redis.call('DECRBY', KEYS[5], freed)
+if freed ~= 0 then redis.call('DECRBY', KEYS[5], freed) end
 if ARGV[7] == '1' and was ~= ARGV[6] then redis.call('HINCRBY', KEYS[7], ARGV[6], 1) end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
@@ -71,7 +71,7 @@ local function drop(m)
       redis.call('HDEL', KEYS[7], name)
     end
   end
-  redis.call('DECRBY', KEYS[4], size)
+  if size ~= 0 then redis.call('DECRBY', KEYS[4], size) end
   table.insert(names, name)
   redis.call('HDEL', KEYS[5], m)
   redis.call('ZREM', KEYS[1], m)
