@@ -50,11 +50,12 @@ def charges(entries: list[CacheEntry]) -> list[int]:
     ends: dict[str, int] = {}
     for e in entries:
         ends[e.object_name] = max(ends.get(e.object_name, 0), e.start + e.size)
-    whole = {e.object_name for e in entries if e.start == 0 and e.size == ends[e.object_name]}
-    return [
-        e.size if e.object_name not in whole or (e.start == 0 and e.size == ends[e.object_name]) else 0
-        for e in entries
-    ]
+
+    def holds_whole(e: CacheEntry) -> bool:
+        return e.start == 0 and e.size == ends[e.object_name]
+
+    whole = {e.object_name for e in entries if holds_whole(e)}
+    return [e.size if holds_whole(e) or e.object_name not in whole else 0 for e in entries]
 
 
 @dataclass(frozen=True)
