@@ -664,3 +664,40 @@ def test_a_fast_jobs_status_is_written_once_and_a_slow_stage_within_a_fifth_of_a
     asyncio.run(slow(lingering))
     assert [w.stage for w in writes] == [Stage.SYNTHESIZING, Stage.FAILED]
     assert stored(lingering.task_id).status == "failed"
+
+
+def test_a_listener_hears_the_last_sentences_a_job_writes_just_before_it_is_seen_finished(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """The last sentences, the stream's end and the final status can all come between a listener's
+    empty read (nothing for half a second: the engine speaking a long sentence) and its status
+    read. Seeing the job finished, the listener must read the stream once more, not stop short."""
+    from ttsd.jobs.distributed.queue import CeleryQueue
+    from ttsd.metrics import Metrics
+    from ttsd.state.recent import RecentEntries
+
+    keys = RedisKeys(settings.redis_prefix)
+    j = job("A short opening. Then a sentence the engine takes long to speak.")
+    first, last = np.full(100, 1, dtype=np.int16), np.full(100, 2, dtype=np.int16)
+
+    class FinishingJustBefore(RedisTaskBoard):
+        """The worker ends the job between the listener's empty read and this status read."""
+
+        def get(self, task_id: str) -> TaskStatus | None:
+            if task_id == j.task_id and not client.exists(keys.job(task_id) + ":ended"):
+                client.set(keys.job(task_id) + ":ended", 1)
+                for entry in (StreamEntry(1, pcm=last.tobytes(), rate=16000), StreamEntry(1, end=True)):
+                    client.xadd(keys.pcm(task_id), entry.fields())  # type: ignore[arg-type]
+                super().put(j.queued().advance(Stage.DONE, 100))
+            return super().get(task_id)
+
+    board = FinishingJustBefore(client, keys, ttl=3600)
+    board.put(j.queued())
+    client.xadd(keys.pcm(j.task_id), StreamEntry(1, pcm=first.tobytes(), rate=16000).fields())  # type: ignore[arg-type]
+    queue = CeleryQueue(settings, client, board, Metrics(), RecentEntries())
+
+    async def listen() -> list[np.ndarray]:
+        return [piece.pcm async for piece in queue.audio(j.task_id)]
+
+    heard = asyncio.run(listen())
+    assert [p.tolist() for p in heard] == [first.tolist(), last.tolist()]

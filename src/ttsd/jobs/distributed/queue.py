@@ -250,18 +250,23 @@ class CeleryQueue(JobQueue):
         # A job handed to another worker starts its stream again from the first sentence (under a
         # higher attempt): what this listener already heard is skipped.
         attempt, heard, sent = 0, 0, 0
+        # Seen finished: a job writes its last entries before its final status, and they may have
+        # come between an empty read and the status read, so the stream is read once more, without
+        # waiting, before the listener gives up on it.
+        ended, status = False, None
         while True:
+            block = None if ended else _XREAD_BLOCK_MS
             try:
-                batch: Any = await self._async_client.xread({stream: last}, count=64, block=_XREAD_BLOCK_MS)
+                batch: Any = await self._async_client.xread({stream: last}, count=64, block=block)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise BackendUnavailable(f"Redis is unreachable: {exc}", retry_after=2) from exc
             if not batch:
-                # Nothing new: a job that ends without pieces made no master (it was cached).
-                status = self._board.get(task_id)
-                if status is None or status.finished:
+                if ended:  # nothing more: a job that ends without pieces made no master (cached)
                     if status is not None and status.error is not None:
                         raise job_error_from(status.error.code, status.error.message)
                     return
+                status = self._board.get(task_id)
+                ended = status is None or status.finished
                 continue
             for _, entries in batch:
                 for entry_id, fields in entries:
