@@ -162,6 +162,8 @@ def test_an_object_several_entries_share_is_counted_once_and_goes_with_the_last_
     assert (index.stats().entries, index.stats().bytes) == (1, 100)
     index.put_many([a, b, c])
     assert index.delete("b" * 64, PIECE) == [] and index.stats().bytes == 400
+    # b's share of the bundle waits for the last of it, still a piece's.
+    assert index.stats(levels=True).piece_bytes == 300
     # A piece written again in an object of its own leaves the bundle, which a still names.
     alone = dataclasses.replace(c, object_name=object_name("c" * 64, PIECE, "", "ff"), start=0)
     index.put(alone)
@@ -184,7 +186,10 @@ def test_a_text_file_and_the_sentences_inside_it_count_its_bytes_once(cache_inde
     stats = index.stats(levels=True)
     assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (3, 1000, 2, 0)
     assert index.evict(max_bytes=1000) == [] and index.stats().entries == 3
-    # Its text gone, its sentences still name the file: its bytes stay until the last goes.
+    # Its text gone, its sentences still name the file: its bytes stay until the last goes, and
+    # are theirs now.
     assert index.delete(text.key, "wav") == [] and index.stats().bytes == 1000
+    stats = index.stats(levels=True)
+    assert (stats.entries, stats.bytes, stats.pieces, stats.piece_bytes) == (2, 1000, 2, 1000)
     assert index.evict(max_bytes=999) == [text.object_name]
     assert (index.stats().entries, index.stats().bytes) == (0, 0)

@@ -62,7 +62,8 @@ def charges(entries: list[CacheEntry]) -> list[int]:
 class CacheStats:
     entries: int
     bytes: int  # of the objects entries name, each once
-    # Of which sentence pieces (the second cache level); those inside a text's file count with it.
+    # Of which sentence pieces (the second cache level); those inside a text's file count with it
+    # while the text is cached, and on their own once it is gone.
     pieces: int = 0
     piece_bytes: int = 0
 

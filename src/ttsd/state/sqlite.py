@@ -37,7 +37,11 @@ _DELETE = "DELETE FROM entries WHERE key = ? AND fmt = ?"
 _NAMED = "SELECT 1 FROM entries WHERE object_name = ? LIMIT 1"
 # Only forward: a touch recorded before a newer put must not make the entry look older.
 _TOUCH = "UPDATE entries SET accessed_at = ?1 WHERE key = ?2 AND fmt = ?3 AND accessed_at < ?1"
-_TOTALS = "SELECT entries, bytes, pieces, piece_bytes FROM totals"
+# The bytes waiting in ``orphans`` are objects only pieces still name (a text's file is named by no
+# other text), so they count as the pieces'.
+_TOTALS = (
+    "SELECT entries, bytes, pieces, piece_bytes + (SELECT COALESCE(SUM(bytes), 0) FROM orphans) FROM totals"
+)
 # Entries dropped per write transaction: the writer lock (and the file's) is held for about a
 # millisecond at a time however much one eviction drops, so a put or delete waits at most that long.
 _BATCH = 32

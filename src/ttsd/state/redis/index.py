@@ -214,6 +214,8 @@ class RedisCacheIndex(CacheIndex):
                 if m.endswith(suffix):
                     pieces += 1
                     piece_bytes += int(size)
+            # Objects only pieces still name (a text's file is named by no other text).
+            piece_bytes += sum(int(size) for _, size in self._r.hscan_iter(self._k.orphans, count=1000))
         return CacheStats(int(count), int(total or 0), pieces, piece_bytes)
 
     def close(self) -> None:
