@@ -120,6 +120,19 @@ def test_sigterm_finishes_accepted_jobs_and_the_cache_survives(tmp_path: Path) -
         stop_server(restarted)
 
 
+@pytest.mark.parametrize("http_server", ["granian", "uvicorn"])
+def test_a_second_serve_on_a_taken_port_refuses_to_start(
+    server: Server, tmp_path: Path, http_server: str
+) -> None:
+    """granian listens with SO_REUSEPORT: without a check, a second ``ttsd serve`` on the port
+    would start and take a share of the first one's connections."""
+    host, port = server.url.removeprefix("http://").split(":")
+    second = ttsd(tmp_path, "serve", "--host", host, "--port", port, "--server", http_server)
+    assert second.returncode == 1
+    assert f"ttsd: address_in_use: {host}:{port} is taken" in second.stderr
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
 def ttsd(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **base_env(tmp),

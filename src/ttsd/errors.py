@@ -112,6 +112,12 @@ class ConfigError(TtsdError):
     code = "config_error"
 
 
+class AddressInUse(TtsdError):
+    """``ttsd serve``'s address is taken by another listening process."""
+
+    code = "address_in_use"
+
+
 class TextTooLong(TtsdError):
     status = 413
     code = "text_too_long"

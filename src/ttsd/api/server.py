@@ -10,12 +10,15 @@ built from the settings object like any other, and SIGTERM drains accepted jobs 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 
 from starlette.types import ASGIApp
 
 from ..config import Settings
+from ..errors import AddressInUse, ConfigError
 
 log = logging.getLogger("ttsd.api")
 
@@ -24,6 +27,7 @@ _CONNECTION_GRACE = 30
 
 
 def serve(app: ASGIApp, settings: Settings) -> None:
+    claim_address(settings.host, settings.port)
     if settings.server == "uvicorn":
         import uvicorn
 
@@ -65,3 +69,27 @@ async def _granian(app: ASGIApp, settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop)
     await server.serve()
+
+
+def claim_address(host: str, port: int) -> None:
+    """Raise unless ``host:port`` is free to listen on. granian listens with ``SO_REUSEPORT``, so a
+    second ``ttsd serve`` on a taken port would start and share it with the first, the kernel
+    spreading connections over both whatever their settings (a botched restart, an old version left
+    running): refused here, as a plain bind would be. ``SO_REUSEADDR``, as servers set it, lets a
+    port that only has connections closing on it pass."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise AddressInUse(
+                        f"{host}:{port} is taken: another process listens on it (another ttsd serve?)",
+                        details={"host": host, "port": port},
+                    ) from exc
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
