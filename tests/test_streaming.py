@@ -265,7 +265,8 @@ def test_a_stream_that_joins_a_stored_job_in_flight_hears_it_whole(
         assert not r.exists(f"ttsd:pcm:{task_id}")
     joined = speech(server, text, "pcm")
     assert joined.status_code == 200 and joined.headers["x-cache"] == "merged", joined.headers
-    assert task()["status"] == "done"
+    # The stream ends once the text is stored; the task's final status is written just after.
+    assert server.wait_task(task_id)["status"] == "done"
     assert joined.content == stored(server, text, "pcm")
 
 
