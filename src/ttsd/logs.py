@@ -131,6 +131,20 @@ def configure_logging(settings: Settings) -> None:
     access.propagate = False
 
 
+def adopt(*names: str, level: int | str | None = None) -> None:
+    """Libraries' loggers write through ttsd's handler (``configure_logging`` set it), so a
+    process's stream is in one format and a JSON log parses line by line; ``py.warnings`` takes
+    Python's warnings. They log at ``level`` if given, else at ttsd's."""
+    ours = logging.getLogger("ttsd")
+    if "py.warnings" in names:
+        logging.captureWarnings(True)
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = ours.handlers
+        logger.setLevel(ours.level if level is None else level)
+        logger.propagate = False
+
+
 _ACCESS = logging.getLogger("ttsd.access")
 
 

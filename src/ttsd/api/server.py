@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..errors import AddressInUse, ConfigError
+from ..logs import adopt
 
 log = logging.getLogger("ttsd.api")
 
@@ -28,13 +29,17 @@ _CONNECTION_GRACE = 30
 
 def serve(app: ASGIApp, settings: Settings) -> None:
     claim_address(settings.host, settings.port)
+    adopt("py.warnings")  # a library's warning is a log line like any other
     if settings.server == "uvicorn":
         import uvicorn
 
+        # uvicorn's lines go through ttsd's handler (``create_app`` set it up), not its own.
+        adopt("uvicorn", level=logging.WARNING)
         uvicorn.run(
             app,
             host=settings.host,
             port=settings.port,
+            log_config=None,
             log_level="warning",
             timeout_graceful_shutdown=_CONNECTION_GRACE,
         )
@@ -62,6 +67,8 @@ async def _granian(app: ASGIApp, settings: Settings) -> None:
         backlog=2048,
         log_level=LogLevels.warning,
     )
+    # granian set up its own handler and format as it was made: its lines go through ttsd's.
+    adopt("_granian", level=logging.WARNING)
     # Lifespan shutdown (the drain of accepted jobs, up to TTSD_SHUTDOWN_GRACE) runs inside the
     # worker; it is only cut after that and the connection grace.
     server.workers_kill_timeout = int(settings.shutdown_grace) + _CONNECTION_GRACE

@@ -28,8 +28,11 @@ def worker_command(args: argparse.Namespace) -> int:
 
     pool = settings.pool_layout[0]
     app = make_worker_app(settings, pool)
+    # Celery's banner is printed, not logged: a JSON log has none.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
     app.worker_main(
         [
+            *quiet,
             "worker",
             "--pool=solo",
             f"--queues={','.join(queue_name(e) for e in pool.engines)}",
