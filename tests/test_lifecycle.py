@@ -174,6 +174,45 @@ def test_a_storage_error_that_clears_ends_done() -> None:
     assert failures(registry, "storage_error") == 0
 
 
+async def _forever(_seconds: float) -> None:
+    """A back-off that never ends: a job waiting on it goes on only if something wakes it."""
+    await asyncio.Event().wait()
+
+
+def test_a_job_that_stores_wakes_the_jobs_waiting_out_a_storage_fault() -> None:
+    cycle = lifecycle(CollectorRegistry(), retries=Retries(storage=8), sleep=_forever)
+    storage = {"up": False}
+    waiting = [job(f"Waiting {i}.") for i in range(2)]
+    tries: list[str] = []
+
+    def storing(j: Job) -> Callable[[], Awaitable[JobOutcome]]:
+        async def body() -> JobOutcome:
+            tries.append(j.spec.text)
+            if not storage["up"]:
+                raise StorageError("the bucket is away")
+            return outcome(j)
+
+        return body
+
+    async def scenario() -> list[Ended]:
+        runs = [asyncio.ensure_future(cycle.run(j, RecordingReporter(j), storing(j))) for j in waiting]
+        while len(tries) < len(waiting):  # both tried once and are waiting out their back-off
+            await asyncio.sleep(0)
+        # A try that does not store (a Redis read) succeeding says nothing of storage.
+        assert await cycle.retrying(lambda: asyncio.sleep(0, "read")) == "read"
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not any(run.done() for run in runs) and len(tries) == len(waiting)
+        storage["up"] = True
+        fresh = job("A new text.")
+        assert (await cycle.run(fresh, RecordingReporter(fresh), storing(fresh))).status.status is Status.DONE
+        return await asyncio.wait_for(asyncio.gather(*runs), 10)
+
+    ended = asyncio.run(scenario())
+    assert [e.status.status for e in ended] == [Status.DONE, Status.DONE]
+    assert len(tries) == 2 * len(waiting) + 1  # each waiting job tried again once, when woken
+
+
 def test_backend_unavailable_is_retried_until_backend_for_then_raised_to_the_runner() -> None:
     j, registry, time_ = job(A), CollectorRegistry(), Sleeps()
     body, tries = failing(BackendUnavailable("Redis is unreachable"))

@@ -58,11 +58,14 @@ class Lifecycle:
     passthrough: tuple[type[BaseException], ...] = ()
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
+    # Jobs waiting out a storage fault: woken when another job's try stores (storage is back), so
+    # a backlog is stored at once, not each job at the end of its own back-off.
+    _storage_waiters: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
 
     async def run(self, job: Job, reporter: Reporter, body: Callable[[], Awaitable[JobOutcome]]) -> Ended:
         error: TtsdError
         try:
-            outcome = await self.retrying(lambda: self._timed(body))
+            outcome = await self.retrying(lambda: self._timed(body), stores=True)
         except self.passthrough:
             raise
         except TtsdError as exc:
@@ -105,24 +108,47 @@ class Lifecycle:
         except TimeoutError as exc:
             raise JobTimeout(f"the job took longer than {self.timeout:g} s") from exc
 
-    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt`` until it succeeds or a fault is not to be retried (see ``Retries``)."""
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], *, stores: bool = False) -> T:
+        """``attempt`` until it succeeds or a fault is not to be retried (see ``Retries``).
+        ``stores``: the attempt writes to object storage, so its success wakes the jobs waiting
+        out a storage fault."""
         started = self.clock()
         delay = self.retries.first
         storage_failures = 0
         while True:
             try:
-                return await attempt()
+                result = await attempt()
             except StorageError as exc:
                 storage_failures += 1
                 if storage_failures > self.retries.storage:
                     raise
-                code = exc.code
+                log.warning("transient failure; retrying", extra={"code": exc.code, "delay": delay})
+                await self._wait_for_storage(delay)
             except BackendUnavailable as exc:
                 backend_for = self.retries.backend_for
                 if backend_for is None or self.clock() - started > backend_for:
                     raise
-                code = exc.code
-            log.warning("transient failure; retrying", extra={"code": code, "delay": delay})
-            await self.sleep(delay)
+                log.warning("transient failure; retrying", extra={"code": exc.code, "delay": delay})
+                await self.sleep(delay)
+            else:
+                if stores:
+                    self._storage_is_back()
+                return result
             delay = min(self.retries.most, delay * 2)
+
+    async def _wait_for_storage(self, delay: float) -> None:
+        """The back-off, or less: until another job's try stored."""
+        woken = asyncio.get_running_loop().create_future()
+        self._storage_waiters.add(woken)
+        sleeping = asyncio.ensure_future(self.sleep(delay))
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            self._storage_waiters.discard(woken)
+
+    def _storage_is_back(self) -> None:
+        for woken in self._storage_waiters:
+            if not woken.done():
+                woken.set_result(None)
+        self._storage_waiters.clear()
