@@ -184,10 +184,13 @@ def test_a_job_that_stores_wakes_the_jobs_waiting_out_a_storage_fault() -> None:
     storage = {"up": False}
     waiting = [job(f"Waiting {i}.") for i in range(2)]
     tries: list[str] = []
+    tried: list[asyncio.Event] = []
 
     def storing(j: Job) -> Callable[[], Awaitable[JobOutcome]]:
         async def body() -> JobOutcome:
             tries.append(j.spec.text)
+            if len(tries) == len(waiting):
+                tried[0].set()
             if not storage["up"]:
                 raise StorageError("the bucket is away")
             return outcome(j)
@@ -195,9 +198,9 @@ def test_a_job_that_stores_wakes_the_jobs_waiting_out_a_storage_fault() -> None:
         return body
 
     async def scenario() -> list[Ended]:
+        tried.append(asyncio.Event())
         runs = [asyncio.ensure_future(cycle.run(j, RecordingReporter(j), storing(j))) for j in waiting]
-        while len(tries) < len(waiting):  # both tried once and are waiting out their back-off
-            await asyncio.sleep(0)
+        await asyncio.wait_for(tried[0].wait(), 10)  # both tried once: now they wait out a back-off
         # A try that does not store (a Redis read) succeeding says nothing of storage.
         assert await cycle.retrying(lambda: asyncio.sleep(0, "read")) == "read"
         for _ in range(10):
