@@ -105,15 +105,8 @@ class PostStage:
             if self.pending == self.limit - 1:
                 for wake in self._wakers:
                     wake()
-            if (
-                self.pending == 0
-                and self._trim is not None
-                and time.monotonic() - self._trimmed_at > _TRIM_EVERY
-            ):
-                # Idle: give freed native memory (encoders' buffers, sample arrays) back to the
-                # system; glibc keeps it in its per-thread arenas otherwise.
-                self._trimmed_at = time.monotonic()
-                self._executor.submit(self._trim, 0)
+            if self.pending == 0:
+                self._trim_soon()
         self._op_seconds.observe(seconds)
         if tally is not None:
             tally.seconds += seconds
