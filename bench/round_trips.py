@@ -1,4 +1,5 @@
-"""Redis round trips per distributed job, by the process that makes them (issue 29's profile).
+"""What a distributed job asks of Redis and object storage (issue 29's profile): Redis round trips
+by the process that makes them, and S3 requests by type with the time SeaweedFS took for each.
 
 A round trip is a wait on the network for the process that makes it, whatever it carries (one
 command, a pipeline, a script), so it is counted where Redis sees one: each ``read`` of a client's
@@ -7,7 +8,9 @@ process that holds the connection. The run: the stack of ``bench.distributed`` (
 one ``ttsd worker --slots 1``, one API), eSpeak; first 3 s idle (heartbeats, busy gauges, the
 broker's blocking pops), then 200 one-sentence texts and 40 eight-sentence texts, each submitted at
 once and polled as ``bench.distributed`` does. The idle rate is taken off each run's count. Tracing
-slows Redis, so this scenario times nothing: its throughput belongs to ``bench.distributed``.
+slows Redis, so the same runs are made again, untraced (new texts), for the S3 requests: their
+count and SeaweedFS's own time for them (its Prometheus histogram). Throughput belongs to
+``bench.distributed``.
 
 Needs ``strace`` (Debian's package) and leave to trace (root, or ``ptrace_scope`` 0). Writes
 ``bench/results/round-trips.md`` and ``round-trips.json``.
@@ -31,6 +34,7 @@ from .common import commit, machine, publish, table
 from .distributed import _run, joined, short_texts, tag
 
 _READ = re.compile(r"read\((\d+),.*\) = (\d+)$")
+_S3 = re.compile(r'^SeaweedFS_s3_request_seconds_(sum|count)\{bucket="ttsd-test",type="(\w+)"\} (\S+)$')
 IDLE_SECONDS = 3.0
 
 
@@ -61,6 +65,29 @@ def _reads(
         port = fd_port.get(int(match.group(1)))
         counts[names.get(port_pid.get(port, -1), "other") if port else "other"] += 1
     return dict(counts)
+
+
+def _s3(metrics_url: str) -> dict[str, dict[str, float]]:
+    """SeaweedFS's S3 requests so far, by type: how many, and its seconds for them."""
+    import httpx
+
+    found: dict[str, dict[str, float]] = {}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        match = _S3.match(line)
+        if match is not None:
+            found.setdefault(match.group(2), {})[match.group(1)] = float(match.group(3))
+    return found
+
+
+def _s3_run(metrics_url: str, url: str, bodies: list[str]) -> dict[str, dict[str, float]]:
+    before = _s3(metrics_url)
+    asyncio.run(_run(url, bodies))
+    after = _s3(metrics_url)
+    return {
+        kind: {k: v - before.get(kind, {}).get(k, 0.0) for k, v in figures.items()}
+        for kind, figures in after.items()
+        if figures.get("count", 0.0) > before.get(kind, {}).get("count", 0.0)
+    }
 
 
 def run() -> dict[str, Any]:
@@ -102,6 +129,9 @@ def run() -> dict[str, Any]:
                     "jobs": len(bodies or []),
                     "reads": _reads(out, fd_port, port_pid, names),
                 }
+                if bodies is not None:
+                    again = short_texts(tag()) if name == "one-sentence" else joined(tag())
+                    runs[name]["s3"] = _s3_run(stack.s3.metrics_url, api.url, again)
             stop_server(api)
         finally:
             stack.discard()
@@ -126,22 +156,44 @@ def per_job(r: dict[str, Any], run: str, process: str) -> float:
 def render(r: dict[str, Any]) -> str:
     idle = r["runs"]["idle"]
     rows = [
-        ("Redis round trips", "worker", "API (the submission and the client's polls)"),
+        (
+            "per job",
+            "Redis round trips: worker",
+            "API (the submission and the client's polls)",
+            "S3 requests (SeaweedFS's mean time)",
+        ),
         (
             "idle, per second",
             f"{idle['reads'].get('worker', 0) / idle['seconds']:.1f}",
             f"{idle['reads'].get('api', 0) / idle['seconds']:.1f}",
+            "–",
         ),
         *(
-            (f"per {run} job", f"{per_job(r, run, 'worker'):.1f}", f"{per_job(r, run, 'api'):.1f}")
+            (
+                f"{run} job",
+                f"{per_job(r, run, 'worker'):.1f}",
+                f"{per_job(r, run, 'api'):.1f}",
+                _s3_cell(r["runs"][run]),
+            )
             for run in ("one-sentence", "eight-sentence")
         ),
     ]
     m = r["machine"]
     return (
-        "## Redis round trips per distributed job\n\n"
+        "## What a distributed job asks of Redis and S3\n\n"
         f"commit {r['commit']}, {m['cpu']} x {m['cores']} cores, {r['seconds']:.0f} s; eSpeak, one worker "
-        "of one slot, one API; reads of each client's socket by Redis, traced (so nothing here is timed), "
-        "less the idle rate.\n\n"
+        "of one slot, one API. Round trips: reads of each client's socket by Redis, traced, less the idle "
+        "rate; S3 requests: the same runs again, untraced.\n\n"
         f"{table(rows)}\n"
+    )
+
+
+def _s3_cell(d: dict[str, Any]) -> str:
+    jobs = d["jobs"]
+    return (
+        ", ".join(
+            f"{f['count'] / jobs:.1f} {kind} ({1000 * f['sum'] / f['count']:.1f} ms)"
+            for kind, f in sorted(d.get("s3", {}).items())
+        )
+        or "none"
     )

@@ -277,7 +277,9 @@ class S3:
     def _choose_ports(self) -> None:
         services = ("master", "volume", "filer", "s3")
         self.ports = {flag: free_port() for s in services for flag in (f"{s}.port", f"{s}.port.grpc")}
+        self.ports["metricsPort"] = free_port()  # Prometheus: what the benchmarks read of S3's requests
         self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.metrics_url = f"http://127.0.0.1:{self.ports['metricsPort']}/metrics"
 
     def start(self) -> None:
         # A port found free can be taken before SeaweedFS binds it (weed's own outgoing connections
