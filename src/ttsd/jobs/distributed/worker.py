@@ -50,7 +50,7 @@ def make_worker_app(settings: Settings, pool: PoolSpec) -> Celery:
         adopt("celery", "kombu", "py.warnings")
         # Per task, Celery logs a message received and its task returning, which here is the job
         # handed to the runtime, not done: ttsd.jobs logs each job's end. At hundreds of jobs a
-        # second, formatting those two lines was 5 % of the worker's CPU (py-spy).
+        # second, formatting those two lines was about 5 % of the worker's CPU (py-spy).
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
