@@ -387,6 +387,32 @@ def test_a_job_another_delivery_holds_is_neither_renewed_nor_given_up(node: Node
     assert node.leases.sweep() == []
 
 
+def test_one_beat_renews_what_the_node_runs_and_gives_up_what_it_let_go_of(node: Node) -> None:
+    """Many jobs at once, in the beat's one round trip: each renewed or given up as if alone."""
+    jobs = [job(f"Held job number {i}.") for i in range(12)]
+    tokens = {}
+    for j in jobs:
+        request, tokens[j.task_id] = node.deliver(j)
+        node.reserved.append(request)
+        node.keeper.received(request)
+    running, finished, let_go = jobs[:4], jobs[4:8], jobs[8:]
+    node.running.update((j.task_id, tokens[j.task_id]) for j in running)
+    for j in finished:
+        assert node.leases.release(j.task_id, tokens[j.task_id])
+    node.reserved.clear()
+    before = {j.task_id: deadline(node.client, node.keys, j.task_id) for j in running}
+    redis_clock_passes(node.client, max(d for d in before.values() if d is not None) - LEASE * 1000)
+    node.keeper._renew()
+    for j in running:
+        renewed = deadline(node.client, node.keys, j.task_id)
+        assert renewed is not None and renewed > (before[j.task_id] or 0)
+    assert all(deadline(node.client, node.keys, j.task_id) is None for j in finished)
+    assert all(deadline(node.client, node.keys, j.task_id) == 0 for j in let_go)
+    assert sorted(node.leases.sweep()) == sorted((j.task_id, True) for j in let_go)
+    # What was let go or finished is no longer the node's to renew.
+    assert set(node.keeper._held) == {(j.task_id, tokens[j.task_id]) for j in running}
+
+
 def test_stopping_the_node_gives_up_every_job_it_holds(node: Node) -> None:
     jobs = [job("First held job."), job("Second held job.")]
     for j in jobs:

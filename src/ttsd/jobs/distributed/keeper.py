@@ -76,9 +76,8 @@ class LeaseKeeper:
         self._stop.set()
         with self._lock:
             held, self._held = list(self._held), {}
-        for task_id, token in held:
-            with contextlib.suppress(BackendUnavailable):
-                self.leases.lapse(task_id, token)
+        with contextlib.suppress(BackendUnavailable):
+            self.leases.renew_all([], held)
 
     def _requests(self) -> set[tuple[str, str]]:
         while True:
@@ -94,24 +93,28 @@ class LeaseKeeper:
         live = self._requests()
         with self._lock:
             held = list(self._held.items())
-        for (task_id, token), taken in held:
+        renew = [h for h, taken in held if taken and h in live]
+        # Let go: a finished run released the lease already (a no-op); an unfinished one is handed
+        # on at the next sweep.
+        lapse = [h for h, _ in held if h not in live]
+        try:
+            renewed = self.leases.renew_all(renew, lapse)
+        except BackendUnavailable:
+            return  # all kept, and tried again at the next beat
+        # Lost (handed on while this worker was away: never taken back), or let go.
+        gone = [h for h, held_still in zip(renew, renewed, strict=True) if not held_still] + lapse
+        for task_id, token in (h for h, taken in held if not taken and h in live):
             try:
-                if (task_id, token) not in live:
-                    # Let go: a finished run released the lease already (this is a no-op); an
-                    # unfinished one is handed on at the next sweep.
-                    self.leases.lapse(task_id, token)
-                elif taken and self.leases.renew(task_id, token):
-                    continue
-                elif not taken and self.leases.acquire(task_id, token) is not None:
+                if self.leases.acquire(task_id, token) is not None:
                     with self._lock:
                         self._held[(task_id, token)] = True
-                    continue
-                # Else lost (handed on while this worker was away: never taken back) or held by
-                # another delivery: its process will find so and drop it.
+                else:
+                    gone.append((task_id, token))  # another delivery holds it: its process drops it
             except BackendUnavailable:
-                continue  # keep it and try again at the next beat
-            with self._lock:
-                self._held.pop((task_id, token), None)
+                continue  # kept, and tried again at the next beat
+        with self._lock:
+            for h in gone:
+                self._held.pop(h, None)
 
     def _run(self) -> None:
         interval = self._settings.job_lease / 5

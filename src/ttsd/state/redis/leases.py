@@ -196,16 +196,24 @@ class JobLeases:
         return (int(value) if taken else None), status, bool(cancelled)
 
     @guarded
-    def renew(self, task_id: str, token: str) -> bool:
-        """Push the deadline on; False when the lease is no longer ``token``'s."""
-        return bool(
-            self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, self.lease_ms])
-        )
-
-    @guarded
     def lapse(self, task_id: str, token: str) -> None:
         """Give the job up now (its run ended without finishing it): the next sweep hands it on."""
         self._renew(keys=[self._k.lease(task_id), self._k.leases], args=[task_id, token, 0])
+
+    @guarded
+    def renew_all(
+        self, renew: Sequence[tuple[str, str]], lapse: Sequence[tuple[str, str]] = ()
+    ) -> list[bool]:
+        """Push on the deadline of each (task id, token) of ``renew``, and ``lapse`` each of
+        ``lapse``, in one round trip however many a node holds; whether each lease was still
+        its token's."""
+        if not renew and not lapse:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for (task_id, token), ms in [*((h, self.lease_ms) for h in renew), *((h, 0) for h in lapse)]:
+            # The script's text, not its registration, as ``release``.
+            pipe.eval(_RENEW, 2, self._k.lease(task_id), self._k.leases, task_id, token, ms)
+        return [bool(answer) for answer in pipe.execute()[: len(renew)]]
 
     @guarded
     def hand_back(self, task_id: str, token: str) -> bool:
