@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import FORMATS, AudioFormat, Pcm16, encoded_rate, raw, resampler
+from .audio import FORMATS, AudioFormat, Pcm16, Resampler, encoded_rate, raw, resampler
 
 STREAMABLE = frozenset(name for name, fmt in FORMATS.items() if fmt.base != "flac")
 _UNKNOWN_SIZE = 0xFFFFFFFF
@@ -94,7 +94,7 @@ class StreamEncoder:
         self._started = False
         self._file: Any = None
         self._sink: _Sink | None = None
-        self._resampler: Any = None
+        self._resampler: Resampler | None = None
         if self.rate != sample_rate:
             self._resampler = resampler(sample_rate, self.rate)
         if fmt.container != "RAW" and fmt.base != "wav":
@@ -119,7 +119,7 @@ class StreamEncoder:
     def _resampled(self, pcm: Pcm16, *, last: bool = False) -> Pcm16:
         if self._resampler is None:
             return pcm
-        return np.asarray(self._resampler.resample_chunk(pcm, last=last), dtype=np.int16)
+        return self._resampler.resample_chunk(pcm, last=last)
 
     def _samples(self, pcm: Pcm16) -> bytes:
         if self._file is None:
