@@ -74,7 +74,7 @@ def test_a_file_holding_the_masters_samples_says_where_they_begin(name: str, rat
 @pytest.mark.parametrize("name", ["ulaw", "alaw", "pcm_16000", "pcm_8000"])
 def test_a_stream_fed_in_pieces_carries_the_stored_files_very_samples(name: str) -> None:
     """However the master reaches a resampled stream (sentence by sentence, in odd cuts), its bytes
-    are the file's: soxr's int16 streams dithered, and moved samples by a step with the cuts."""
+    are the file's (soxr's int16 output moved samples by a step or two with the cuts)."""
     from ttsd.audio_stream import StreamEncoder
 
     rng = np.random.default_rng(7)

@@ -212,9 +212,9 @@ def resample(pcm: Pcm16, rate: int, target: int) -> Pcm16:
 
 class Resampler:
     """soxr's streaming resampler, in float32, whose output does not depend on how its input was
-    cut: soxr's int16 streams dither, and their samples moved by 1 or 2 with the chunking (a
-    live stream fed sentence by sentence and the same text's stored file differed in about 40 %
-    of their samples, and so did their G.711 codes)."""
+    cut. soxr's int16 output does (its samples moved by 1 or 2 with the cuts): a live stream fed
+    sentence by sentence and the same text's stored file differed in about 40 % of their samples,
+    and so did their G.711 codes."""
 
     def __init__(self, rate: int, target: int) -> None:
         import soxr
