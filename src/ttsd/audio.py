@@ -207,7 +207,7 @@ def resample(pcm: Pcm16, rate: int, target: int) -> Pcm16:
     and its stored file carry the same samples."""
     if rate == target:
         return pcm
-    return resampler(rate, target).resample_chunk(pcm, last=True)
+    return Resampler(rate, target).resample_chunk(pcm, last=True)
 
 
 class Resampler:
@@ -222,13 +222,11 @@ class Resampler:
         self._stream = soxr.ResampleStream(rate, target, 1, dtype="float32")
 
     def resample_chunk(self, pcm: Pcm16, *, last: bool = False) -> Pcm16:
+        # By 32768 both ways (not ``to_pcm16``'s 32767 for engines' floats): int16 to float32 and
+        # back is then exact, and only the resampling moves a sample.
         out = self._stream.resample_chunk(pcm.astype(np.float32) / 32768, last=last)
         samples: Pcm16 = np.clip(np.rint(out * 32768), -32768, 32767).astype(np.int16)
         return samples
-
-
-def resampler(rate: int, target: int) -> Resampler:
-    return Resampler(rate, target)
 
 
 def encoded_rate(fmt: AudioFormat, sample_rate: int) -> int:

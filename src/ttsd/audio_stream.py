@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import FORMATS, AudioFormat, Pcm16, Resampler, encoded_rate, raw, resampler
+from .audio import FORMATS, AudioFormat, Pcm16, Resampler, encoded_rate, raw
 
 STREAMABLE = frozenset(name for name, fmt in FORMATS.items() if fmt.base != "flac")
 _UNKNOWN_SIZE = 0xFFFFFFFF
@@ -96,7 +96,7 @@ class StreamEncoder:
         self._sink: _Sink | None = None
         self._resampler: Resampler | None = None
         if self.rate != sample_rate:
-            self._resampler = resampler(sample_rate, self.rate)
+            self._resampler = Resampler(sample_rate, self.rate)
         if fmt.container != "RAW" and fmt.base != "wav":
             import soundfile
 
