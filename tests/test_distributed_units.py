@@ -727,3 +727,45 @@ def test_a_listener_hears_the_last_sentences_a_job_writes_just_before_it_is_seen
 
     heard = asyncio.run(listen())
     assert [p.tolist() for p in heard] == [first.tolist(), last.tolist()]
+
+
+def test_a_listener_cancelled_while_redis_connects_stops_there(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """A listener is cancelled when its caller hangs up. Python 3.11's ``asyncio.wait_for``, which
+    redis-py's asyncio client runs as it opens a connection, drops a cancel that comes as the call
+    it waits on completes: the listener would read on, the job speaking for nobody till its end.
+    Each listener here opens a new connection, and the cancel comes at a different point of it:
+    none may hear the sentence written after its cancel."""
+    from ttsd.jobs.distributed.queue import CeleryQueue
+    from ttsd.metrics import Metrics
+    from ttsd.state.recent import RecentEntries
+
+    keys = RedisKeys(settings.redis_prefix)
+    board = RedisTaskBoard(client, keys, ttl=3600)
+    piece = StreamEntry(1, pcm=np.full(100, 1, dtype=np.int16).tobytes(), rate=16000)
+
+    async def trial(steps: int) -> tuple[bool, int]:
+        j = job(f"A caller hangs up at step {steps} of a connection, {uuid.uuid4().hex}.")
+        board.put(j.queued())
+        queue = CeleryQueue(settings, client, board, Metrics(), RecentEntries())  # no connection yet
+        heard: list[Any] = []
+
+        async def listen() -> None:
+            async for p in queue.audio(j.task_id):
+                heard.append(p)
+
+        listening = asyncio.ensure_future(listen())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        listening.cancel()
+        client.xadd(keys.pcm(j.task_id), piece.fields())  # type: ignore[arg-type]
+        client.xadd(keys.pcm(j.task_id), StreamEntry(1, end=True).fields())  # type: ignore[arg-type]
+        await asyncio.wait((listening,), timeout=5)
+        return listening.cancelled(), len(heard)
+
+    async def every_step() -> list[tuple[bool, int]]:
+        return [await trial(steps) for steps in range(40)]
+
+    outcomes = asyncio.run(every_step())
+    assert outcomes == [(True, 0)] * 40, outcomes

@@ -156,6 +156,14 @@ def _hang_up_over_websocket(server: Server, text: str) -> None:
             ws.recv(timeout=0.3)
 
 
+def _hang_up_over_websocket_mid_stream(server: Server, text: str) -> None:
+    """The same after audio has flowed: the text's opening, cached, is sent at once, and the socket
+    closes while the rest waits for a slot (heard then, not when its next sentence is sent)."""
+    with connect(server.url.replace("http://", "ws://") + "/v1/stream", open_timeout=10) as ws:
+        ws.send(json.dumps({"text": text, "voice": "en-joe", "format": "pcm"}))
+        assert isinstance(ws.recv(timeout=10), bytes)
+
+
 class _CancelFlags:
     """The cancel flags the API sets, heard as Redis sets them: a worker that takes the job just
     after its caller left acts on its flag and deletes it within milliseconds, so polling for the
@@ -183,8 +191,35 @@ class _CancelFlags:
         self._client.close()
 
 
-@pytest.mark.parametrize("hang_up", [_hang_up_over_http, _hang_up_over_websocket], ids=["http", "websocket"])
-def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_speaks_it(
+@contextlib.contextmanager
+def _both_slots_held(server: Server) -> Iterator[contextlib.ExitStack]:
+    """Both en-joe slots speak for seconds, each to a stream of its own, till the stack closes."""
+    # Every sentence new, so that neither holder waits on the other's pieces.
+    holders = [
+        " ".join(unique(f"Sentence {i} of holder {h} keeps an engine slot busy.") for i in range(40))
+        for h in "AB"
+    ]
+    chunks: list[Iterator[bytes]] = []
+    # Both slots idle first, so the second holder goes to the second (in distributed mode: the
+    # idle worker, not the one whose slot speaks the first).
+    wait_until(lambda: server.metric("ttsd_busy_slots") == 0, 30, "every slot idle")
+    with contextlib.ExitStack() as held:
+        for holder in holders:
+            body = {"input": holder, "voice": "en-joe", "response_format": "pcm"}
+            stream = held.enter_context(
+                httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60)
+            )
+            chunks.append(stream.iter_raw())  # kept: a dropped iterator closes its response
+            next(chunks[-1])
+        yield held
+
+
+@pytest.mark.parametrize(
+    "hang_up",
+    [_hang_up_over_http, _hang_up_over_websocket, _hang_up_over_websocket_mid_stream],
+    ids=["http", "websocket", "websocket-mid-stream"],
+)
+def test_hanging_up_while_waiting_for_a_slot_lets_go_of_the_job_and_asking_again_speaks_it(
     server: Server, request: pytest.FixtureRequest, hang_up: Callable[[Server, str], None]
 ) -> None:
     """Barge-in while the stream waits for a slot: its job is let go at once, before a sentence is
@@ -193,25 +228,12 @@ def test_hanging_up_before_the_first_audio_lets_go_of_the_job_and_asking_again_s
     if server.mode == "distributed":
         flags = _CancelFlags(redis.Redis.from_url(request.getfixturevalue("stack").redis.url))
         request.addfinalizer(flags.close)
-    # Every sentence new, so that neither holder waits on the other's pieces.
-    holders = [
-        " ".join(unique(f"Sentence {i} of holder {h} keeps an engine slot busy.") for i in range(40))
-        for h in "AB"
-    ]
-    # Its first sentence never spoken before: a cached opening would be sent at once.
-    text = unique(f"Caller {time.time_ns()} hangs up early. {PARAGRAPH}")
-    chunks: list[Iterator[bytes]] = []
-    # Both slots idle first, so the second holder goes to the second (in distributed mode: the
-    # idle worker, not the one whose slot speaks the first).
-    wait_until(lambda: server.metric("ttsd_busy_slots") == 0, 30, "every slot idle")
-    with contextlib.ExitStack() as held:
-        for holder in holders:  # both en-joe slots speak for seconds
-            body = {"input": holder, "voice": "en-joe", "response_format": "pcm"}
-            stream = held.enter_context(
-                httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60)
-            )
-            chunks.append(stream.iter_raw())  # kept: a dropped iterator closes its response
-            next(chunks[-1])
+    opening = f"Caller {time.time_ns()} hangs up early."
+    text = unique(f"{opening} {PARAGRAPH}")
+    if hang_up is _hang_up_over_websocket_mid_stream:
+        assert speech(server, opening, "pcm").status_code == 200
+    # Otherwise its opening is never spoken before: a cached one would be sent at once.
+    with _both_slots_held(server) as held:
         hang_up(server, text)
         if flags is not None:  # the job waits, flagged: a worker drops it (or has dropped it)
             flagged = flags.next_set(10.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -31,6 +31,15 @@ def _closed(ahead: asyncio.Future[Message]) -> bool:
     if ahead.cancelled() or ahead.exception() is not None:
         return True
     return bool(ahead.result()["type"] == "websocket.disconnect")
+
+
+async def _send(ws: WebSocket, chunks: AsyncIterator[bytes]) -> int:
+    """Send a stream's audio; the bytes sent."""
+    sent = 0
+    async for chunk in chunks:
+        await ws.send_bytes(chunk)
+        sent += len(chunk)
+    return sent
 
 
 def _parse(message: Mapping[str, Any]) -> SynthesisRequest:
@@ -90,18 +99,26 @@ async def stream(ws: WebSocket) -> None:
                 continue
             if opened is None:
                 return
-            sent = 0
+            # The read ahead goes on while audio flows: a close heard between two chunks lets go of
+            # the job then, not when the next sentence is ready to send (a slow engine's sentence,
+            # or a slot the rest of the text waits for).
+            sending = asyncio.ensure_future(_send(ws, opened.chunks))
             try:
-                async for chunk in opened.chunks:
-                    await ws.send_bytes(chunk)
-                    sent += len(chunk)
+                await asyncio.wait((sending, ahead), return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done() and _closed(ahead):
+                    return
+                sent = await sending
             except TtsdError as exc:
                 await _error(ws, exc)
                 continue
             except (WebSocketDisconnect, RuntimeError, OSError):
+                return
+            finally:
+                if not sending.done():
+                    sending.cancel()
+                    await asyncio.wait((sending,))
                 with contextlib.suppress(Exception):
                     await opened.chunks.aclose()
-                return
             await ws.send_text(
                 json.dumps(
                     {

@@ -21,7 +21,7 @@ from ...errors import BackendUnavailable, EngineDown, Overloaded, job_error_from
 from ...metrics import Metrics, PoolFigures
 from ...state.base import TaskBoard, TaskStatus
 from ...state.recent import RecentEntries
-from ...state.redis.client import redis_errors
+from ...state.redis.client import raise_dropped_cancel, redis_errors
 from ...state.redis.keys import RedisKeys, parse_member
 from ...state.redis.leases import JobLeases
 from ...state.redis.registry import WorkerRegistry
@@ -260,6 +260,7 @@ class CeleryQueue(JobQueue):
                 batch: Any = await self._async_client.xread({stream: last}, count=64, block=block)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise BackendUnavailable(f"Redis is unreachable: {exc}", retry_after=2) from exc
+            raise_dropped_cancel()
             if not batch:
                 if ended:  # nothing more: a job that ends without pieces made no master (cached)
                     if status is not None and status.error is not None:

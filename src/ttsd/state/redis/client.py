@@ -6,6 +6,7 @@ the API degrades to clear errors while Redis is away and recovers without a rest
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -42,6 +43,16 @@ def connect_async(settings: Settings) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(
         settings.redis_url, retry=AsyncRetry(NoBackoff(), 1), **_CLIENT_OPTIONS
     )
+
+
+def raise_dropped_cancel() -> None:
+    """Raise the cancel of the running task if a Redis call dropped it. Python 3.11's
+    ``asyncio.wait_for``, which redis-py's asyncio client runs as it opens a connection, returns the
+    result of a call that completes as its task is cancelled, and the cancel is lost: a loop of
+    Redis calls, checking after each, still stops (a listener whose caller hung up)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @contextmanager
