@@ -65,10 +65,8 @@ Held = tuple[str, str]  # (task id, lease token)
 
 # Jobs a node holds at most per slot, at any stage. Only a storage outage fills it: jobs then wait
 # for storage with their audio made, so the backlog is stored, not made, once storage is back.
-# What it keeps in memory is bounded, and the rest of the queue stays with the broker. At 32, the
-# chaos suite's 20 s outage (2 new texts a second) filled it, and the jobs left in the broker were
-# made one by one after storage came back (4.5 to 10 s to clear, against 0.9 to 5.9 s at 64); 64
-# cost a worker 25 MB more at its peak there, about 2 MB a held job of those texts.
+# What it keeps in memory is bounded, and the rest of the queue stays with the broker. 32 was
+# filled by the chaos suite's 20 s outage, leaving jobs to be made after it (docs/deploy.md).
 _JOBS_PER_SLOT = 64
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
