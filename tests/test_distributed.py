@@ -169,6 +169,26 @@ def test_workers_keep_no_audio_on_disk_and_every_redis_key_is_bounded(stack: Sta
         assert name.startswith("ttsd:"), name
 
 
+def test_a_texts_wav_is_stored_as_sent_and_served_as_wav(stack: Stack) -> None:
+    """SeaweedFS gzips objects typed audio/wav (speech barely shrinks: it costs its CPU on every
+    store, and every sentence read out of the file unzips the whole of it)."""
+    srv = stack.server("api-wav")
+    try:
+        with srv.client() as client:
+            body = {"text": unique("Stored as sent. Twice."), "format": "wav"}
+            url = finished(srv, client.post("/v1/synthesize", json=body))["url"]
+    finally:
+        stop_server(srv)
+    audio = httpx.get(url, timeout=30)
+    assert audio.status_code == 200 and audio.headers["content-type"].startswith("audio/wav")
+    samples, rate = soundfile.read(io.BytesIO(audio.content))
+    assert len(samples) / rate > 1
+    # The filer's own record of the object: each chunk says whether SeaweedFS compressed it.
+    filer = f"http://127.0.0.1:{stack.s3.ports['filer.port']}/buckets{httpx.URL(url).path}"
+    chunks = httpx.get(filer, params={"metadata": "true"}, timeout=10).json()["chunks"]
+    assert chunks and not any(chunk.get("is_compressed") for chunk in chunks), chunks
+
+
 def test_workers_speak_lexicons_they_do_not_have(stack: Stack, tmp_path: Path) -> None:
     """The API applies the lexicons and the job carries what to say: workers, started without
     TTSD_LEXICON_DIR, speak an eSpeak phoneme entry of the API's lexicon."""
