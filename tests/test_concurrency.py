@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,12 @@ def test_fifty_distinct_requests_all_finish(server: Server) -> None:
     syntheses = server.metric("ttsd_syntheses_total")
     responses = post_all(server, bodies)
     assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
-    # While every slot is busy the event loop still answers at once.
-    started = time.monotonic()
+    # While every slot is busy the event loop still answers: before the backlog is through (a
+    # deadline on the answer would measure how loaded the machine running the suite is).
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
-    assert time.monotonic() - started < 0.5
+    with server.client() as client:
+        statuses = [client.get(f"/v1/tasks/{r.json()['task_id']}").json()["status"] for r in responses]
+    assert any(status not in ("done", "failed") for status in statuses), statuses
     done = [server.wait_task(r.json()["task_id"]) for r in responses]
     assert all(d["status"] == "done" for d in done)
     assert len({d["key"] for d in done}) == 50
