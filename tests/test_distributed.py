@@ -189,6 +189,31 @@ def test_a_texts_wav_is_stored_as_sent_and_served_as_wav(stack: Stack) -> None:
     assert chunks and not any(chunk.get("is_compressed") for chunk in chunks), chunks
 
 
+def test_sentences_whose_object_went_away_are_made_again(stack: Stack) -> None:
+    """Object storage lost a text's file under the index (a lifecycle rule, a hand): a text with
+    its sentences is made again, never failed on the missing object."""
+    import boto3
+
+    srv = stack.server("api-lost")
+    first, second = unique("Kept in the index."), unique("Lost from the bucket.")
+    try:
+        with srv.client() as client:
+            url = finished(srv, client.post("/v1/synthesize", json={"text": f"{first} {second}"}))["url"]
+            bucket, name = httpx.URL(url).path.lstrip("/").split("/", 1)
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=stack.s3.url,
+                aws_access_key_id=stack.env["TTSD_S3_ACCESS_KEY"],
+                aws_secret_access_key=stack.env["TTSD_S3_SECRET_KEY"],
+                region_name="us-east-1",
+            )
+            s3.delete_object(Bucket=bucket, Key=name)
+            again = finished(srv, client.post("/v1/synthesize", json={"text": f"{second} {first}"}))
+            assert again["status"] == "done" and httpx.get(again["url"], timeout=30).status_code == 200
+    finally:
+        stop_server(srv)
+
+
 def test_workers_speak_lexicons_they_do_not_have(stack: Stack, tmp_path: Path) -> None:
     """The API applies the lexicons and the job carries what to say: workers, started without
     TTSD_LEXICON_DIR, speak an eSpeak phoneme entry of the API's lexicon."""

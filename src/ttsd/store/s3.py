@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from ..config import Settings
 from ..errors import AudioNotFound, StorageError
 from .base import AudioStore, Location, Redirect, Span
+from .credentials import Boto3Chain
 
 # Presigned URLs are remembered per object, as many as the hits the API remembers
 # (TTSD_HOT_ENTRIES): a hot object is handed out under one URL that browsers and CDNs can cache,
@@ -41,13 +43,14 @@ class S3Store(AudioStore):
         import obstore
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
-        from obstore.auth.boto3 import Boto3CredentialProvider
         from obstore.exceptions import BaseError, NotFoundError
         from obstore.store import S3Store as ObjectStore
 
         self._ob = obstore
         self._errors: tuple[type[Exception], ...] = (BaseError, OSError)
-        self._not_found = NotFoundError
+        # obstore raises Python's own FileNotFoundError for a missing object (its NotFoundError
+        # for some stores): either is a miss, never a storage fault.
+        self._not_found: tuple[type[Exception], ...] = (NotFoundError, FileNotFoundError)
         self._bucket_errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         self._client_error = ClientError
         self.bucket = settings.s3_bucket
@@ -72,9 +75,8 @@ class S3Store(AudioStore):
             located["endpoint"] = endpoint
         if settings.s3_access_key and secret:
             located |= {"access_key_id": settings.s3_access_key, "secret_access_key": secret}
-        elif session.get_credentials() is not None:
-            # boto3's usual sources (its files, roles, SSO), refreshed as they expire.
-            located["credential_provider"] = Boto3CredentialProvider(session)
+        else:
+            located["credential_provider"] = Boto3Chain(session)
         self._objects = ObjectStore(
             settings.s3_bucket,
             **located,
@@ -91,12 +93,15 @@ class S3Store(AudioStore):
                 "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=1)},
             },
         )
-        self._s3: Any = session.client(
+        # Made when first used: botocore walks the credential chain as it makes a client, and that
+        # ends at the instance-metadata service. No network here: a worker or API that starts while
+        # storage (or that service) is away must come up anyway.
+        self._bucket_client: Callable[[], Any] = lambda: session.client(
             "s3",
             endpoint_url=endpoint,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}, connect_timeout=2),
         )
-        # No network here: a worker or API that starts while storage is away must come up anyway.
+        self._s3: Any = None
         self._create_bucket = settings.s3_create_bucket
 
     def _fail(self, action: str, exc: Exception) -> StorageError:
@@ -111,6 +116,8 @@ class S3Store(AudioStore):
     def check(self) -> None:
         """Raise StorageError unless the bucket answers; create it first when configured to."""
         try:
+            if self._s3 is None:
+                self._s3 = self._bucket_client()
             self._s3.head_bucket(Bucket=self.bucket)
         except self._bucket_errors as exc:
             if not (self._create_bucket and self._missing_bucket(exc)):
