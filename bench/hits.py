@@ -41,7 +41,8 @@ from ttsd.config import Settings
 from ttsd.links import Links
 from ttsd.store.base import object_name
 
-from .common import ROOT, commit, free_port, machine, publish, table, ttsd_process
+from .common import ROOT, commit, free_port, machine, publish, ttsd_process
+from .hits_report import BESIDE, PICKS, render
 from .working_set import WORKING_SET, check_hits, seed, working_set
 from .wrk import CONNECTIONS, SECONDS, THREADS, WARMUP_SECONDS, Load, Pick, ensure_wrk, wrk, wrk_over
 
@@ -66,10 +67,6 @@ TTSD_ENV = {
     "TTSD_ENGINE_SLOTS": "1",
 }
 AUTH = {"Authorization": f"Bearer {KEY}"}
-_PICKS = {"uniform": "uniform", "zipf": "Zipf"}
-_BESIDE = f"synthesize hit, one text (beside the {WORKING_SET:,})"
-# Hits over a working set of many texts, against hits on one text: at least this ratio, P99 at most.
-TARGET_RATIO, TARGET_P99_MS = 0.8, 10.0
 
 
 def _wait_ready(url: str, path: str, process: subprocess.Popen[bytes]) -> None:
@@ -161,10 +158,10 @@ def _over_working_set(url: str, pid: int, picks: tuple[Pick, ...], settings: Set
     loads = {}
     for pick in picks:
         over = wrk_over(f"{url}/v1/synthesize", bodies, pick, headers=AUTH, pid=pid)
-        loads[f"synthesize hit, {_PICKS[pick]} over {WORKING_SET:,} texts"] = over
+        loads[f"synthesize hit, {PICKS[pick]} over {WORKING_SET:,} texts"] = over
     # One text again, in the same minutes and with the working set remembered: what the rows over
     # the working set are held against.
-    loads[_BESIDE] = wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH, pid=pid)
+    loads[BESIDE] = wrk(f"{url}/v1/synthesize", method="POST", body=HOT, headers=AUTH, pid=pid)
     return loads
 
 
@@ -261,51 +258,3 @@ def _distributed(tmp: Path) -> dict[str, Load]:
             stop_server(server)
     finally:
         stack.stop()
-
-
-def render(result: dict[str, Any]) -> str:
-    rows = result["rows"]
-    header = ("what answers", "server", "req/s", "P50", "P99", "errors", "API RSS")
-    table_rows = [header]
-    for name, by in rows.items():
-        for server, load in by.items():
-            rss = f"{load['rss_mb']:.0f} MB" if load.get("rss_mb") else ""
-            table_rows.append((name, server, f"{load['rps']:,.0f}", f"{load['p50_ms']:.2f} ms",
-                               f"{load['p99_ms']:.2f} ms", str(load["errors"]), rss))  # fmt: skip
-    hit = rows["ttsd embedded: synthesize hit"]
-    minimal = rows["minimal FastAPI app (pydantic body, dict lookup)"]
-    dist = rows["ttsd distributed: synthesize hit"]["granian"]
-    memory = result["notes"].get("memory", {})
-    best_minimal = max(minimal["uvicorn"]["rps"], minimal["granian"]["rps"])
-    ratios = [
-        f"- ttsd hit (granian) / minimal FastAPI on its better server: "
-        f"{hit['granian']['rps'] / best_minimal:.2f}x",
-        f"- distributed / embedded (both granian): {dist['rps'] / hit['granian']['rps']:.2f}x",
-        f"- granian / uvicorn for ttsd hits: {hit['granian']['rps'] / hit['uvicorn']['rps']:.2f}x",
-    ]
-    for mode in ("embedded", "distributed"):
-        one = rows.get(f"ttsd {mode}: {_BESIDE}", {}).get("granian")
-        for pick in _PICKS.values():
-            over = rows.get(f"ttsd {mode}: synthesize hit, {pick} over {WORKING_SET:,} texts", {}).get(
-                "granian"
-            )
-            if one and over:
-                ratios.append(
-                    f"- {mode}, {pick} over {WORKING_SET:,} cached texts / one text: "
-                    f"{over['rps'] / one['rps']:.2f}x, P99 {over['p99_ms']:.1f} ms "
-                    f"(target: at least {TARGET_RATIO}x, P99 at most {TARGET_P99_MS:g} ms)"
-                )
-    if memory:
-        growth = (memory["rss_end_mb"] / memory["rss_half_mb"] - 1) * 100
-        ratios.append(
-            f"- API RSS after {memory['hits']:,} hits: {memory['rss_end_mb']:.0f} MB "
-            f"({memory['rss_half_mb']:.0f} MB at the half: {growth:+.1f} % over the second half)"
-        )
-    m = result["machine"]
-    return (
-        f"## Cache hits (`python -m bench hits`)\n\n"
-        f"commit {result['commit']}, {m['cpu']} x {m['cores']} cores, "
-        f"wrk {result['wrk']}; ttsd with API keys, a per-key rate limit, metrics and the JSON access log "
-        f"on; file {result['notes'].get('file_bytes', 0) / 1024:.0f} KB (mp3).\n\n"
-        f"{table(table_rows)}\n\n" + "\n".join(ratios) + "\n"
-    )

@@ -25,7 +25,8 @@ from ttsd.state.base import CacheEntry
 from ttsd.state.sqlite import SqliteCacheIndex
 from ttsd.store.base import object_name
 
-from .common import commit, machine, publish, table
+from .common import commit, machine, publish
+from .index_report import render
 
 SIZES = (1_000, 10_000, 40_000, 160_000)
 ENTRY_BYTES = 10_000
@@ -250,46 +251,6 @@ def _measure(name: str, index: Index, path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def render(result: dict[str, Any]) -> str:
-    facts = result["machine"]
-    head = (
-        "entries",
-        "index",
-        "stores",
-        "evict mean / P99 (ms)",
-        "get P50 / P99 (µs)",
-        "get while storing P50 / P99 / max (µs)",
-    )
-    rows: list[tuple[str, ...]] = [head]
-    for r in sorted(result["rows"], key=lambda r: (r["entries"], r["index"] != "before")):
-        rows.append(
-            (
-                f"{r['entries']:,}",
-                r["index"],
-                str(r["stores"]),
-                f"{r['evict_mean_ms']:.3f} / {r['evict_p99_ms']:.3f}",
-                f"{r['get_p50_us']:.0f} / {r['get_p99_us']:.0f}",
-                f"{r['busy_get_p50_us']:.0f} / {r['busy_get_p99_us']:.0f} / {r['busy_get_max_us']:.0f}",
-            )
-        )
-    return "\n".join(
-        [
-            "## Cache index at its budget (embedded SQLite)",
-            "",
-            f"Commit {result['commit']}, {facts['cores']} cores ({facts['cpu']}),"
-            f" {result['seconds']:.0f} s in all.",
-            f"Entries of {ENTRY_BYTES // 1000} kB, the budget full: each store puts one and evicts one.",
-            "before: one connection behind one lock, a SUM and a sorted read of the whole table per",
-            "eviction; after: totals kept by triggers, victims off an LRU index in batches, lookups on",
-            "connections of their own. Gets while storing: one every millisecond while another thread",
-            "stores back to back.",
-            "",
-            table(rows),
-            "",
-        ]
-    )
-
-
 def run() -> dict[str, Any]:
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -301,7 +262,13 @@ def run() -> dict[str, Any]:
                 rows += _measure(name, index, path)
             finally:
                 index.close()
-    result = {"machine": machine(), "commit": commit(), "seconds": time.monotonic() - started, "rows": rows}
+    result = {
+        "machine": machine(),
+        "commit": commit(),
+        "seconds": time.monotonic() - started,
+        "entry_bytes": ENTRY_BYTES,
+        "rows": rows,
+    }
     publish("index", result, render(result))
     return result
 

@@ -32,7 +32,8 @@ from typing import Any
 import httpx
 import psutil
 
-from .common import RESULTS, commit, machine, publish, table, ttsd_process
+from .common import RESULTS, commit, machine, publish, ttsd_process
+from .pools_report import render
 
 PIPER_RATE = 2.0  # requests per second
 PIPER_SECONDS = 60.0
@@ -255,10 +256,6 @@ def _memory(tmp: Path) -> dict[str, Any]:
     return {"layouts": layouts, "per_engine_slot_mb": per_engine, "ready_seconds": ready}
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.0f}"
-
-
 def run() -> dict[str, Any]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -267,61 +264,13 @@ def run() -> dict[str, Any]:
             _isolation(name, pools, backlog, Path(tmp)) for name, (pools, backlog) in LAYOUTS.items()
         ]
         memory = _memory(Path(tmp))
-    facts = machine()
-    rows: list[tuple[str, ...]] = [
-        (
-            "run",
-            "pools",
-            "piper ok / refused",
-            "piper queue wait P50 / P99 / max (ms)",
-            "piper latency P50 / P99 (ms)",
-            "Kokoro backlog accepted; waiting at start / end",
-        )
-    ]
-    for r in isolation:
-        rows.append(
-            (
-                r["name"],
-                f"`{r['pools']}`",
-                f"{r['piper_ok']} / {r['piper_refused']}",
-                f"{r['queue_wait_p50_ms']:.1f} / {r['queue_wait_p99_ms']:.1f} / {r['queue_wait_max_ms']:.1f}",
-                f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])}",
-                f"{r['kokoro_backlog_accepted']} of {r['kokoro_backlog_sent']};"
-                f" {_fmt(r['kokoro_waiting_at_start'])} / {_fmt(r['kokoro_waiting_at_end'])}",
-            )
-        )
-    mem_rows: list[tuple[str, ...]] = [
-        ("layout", "engine processes (MB RSS each)", "total RSS, server included (MB)")
-    ]
-    for name, m in memory["layouts"].items():
-        mem_rows.append(
-            (name, ", ".join(f"{x:.0f}" for x in m["engine_processes_mb"]), f"{m['total_mb']:.0f}")
-        )
-    slot_rows: list[tuple[str, ...]] = [
-        ("engine", "one slot's process (MB RSS, after warm-up)", "start to ready (s)")
-    ]
-    for engine, mb in memory["per_engine_slot_mb"].items():
-        slot_rows.append((engine, f"{mb:.0f}", f"{memory['ready_seconds'][engine]:.1f}"))
-    lines = [
-        "## Pools: isolation and memory",
-        "",
-        f"Commit {commit()}, {facts['cores']} cores ({facts['cpu']}),"
-        f" {time.monotonic() - started:.0f} s in all.",
-        f"Piper load: {PIPER_RATE:g} requests/s for {PIPER_SECONDS:g} s, open loop,"
-        " `/v1/audio/speech` (wav),",
-        f"each a new one-sentence text; Kokoro backlog: {BACKLOG} long Japanese texts (6 sentences each)",
-        "sent just before (the Kokoro queue sheds what would wait past `TTSD_MAX_WAIT`, 30 s). Default",
-        "settings; each run starts with 3 replies per engine. Queue wait is accepted to synthesizing, as",
-        "the server logs it per job.",
-        "",
-        table(rows),
-        "",
-        "Memory: the same 15 warm-up replies on each layout (3 per voice family), then RSS.",
-        "",
-        table(mem_rows),
-        "",
-        table(slot_rows),
-        "",
-    ]
-    publish("pools", {"machine": facts, "isolation": isolation, "memory": memory}, "\n".join(lines))
+    result = {
+        "machine": machine(),
+        "commit": commit(),
+        "seconds": time.monotonic() - started,
+        "load": {"piper_rate": PIPER_RATE, "piper_seconds": PIPER_SECONDS, "backlog": BACKLOG},
+        "isolation": isolation,
+        "memory": memory,
+    }
+    publish("pools", result, render(result))
     return {"isolation": isolation, "memory": memory}
