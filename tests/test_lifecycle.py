@@ -144,6 +144,29 @@ def test_a_try_that_times_out_fails_with_job_timeout_and_cancels_the_body() -> N
     assert failures(registry, "job_timeout") == 1
 
 
+def test_a_cancel_that_comes_as_the_body_ends_is_not_lost() -> None:
+    """A hand-back or shutdown cancels the run; Python 3.11's wait_for returned the body's result
+    instead when the body ended in the same turn of the loop."""
+    j, registry = job(A), CollectorRegistry()
+
+    async def scenario() -> None:
+        started, finishing = asyncio.Event(), asyncio.get_running_loop().create_future()
+
+        async def body() -> JobOutcome:
+            started.set()
+            result: JobOutcome = await finishing
+            return result
+
+        run = asyncio.ensure_future(lifecycle(registry).run(j, RecordingReporter(j), body))
+        await started.wait()
+        finishing.set_result(outcome(j))
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("storage", "most", "delays"),
     [(3, 10.0, [1.0, 2.0, 4.0]), (5, 4.0, [1.0, 2.0, 4.0, 4.0, 4.0]), (0, 10.0, [])],

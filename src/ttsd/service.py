@@ -223,7 +223,8 @@ class TtsService:
     async def _assembled(self, job: Job) -> TaskStatus | None:
         """A job that needs no engine, once it is done (None if it takes longer or failed)."""
         try:
-            status = await asyncio.wait_for(self.queue.wait(job.task_id), NEAR_HIT_WAIT)
+            async with asyncio.timeout(NEAR_HIT_WAIT):
+                status = await self.queue.wait(job.task_id)
         except TimeoutError:
             return None
         return status if status is not None and status.status is Status.DONE else None

@@ -104,7 +104,10 @@ class Lifecycle:
 
     async def _timed(self, body: Callable[[], Awaitable[JobOutcome]]) -> JobOutcome:
         try:
-            return await asyncio.wait_for(body(), self.timeout)
+            # In this task, not another as wait_for makes: Python 3.11's wait_for can drop a cancel
+            # (a hand-back, a shutdown) that comes as the body ends.
+            async with asyncio.timeout(self.timeout):
+                return await body()
         except TimeoutError as exc:
             raise JobTimeout(f"the job took longer than {self.timeout:g} s") from exc
 

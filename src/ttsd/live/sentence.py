@@ -72,7 +72,8 @@ async def keep_spoken(service: TtsService, request: SynthesisRequest, spoken: tu
         return None
     await service.queue.submit(dataclasses.replace(job, spoken=spoken, rewrite=None, live=True))
     try:
-        status = await asyncio.wait_for(service.queue.wait(job.task_id), NEAR_HIT_WAIT)
+        async with asyncio.timeout(NEAR_HIT_WAIT):
+            status = await service.queue.wait(job.task_id)
     except TimeoutError:
         return None
     return job.key if status is not None and status.status is Status.DONE else None

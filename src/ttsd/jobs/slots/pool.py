@@ -256,7 +256,8 @@ class EnginePool:
             held: float | None = None
             try:
                 worker.conn.send(request)
-                held = await asyncio.wait_for(asyncio.shield(future), self._settings.job_timeout)
+                async with asyncio.timeout(self._settings.job_timeout):
+                    held = await asyncio.shield(future)
             except (WorkerDied, BrokenPipeError, OSError) as exc:
                 worker.assigned.pop(wire, None)
                 log.warning("batch lost its engine process", extra={"request_id": batch.request_id})
