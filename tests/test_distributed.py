@@ -404,6 +404,42 @@ def test_object_storage_outage_fails_cleanly_then_recovers(fragile: Stack, api: 
         assert client.get(done["url"]).status_code == 200
 
 
+@pytest.mark.slow
+def test_jobs_waiting_out_a_storage_fault_hold_no_more_audio_than_the_budget(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """While object storage is away a worker keeps the audio its jobs made, up to
+    TTSD_HELD_AUDIO_MB a slot; past it the rest of the queue waits in the broker, and all of it is
+    made and stored once storage is back."""
+    stack = start_stack(
+        tmp_path_factory.mktemp("holding"),
+        workers=1,
+        env={"TTSD_ENGINES": "espeak", "TTSD_HELD_AUDIO_MB": "1", "TTSD_REQUEUE_AFTER": "120"},
+    )
+    api = stack.server("api-holding", {"TTSD_MAX_WAIT": "600"})
+    sentences = " ".join(f"Sentence {n} of a reply that waits for storage to come back." for n in "ABCDEF")
+    try:
+        stack.s3.stop()
+        with api.client() as client:
+            bodies = [{"text": unique(sentences), "voice": "en-us-female"} for _ in range(12)]
+            tasks = [client.post("/v1/synthesize", json=body).json() for body in bodies]
+
+            def statuses() -> list[str]:
+                return [client.get(f"/v1/tasks/{t['task_id']}").json()["status"] for t in tasks]
+
+            # Each text is about 25 s of 22,050 Hz samples (1.1 MB): the first fills the budget.
+            wait_until(lambda: statuses().count("queued") < 12, 60, "a job taken")
+            time.sleep(4)  # time enough for an unbounded worker to take them all (eSpeak: 0.1 s each)
+            taken = 12 - statuses().count("queued")
+            assert taken <= 4, statuses()
+        stack.s3.start()
+        for task in tasks:
+            assert api.wait_task(task["task_id"], timeout=120)["status"] == "done"
+    finally:
+        stop_server(api)
+        stack.discard()
+
+
 def test_a_worker_told_to_stop_finishes_the_jobs_it_took_then_exits(fragile: Stack, api: Server) -> None:
     [worker] = fragile.workers
     with api.client() as client:

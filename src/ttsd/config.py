@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # 4 s, so a job notices storage is back within 4 s: the default rides out about 51 s) before it
     # fails for good. A retry stores what earlier tries made; it never makes it again.
     job_retries: int = Field(14, ge=0, le=30)
+    # Distributed mode: audio a worker keeps per slot for jobs that made theirs and have not stored
+    # it (an object-storage fault: they wait with it, up to 64 jobs a slot); past it the node takes
+    # no more jobs until some are stored, and the rest of the queue stays with the broker.
+    held_audio_mb: int = Field(256, ge=1)
 
     cache_ttl: int = Field(86400, ge=1)
     cache_max_bytes: int = Field(2 * 1024**3, ge=1)

@@ -51,10 +51,11 @@ from ...store import build_store
 from ..body import run_job
 from ..host import build_host
 from ..lifecycle import Lifecycle, Retries
-from ..made import Tries
+from ..made import Made, Tries
 from ..model import EWMA_WEIGHT, Job, JobOutcome, SentenceBatch
 from ..post import post_stage
 from ..slots.pool import EnginePool
+from .holding import Holding
 from .idle import RECHECK, HandBack, IdleElsewhere
 from .protocol import MAX_DELIVERIES, bookkeeping, lease_token, mark_ttl
 from .reporter import RedisReporter
@@ -63,11 +64,6 @@ log = logging.getLogger("ttsd.worker")
 
 Held = tuple[str, str]  # (task id, lease token)
 
-# Jobs a node holds at most per slot, at any stage. Only a storage outage fills it: jobs then wait
-# for storage with their audio made, so the backlog is stored, not made, once storage is back.
-# What it keeps in memory is bounded, and the rest of the queue stays with the broker. 32 was
-# filled by the chaos suite's 20 s outage, leaving jobs to be made after it (docs/deploy.md).
-_JOBS_PER_SLOT = 64
 # How often the node's busy slots are written for the API's figures (when they changed).
 _BUSY_EVERY = 0.25
 
@@ -89,6 +85,7 @@ class WorkerRuntime:
         self._room = threading.Condition()
         self._jobs: dict[Held, Future[None]] = {}
         self._queued: set[Held] = set()  # taken, and not yet given an engine slot
+        self._holding = Holding(pool.slots, settings.held_audio_mb)  # what the node may hold
         self._draining = False
 
     def load(self) -> None:
@@ -154,25 +151,28 @@ class WorkerRuntime:
 
     def _wants_another(self) -> bool:
         slots = self.pool.slots
-        return self._draining or (len(self._queued) < slots and len(self._jobs) < slots * _JOBS_PER_SLOT)
+        return self._draining or (len(self._queued) < slots and not self._holding.full(len(self._jobs)))
 
     def held(self) -> set[Held]:
         """The jobs this node runs (for the lease keeper: it renews them after Celery let go)."""
         with self._room:
             return set(self._jobs)
 
-    def _started(self, held: Held) -> None:
+    def _started(self, held: Held, made: Made | None = None) -> None:
         with self._room:
             self._queued.discard(held)
+            if made is not None:
+                self._holding.hold(held, made)
             self._room.notify_all()
 
-    def _on_stage(self, held: Held, stage: Stage) -> None:
-        if stage is not Stage.QUEUED:
-            self._started(held)
+    def _on_stage(self, held: Held, tries: Tries, stage: Stage) -> None:
+        if stage is not Stage.QUEUED:  # its audio is made once it encodes, and held until stored
+            self._started(held, tries.made if stage is Stage.ENCODING else None)
 
     def _ended(self, held: Held) -> None:
         with self._room:
             self._queued.discard(held)
+            self._holding.release(held)
             self._jobs.pop(held, None)
             self._room.notify_all()
 
@@ -245,8 +245,8 @@ class WorkerRuntime:
             if begun is None:
                 return
             reporter, deliveries, cancelled = begun
-            reporter.on_stage = functools.partial(self._on_stage, held)
             tries = Tries()
+            reporter.on_stage = functools.partial(self._on_stage, held, tries)
             body = functools.partial(self._body, job, reporter, deliveries, cancelled, tries, held)
             self.hand_back.begun(held, reporter)
             try:
