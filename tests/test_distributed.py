@@ -417,21 +417,29 @@ def test_jobs_waiting_out_a_storage_fault_hold_no_more_audio_than_the_budget(
         env={"TTSD_ENGINES": "espeak", "TTSD_HELD_AUDIO_MB": "1", "TTSD_REQUEUE_AFTER": "120"},
     )
     api = stack.server("api-holding", {"TTSD_MAX_WAIT": "600"})
-    sentences = " ".join(f"Sentence {n} of a reply that waits for storage to come back." for n in "ABCDEF")
+
+    def text(reply: str) -> str:
+        """Sentences of its own. Texts sharing sentences wait on one maker, and each one's own short
+        batch ends before the shared audio exists: more are let in with nothing yet to weigh."""
+        said = (f"Sentence {n} of reply {reply} waits for storage to come back." for n in "ABCDEF")
+        return unique(" ".join(said))
+
     try:
         stack.s3.stop()
         with api.client() as client:
-            bodies = [{"text": unique(sentences), "voice": "en-us-female"} for _ in range(12)]
+            bodies = [{"text": text(str(i)), "voice": "en-us-female"} for i in range(12)]
             tasks = [client.post("/v1/synthesize", json=body).json() for body in bodies]
 
             def statuses() -> list[str]:
                 return [client.get(f"/v1/tasks/{t['task_id']}").json()["status"] for t in tasks]
 
-            # Each text is about 25 s of 22,050 Hz samples (1.1 MB): the first fills the budget.
+            # Each text is about 25 s of 22,050 Hz samples (1.1 MB). The slot's pipeline takes three
+            # before any audio exists (one speaking, one behind it, one in line); the next is
+            # weighed when one of those ends, by then with its sentences in: the budget is full.
             wait_until(lambda: statuses().count("queued") < 12, 60, "a job taken")
             time.sleep(4)  # time enough for an unbounded worker to take them all (eSpeak: 0.1 s each)
             taken = 12 - statuses().count("queued")
-            assert taken <= 4, statuses()
+            assert taken <= 3, statuses()
         stack.s3.start()
         for task in tasks:
             assert api.wait_task(task["task_id"], timeout=120)["status"] == "done"

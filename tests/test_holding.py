@@ -1,11 +1,12 @@
-"""A worker node's bound on what it holds: jobs counted, made audio weighed."""
+"""A worker node's bound on what it holds: jobs counted, audio weighed as it is made."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ttsd.jobs.distributed.holding import JOBS_PER_SLOT, Holding, made_bytes
-from ttsd.jobs.made import Made
+from ttsd.jobs.made import Made, Tries
+from ttsd.state.base import Stage
 
 MB = 1024 * 1024
 
@@ -36,3 +37,24 @@ def test_a_node_is_full_at_its_budget_of_audio_or_its_count_of_jobs() -> None:
     holding.release("unknown")
     assert holding.total == 4 * MB and not holding.full(3)
     assert holding.full(2 * JOBS_PER_SLOT) and not holding.full(2 * JOBS_PER_SLOT - 1)
+
+
+def test_a_job_being_made_weighs_the_sentences_that_arrived_as_they_arrive() -> None:
+    """The engine's sentences count from the moment they arrive, before the job's own task reports
+    anything: on a fast engine several jobs end before the first reports that it encodes."""
+    holding = Holding(slots=1, budget_mb=1)
+    making = Made(np.zeros(0, np.int16), 22050)
+    tries = Tries(making=making)
+    making.arrived = MB // 4
+    holding.weigh("a", tries, Stage.QUEUED)  # waiting for a slot: nothing of it is made
+    assert holding.total == 0
+    holding.weigh("a", tries, Stage.SYNTHESIZING)
+    making.arrived += MB // 4
+    assert holding.total == MB // 2 and not holding.full(1)
+    making.arrived += MB // 2  # read live: nobody told the holding
+    assert holding.full(1)
+    tries.made = made(MB // 4)  # joined and encoding: what it keeps now
+    holding.weigh("a", tries, Stage.ENCODING)
+    assert holding.total == MB // 2 and not holding.full(1)
+    holding.release("a")
+    assert holding.total == 0

@@ -62,6 +62,8 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter, tries: Tries
         await host.run(load_pieces, host.store, host.index, keys, rate, host.memory) if reuse else [None] * n
     )
     made = Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
+    made.arrived = sum(p.nbytes for p in pieces if p is not None)
+    tries.making = made
     out = InOrder(reporter, pieces, rate, job, tries)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
     # once if it needs none), which is what the queue's depth and Retry-After count. A job run
@@ -116,10 +118,13 @@ async def _round(
     arrivals: asyncio.Queue[tuple[int, audio.Pcm16 | None]] = asyncio.Queue()
 
     def on_sentence(i: int, pcm: audio.Pcm16, sample_rate: int) -> None:
+        made.arrived += pcm.nbytes
         arrivals.put_nowait((i, pcm))
 
     async def waited(i: int, wait: Awaitable[audio.Pcm16 | None]) -> None:
-        arrivals.put_nowait((i, await wait))
+        pcm = await wait
+        made.arrived += 0 if pcm is None else pcm.nbytes
+        arrivals.put_nowait((i, pcm))
 
     writer = PieceWriter(host, made, remote)  # what this job makes, on its way to the cache
     ended = False

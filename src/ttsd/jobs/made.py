@@ -20,6 +20,10 @@ class Made:
     merged: int = 0
     synthesized: int = 0  # sentences this job had an engine speak
     synthesized_audio: float = 0.0
+    # Bytes of the sentences this try has in hand, from the cache, another job's flight or the
+    # engine, counted as each arrives (the engine's before the job's own task sees them): what a
+    # worker weighs while the text is being made, as joining them copies them all.
+    arrived: int = 0
     slot_seconds: float = 0.0
     synthesis_seconds: float = 0.0
     from_cache: bool = False
@@ -49,5 +53,6 @@ class Tries:
     listeners only what an earlier try did not (they heard that already)."""
 
     made: Made | None = None
+    making: Made | None = None  # the try under way's, from its first round: ``Made.arrived`` grows
     sent: int = 0  # the master's chunks the reporter took, in order
     ended: bool = False  # the reporter was told the audio's end

@@ -51,7 +51,7 @@ from ...store import build_store
 from ..body import run_job
 from ..host import build_host
 from ..lifecycle import Lifecycle, Retries
-from ..made import Made, Tries
+from ..made import Tries
 from ..model import EWMA_WEIGHT, Job, JobOutcome, SentenceBatch
 from ..post import post_stage
 from ..slots.pool import EnginePool
@@ -158,16 +158,16 @@ class WorkerRuntime:
         with self._room:
             return set(self._jobs)
 
-    def _started(self, held: Held, made: Made | None = None) -> None:
+    def _started(self, held: Held, tries: Tries | None = None, stage: Stage | None = None) -> None:
         with self._room:
             self._queued.discard(held)
-            if made is not None:
-                self._holding.hold(held, made)
+            if tries is not None and stage is not None:
+                self._holding.weigh(held, tries, stage)
             self._room.notify_all()
 
     def _on_stage(self, held: Held, tries: Tries, stage: Stage) -> None:
-        if stage is not Stage.QUEUED:  # its audio is made once it encodes, and held until stored
-            self._started(held, tries.made if stage is Stage.ENCODING else None)
+        if stage is not Stage.QUEUED:
+            self._started(held, tries, stage)
 
     def _ended(self, held: Held) -> None:
         with self._room:
