@@ -3,17 +3,23 @@ engine in one run.
 
 - Slot efficiency: 40 unique 8-sentence texts (every sentence new) submitted at once, eSpeak
   ``en-us-female``, one engine slot: on an embedded server, and on Redis + SeaweedFS + one ``ttsd
-  worker --slots 1`` + one API (the suite's stack); the same 320 sentences spoken by a bare eSpeak
-  loop in this process. The same with Piper ``en-joe`` (8 texts: its sentences take far longer).
+  worker --slots 1`` + one API (the suite's stack); the same texts in both (each mode has its own
+  cache). The same with Piper ``en-joe`` (8 texts: its sentences take far longer).
 - Scale-out: a second one-slot worker joins the stack, and 40 more such texts are run; the same
   with Piper (8 more texts), whose engine is most of a job's CPU.
-- One-sentence texts: 200 of them, jobs per second through the whole system, both modes.
+- One-sentence texts: 200 of them, jobs per second through the whole system, both modes, the same
+  texts.
+
+A run's slot efficiency is the bare loop's seconds over the run's, the bare loop speaking the run's
+own sentences in this process just before and just after it: a sentence's length follows its
+text's letters, and this machine's speed drifts by a fifth within a minute, so a baseline timed
+once, on other sentences, reads runs wrong by as much (an embedded run read 1.12). Each eSpeak run
+is repeated (``REPEATS``, new texts each time) and read by its median.
 
 For each distributed run: the CPU seconds of each process (the worker's own, apart from its
 engine processes; the API; Redis; SeaweedFS), Redis commands per job (``INFO commandstats``,
 reset before the run, counting those its Lua scripts run), objects stored per text, and what Redis
-still holds after the run per job (``used_memory``: index entries, statuses, and any live streams). Slot
-efficiency is the bare loop's seconds over the run's.
+still holds after the run per job (``used_memory``: index entries, statuses, and any live streams).
 
 To see where a worker's time goes, run ``py-spy record --gil -p <pid> -f raw`` on the worker and
 the API during a run (the note of issue 29 has what it showed). Needs the dev extras (redis-server,
@@ -26,9 +32,10 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import psutil
@@ -41,6 +48,7 @@ PIPER_VOICE = "en-joe"
 TEXTS = 40
 PIPER_TEXTS = 8
 SHORT_TEXTS = 200
+REPEATS = 5  # of each eSpeak run: the figures are their medians
 SENTENCES = (
     "Your order has shipped today",
     "It should arrive within three days",
@@ -109,11 +117,36 @@ def bare(engine_name: str, voice_name: str, sentences: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def embedded(tmp: Path, runs: dict[str, list[str]]) -> dict[str, float]:
+@contextmanager
+def bracketed(engine: str, voice: str, said: list[str] | None) -> Iterator[dict[str, float]]:
+    """The bare loop on a run's sentences just before and just after it, their mean its
+    ``bare_seconds``: this machine drifts by a fifth within a minute, most runs last seconds."""
+    timed: dict[str, float] = {}
+    if said is not None:
+        timed["bare_before"] = bare(engine, voice, said)
+    yield timed
+    if said is not None:
+        timed["bare_after"] = bare(engine, voice, said)
+        timed["bare_seconds"] = (timed["bare_before"] + timed["bare_after"]) / 2
+
+
+def sentences(tag_: str, n: int = TEXTS) -> list[str]:
+    return [s for t in texts(tag_, n) for s in t]
+
+
+def embedded(tmp: Path, eights: list[str], shorts: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each run of 8-sentence texts bracketed by the bare loop on its sentences; the one-sentence
+    runs on the texts the distributed runs get."""
     env = {"TTSD_ENGINES": "espeak", "TTSD_ENGINE_SLOTS": "1", "TTSD_MAX_WAIT": "600"}
     with ttsd_server(tmp / "embedded", **env) as url:
         asyncio.run(_run(url, joined(f"warm {tag()}", 2)))
-        return {name: asyncio.run(_run(url, bodies)) for name, bodies in runs.items()}
+        eight = []
+        for t in eights:
+            with bracketed("espeak", VOICE, sentences(t)) as timed:
+                timed["seconds"] = asyncio.run(_run(url, joined(t)))
+            eight.append({"tag": t, **timed})
+        short = [{"tag": t, "seconds": asyncio.run(_run(url, short_texts(t)))} for t in shorts]
+        return {"eight": eight, "short": short}
 
 
 def _cpu(process: psutil.Process, *, with_children: bool = False) -> float:
@@ -126,11 +159,18 @@ def _cpu(process: psutil.Process, *, with_children: bool = False) -> float:
     return total
 
 
+class Run(NamedTuple):
+    kind: str  # runs of one kind are repeats: their figures are read together
+    tag: str
+    bodies: list[str]
+    sentences: list[str] | None  # timed in a bare loop around the run, when given
+
+
 def distributed(
-    tmp: Path, engine: str, voice: str, runs: dict[str, list[str]], grow_before: str | None = None
-) -> dict[str, dict[str, Any]]:
-    """Each run on one stack (one worker; a second joins before ``grow_before``): seconds, CPU
-    seconds per process, Redis commands and objects stored."""
+    tmp: Path, engine: str, voice: str, runs: list[Run], grow_before: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Each run on one stack (one worker; a second joins before the first run of kind
+    ``grow_before``): seconds, CPU seconds per process, Redis commands and objects stored."""
     import boto3
     import redis
     from tests.conftest import start_stack, stop_server
@@ -138,7 +178,7 @@ def distributed(
     where = tmp / f"distributed-{engine}"
     where.mkdir()
     stack = start_stack(where, workers=1, env={"TTSD_ENGINES": engine})
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     try:
         api = stack.server(env={"TTSD_MAX_WAIT": "600"})
         r = redis.Redis.from_url(stack.redis.url)
@@ -155,8 +195,8 @@ def distributed(
             return sum(page.get("KeyCount", 0) for page in pages)
 
         asyncio.run(_run(api.url, joined(f"warm {tag()}", 2), voice))
-        for name, bodies in runs.items():
-            if name == grow_before:
+        for run_ in runs:
+            if run_.kind == grow_before and grow_before not in results:
                 stack.start_worker("w-second")
                 _wait(lambda: r.zcard("ttsd:workers") >= 2, 120)
                 asyncio.run(_run(api.url, joined(f"warm {tag()}", 2), voice))
@@ -172,17 +212,19 @@ def distributed(
             }
             s3_process = psutil.Process(stack.s3.process.pid)
             before_objects = objects()
-            before = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
-            before["s3"] = _cpu(s3_process, with_children=True)
-            r.config_resetstat()
-            memory = r.info("memory")["used_memory"]
-            seconds = asyncio.run(_run(api.url, bodies, voice))
-            commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
-            after = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
-            after["s3"] = _cpu(s3_process, with_children=True)
-            results[name] = {
-                "seconds": seconds,
-                "jobs": len(bodies),
+            with bracketed(engine, voice, run_.sentences) as timed:
+                before = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
+                before["s3"] = _cpu(s3_process, with_children=True)
+                r.config_resetstat()
+                memory = r.info("memory")["used_memory"]
+                timed["seconds"] = asyncio.run(_run(api.url, run_.bodies, voice))
+                commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+                after = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
+                after["s3"] = _cpu(s3_process, with_children=True)
+            results.setdefault(run_.kind, []).append({
+                "tag": run_.tag,
+                **timed,
+                "jobs": len(run_.bodies),
                 "cpu": {k: after[k] - before[k] for k in after},
                 "redis_commands": sum(commands.values()),
                 "redis_command_calls": commands,
@@ -190,7 +232,7 @@ def distributed(
                 # What the run left in Redis: live streams nobody listened to are deleted at their end.
                 "streams_left": sum(1 for _ in r.scan_iter("ttsd:pcm:*")),
                 "redis_memory_growth": r.info("memory")["used_memory"] - memory,
-            }
+            })  # fmt: skip
         stop_server(api)
     finally:
         stack.discard()
@@ -207,43 +249,41 @@ def _wait(condition: Callable[[], bool], seconds: float) -> None:
 
 def run() -> dict[str, Any]:
     started = time.monotonic()
-    names = {"one": tag(), "two": tag(), "short": tag(), "piper": tag(), "piper two": tag()}
+    one, two, short = ([tag() for _ in range(REPEATS)] for _ in range(3))
     with tempfile.TemporaryDirectory(prefix="ttsd-bench-distributed-") as tmp:
-        emb = embedded(Path(tmp), {"eight": joined(tag()), "short": short_texts(tag())})
+        # The same texts in both modes (each has its own cache): a run's sentences' length follows
+        # its tag's letters.
+        emb = embedded(Path(tmp), one, short)
         espeak = distributed(
             Path(tmp),
             "espeak",
             VOICE,
-            {
-                "one worker": joined(names["one"]),
-                "short": short_texts(names["short"]),
-                "two workers": joined(names["two"]),
-            },
+            [
+                *(Run("one worker", t, joined(t), sentences(t)) for t in one),
+                *(Run("short", t, short_texts(t), None) for t in short),
+                *(Run("two workers", t, joined(t), sentences(t)) for t in two),
+            ],
             grow_before="two workers",
         )
         piper = distributed(
             Path(tmp),
             "piper",
             PIPER_VOICE,
-            {
-                "one worker": joined(names["piper"], PIPER_TEXTS),
-                "two workers": joined(names["piper two"], PIPER_TEXTS),
-            },
+            [
+                Run(kind, t, joined(t, PIPER_TEXTS), sentences(t, PIPER_TEXTS))
+                for kind, t in (("one worker", tag()), ("two workers", tag()))
+            ],
             grow_before="two workers",
         )
     result = {
         "scenario": "distributed",
         "commit": commit(),
         "machine": machine(),
-        "sentences": TEXTS * len(SENTENCES),
+        "repeats": REPEATS,
         "texts": TEXTS,
         "piper_texts": PIPER_TEXTS,
         "short_texts": SHORT_TEXTS,
         "sentences_per_text": len(SENTENCES),
-        "bare_seconds": bare("espeak", VOICE, [s for t in texts(names["one"]) for s in t]),
-        "piper_bare_seconds": bare(
-            "piper", PIPER_VOICE, [s for t in texts(names["piper"], PIPER_TEXTS) for s in t]
-        ),
         "embedded": emb,
         "espeak": espeak,
         "piper": piper,

@@ -317,6 +317,9 @@ class S3:
                     "-s3.port.iceberg=0",
                     "-s3.port.lance=0",
                     "-master.volumeSizeLimitMB=64",
+                    # As many volumes as the disk holds: weed's default of 8 (512 MB here) filled up
+                    # in a long benchmark, and a full store answers every PUT with a 500.
+                    "-volume.max=0",
                     *args,
                 ],
                 stdout=log,
