@@ -7,8 +7,7 @@ engine in one run.
   cache). The same with Piper ``en-joe`` (8 texts: its sentences take far longer).
 - Scale-out: a second one-slot worker joins the stack, and 40 more such texts are run; the same
   with Piper (8 more texts), whose engine is most of a job's CPU.
-- One-sentence texts: 200 of them, jobs per second through the whole system, both modes, the same
-  texts.
+- One-sentence texts: 200 of them, jobs per second through the whole system, in both modes.
 
 A run's slot efficiency is the bare loop's seconds over the run's, the bare loop speaking the run's
 own sentences in this process just before and just after it: a sentence's length follows its
@@ -17,13 +16,11 @@ once, on other sentences, reads runs wrong by as much (an embedded run read 1.12
 is repeated (``REPEATS``, new texts each time) and read by its median.
 
 For each distributed run: the CPU seconds of each process (the worker's own, apart from its
-engine processes; the API; Redis; SeaweedFS), Redis commands per job (``INFO commandstats``,
-reset before the run, counting those its Lua scripts run), objects stored per text, and what Redis
-still holds after the run per job (``used_memory``: index entries, statuses, and any live streams).
+engines; the API; Redis; SeaweedFS), the machine's idle share, Redis commands per job (``INFO
+commandstats``, with its scripts'), objects stored per text, and Redis's growth per job.
 
-To see where a worker's time goes, run ``py-spy record --gil -p <pid> -f raw`` on the worker and
-the API during a run (the note of issue 29 has what it showed). Needs the dev extras (redis-server,
-SeaweedFS). Writes ``bench/results/distributed.md`` and ``distributed.json``.
+Where a worker's time goes: ``py-spy record --gil -p <pid> -f raw`` on it during a run (issue 29's
+notes). Needs the dev extras (redis-server, SeaweedFS). Writes ``bench/results/distributed.*``.
 """
 
 from __future__ import annotations
@@ -217,7 +214,9 @@ def distributed(
                 before["s3"] = _cpu(s3_process, with_children=True)
                 r.config_resetstat()
                 memory = r.info("memory")["used_memory"]
+                machine_before = psutil.cpu_times()
                 timed["seconds"] = asyncio.run(_run(api.url, run_.bodies, voice))
+                machine_after = psutil.cpu_times()
                 commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
                 after = {k: sum(_cpu(p) for p in ps) for k, ps in processes.items()}
                 after["s3"] = _cpu(s3_process, with_children=True)
@@ -226,6 +225,9 @@ def distributed(
                 **timed,
                 "jobs": len(run_.bodies),
                 "cpu": {k: after[k] - before[k] for k in after},
+                # The share of the machine's cores nobody used during the run.
+                "idle": (machine_after.idle - machine_before.idle)
+                / (sum(machine_after) - sum(machine_before)),
                 "redis_commands": sum(commands.values()),
                 "redis_command_calls": commands,
                 "objects": objects() - before_objects,

@@ -41,7 +41,8 @@ def _cpu_row(name: str, runs: list[dict[str, Any]]) -> tuple[str, ...]:
     kept = f"{sum(r['redis_memory_growth'] for r in runs) / jobs / 1000:.0f} KB"
     commands = sum(r["redis_commands"] for r in runs) / jobs
     objects = sum(r["objects"] for r in runs) / jobs
-    return (name, *per_job, f"{commands:.0f}", f"{objects:.1f}", kept)
+    idle = f"{100 * median(r['idle'] for r in runs):.0f} %"
+    return (name, *per_job, idle, f"{commands:.0f}", f"{objects:.1f}", kept)
 
 
 def render(r: dict[str, Any]) -> str:
@@ -66,6 +67,7 @@ def render(r: dict[str, Any]) -> str:
             "API",
             "Redis",
             "SeaweedFS",
+            "cores idle",
             "Redis commands per job",
             "objects per text",
             "Redis memory kept per job",
