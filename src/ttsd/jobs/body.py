@@ -61,9 +61,8 @@ async def _make_master(job: Job, host: JobHost, reporter: Reporter, tries: Tries
     pieces: list[audio.Pcm16 | None] = (
         await host.run(load_pieces, host.store, host.index, keys, rate, host.memory) if reuse else [None] * n
     )
-    made = Made(np.zeros(0, np.int16), rate, sentences=n, reused=sum(p is not None for p in pieces))
-    made.arrived = sum(p.nbytes for p in pieces if p is not None)
-    tries.making = made
+    cached = [p.nbytes for p in pieces if p is not None]
+    tries.making = made = Made(np.zeros(0, np.int16), rate, n, len(cached), arrived=sum(cached))
     out = InOrder(reporter, pieces, rate, job, tries)
     # Still queued: the job leaves the queue when an engine slot takes its first sentence (or at
     # once if it needs none), which is what the queue's depth and Retry-After count. A job run
@@ -122,9 +121,8 @@ async def _round(
         arrivals.put_nowait((i, pcm))
 
     async def waited(i: int, wait: Awaitable[audio.Pcm16 | None]) -> None:
-        pcm = await wait
+        arrivals.put_nowait((i, pcm := await wait))
         made.arrived += 0 if pcm is None else pcm.nbytes
-        arrivals.put_nowait((i, pcm))
 
     writer = PieceWriter(host, made, remote)  # what this job makes, on its way to the cache
     ended = False
