@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from ttsd.config import Settings
 from ttsd.errors import BackendUnavailable, JobCancelled
+from ttsd.jobs.distributed import reporter as reporter_module
 from ttsd.jobs.distributed.keeper import LeaseKeeper
 from ttsd.jobs.distributed.protocol import (
     PCM_STREAM_TTL,
@@ -567,11 +568,13 @@ def test_workers_move_one_shared_average_of_slot_time(settings: Settings, client
     "joins", [None, 0, 1, 2], ids=["nobody", "from-the-start", "in-flight", "at-the-end"]
 )
 def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_all_in_order(
-    settings: Settings, client: redis.Redis, joins: int | None
+    settings: Settings, client: redis.Redis, joins: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job submitted without a streaming listener (``POST /v1/synthesize``) writes no audio to
     Redis. A listener that joins in flight gets what was held back, then the rest, in order; a
-    stream nobody listened to leaves nothing behind at its end."""
+    stream nobody listened to leaves nothing behind at its end. (Asked at every sentence here: how
+    often it is asked is the next test's.)"""
+    monkeypatch.setattr(reporter_module, "_ASK_EVERY", 0.0)
     keys = RedisKeys(settings.redis_prefix)
     leases = JobLeases(client, keys, settings.job_lease, ttl=600)
     j = job("Sentences nobody may hear.")
@@ -599,6 +602,47 @@ def test_audio_nobody_listens_to_is_held_back_and_a_listener_who_joins_gets_it_a
         assert 0 < client.ttl(keys.pcm(j.task_id)) <= PCM_STREAM_TTL
     with pytest.raises(LeaseLost):  # fenced like every other write
         asyncio.run(RedisReporter(leases, "node-b/1", j.queued(), 2, 600).audio_end())
+
+
+def test_while_nobody_listens_whether_anyone_does_is_asked_at_most_every_tenth_of_a_second(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """Asking is a thread hop and a fenced round trip: a fast engine's sentences come every few
+    milliseconds, and those nobody hears are held without one. A listener who joins hears what was
+    held back at the next sentence past the interval (or at the end), then each as it comes."""
+    keys = RedisKeys(settings.redis_prefix)
+    asked: list[bool] = []  # each round trip: whether it only asked (nobody listened yet)
+
+    class Counted(JobLeases):
+        def publish(self, *args: Any, **kwargs: Any) -> Any:
+            asked.append(bool(kwargs.get("held")))
+            return super().publish(*args, **kwargs)
+
+    leases = Counted(client, keys, settings.job_lease, ttl=600)
+    j = job("Sentences a listener joins.")
+    assert leases.acquire(j.task_id, "node-a/1") == 1
+    reporter = RedisReporter(leases, "node-a/1", j.queued(), 1, 600)
+    pcm = [np.full(1000, i, dtype=np.int16) for i in range(8)]
+
+    async def speak() -> None:
+        for p in pcm[:4]:  # in one burst, nobody listening: only the first asks
+            await reporter.audio(p, 16000)
+        assert asked == [True]
+        client.incr(keys.listeners(j.task_id))
+        await reporter.audio(pcm[4], 16000)  # still within the interval: held, no round trip
+        assert asked == [True] and client.xlen(keys.pcm(j.task_id)) == 0
+        await asyncio.sleep(reporter_module._ASK_EVERY)
+        await reporter.audio(pcm[5], 16000)  # asks again, and backfills everything held
+        assert client.xlen(keys.pcm(j.task_id)) == 6
+        for i in (6, 7):  # listened to: each written as it comes
+            await reporter.audio(pcm[i], 16000)
+            assert client.xlen(keys.pcm(j.task_id)) == i + 1
+        await reporter.audio_end()
+
+    asyncio.run(speak())
+    entries = [StreamEntry.parse(f) for _, f in client.xrange(keys.pcm(j.task_id))]  # type: ignore[union-attr]
+    assert [e.pcm for e in entries] == [p.tobytes() for p in pcm] + [b""]
+    assert len(asked) == 6  # the first ask, the backfill's two calls, two entries, the end
 
 
 def test_an_entry_redis_never_took_is_not_held_back(settings: Settings, client: redis.Redis) -> None:

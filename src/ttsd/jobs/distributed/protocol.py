@@ -71,13 +71,13 @@ class StreamEntry:
     delivery skips what it heard."""
 
     attempt: int
-    pcm: bytes = b""
+    pcm: bytes | memoryview = b""  # a writer's view of its samples: most are held, never sent
     rate: int = 0
     end: bool = False
     error: tuple[str, str] | None = None  # (code, message)
 
-    def fields(self) -> dict[str, bytes | str | int]:
-        fields: dict[str, bytes | str | int] = {"attempt": self.attempt}
+    def fields(self) -> dict[str, bytes | memoryview | str | int]:
+        fields: dict[str, bytes | memoryview | str | int] = {"attempt": self.attempt}
         if self.error is not None:
             fields.update(error=self.error[0], message=self.error[1])
         elif self.end:

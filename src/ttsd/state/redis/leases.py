@@ -257,7 +257,7 @@ class JobLeases:
         self,
         task_id: str,
         token: str,
-        entries: Sequence[dict[str, bytes | str | int]],
+        entries: Sequence[dict[str, bytes | memoryview | str | int]],
         ttl: int,
         *,
         last: bool = False,
@@ -269,7 +269,7 @@ class JobLeases:
         end. ``held``: the caller holds entries back (none are sent): is anyone listening?
         ``status`` (and its TTL): written first, in the same round trip, so a listener never hears
         audio the task's status does not account for yet."""
-        flat: list[bytes | str | int] = [token, ttl, "1" if last else "0", "1" if held else "0"]
+        flat: list[bytes | memoryview | str | int] = [token, ttl, "1" if last else "0", "1" if held else "0"]
         for fields in entries:
             flat.append(len(fields))
             for name, value in fields.items():
