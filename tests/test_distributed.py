@@ -269,6 +269,13 @@ def engine_processes(worker: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
 
 
+def test_a_workers_engines_run_at_its_own_priority(stack: Stack) -> None:
+    """No API shares a worker's machine for its engines to yield to (TTSD_ENGINE_NICE's reason)."""
+    for worker in stack.workers:
+        node = psutil.Process(worker.pid).nice()
+        assert [p.nice() for p in engine_processes(worker)] == [node]
+
+
 def test_a_killed_engine_process_is_replaced_and_its_job_finishes_on_the_same_worker(
     fragile: Stack, api: Server
 ) -> None:

@@ -190,6 +190,8 @@ def test_pools_are_isolated(tmp_path: Path) -> None:
     try:
         processes = engine_processes(srv)
         assert len(processes) == 2
+        # They yield to the API beside them (TTSD_ENGINE_NICE's default).
+        assert {p.nice() for p in processes} == {psutil.Process(srv.process.pid).nice() + 5}
         onnx = [p for p in processes if "libonnxruntime" in _mapped(p.pid)]
         espeak = [p for p in processes if "espeakng_loader" in _mapped(p.pid)]
         # piper runs on onnxruntime; the eSpeak pool's process never loads it, nor piper's model.

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     # onnxruntime threads per engine process; slots x threads should not exceed the cores.
     engine_threads: int = Field(1, ge=1, le=64)
     # Engine processes run this much "nicer" than the API, so on shared cores the event loop that
-    # answers cache hits and feeds streams wins the CPU over synthesis.
+    # answers cache hits and feeds streams wins the CPU over synthesis. ``ttsd worker`` runs no API:
+    # unless this is set, its engines run at its own priority (0).
     engine_nice: int = Field(5, ge=0, le=19)
     # Post-processing threads per process that runs jobs: reading cached sentences, joining,
     # encoding, storing and indexing happen there, beside the engine slots, never on them.
