@@ -159,15 +159,15 @@ class WorkerRuntime:
             return set(self._jobs)
 
     def _started(self, held: Held, tries: Tries | None = None, stage: Stage | None = None) -> None:
+        if stage is Stage.QUEUED:
+            return
         with self._room:
+            # Room comes of a job leaving the queue or weighing less, never of a sentence arriving.
+            if held in self._queued or stage is not Stage.SYNTHESIZING:
+                self._room.notify_all()
             self._queued.discard(held)
             if tries is not None and stage is not None:
                 self._holding.weigh(held, tries, stage)
-            self._room.notify_all()
-
-    def _on_stage(self, held: Held, tries: Tries, stage: Stage) -> None:
-        if stage is not Stage.QUEUED:
-            self._started(held, tries, stage)
 
     def _ended(self, held: Held) -> None:
         with self._room:
@@ -246,7 +246,7 @@ class WorkerRuntime:
                 return
             reporter, deliveries, cancelled = begun
             tries = Tries()
-            reporter.on_stage = functools.partial(self._on_stage, held, tries)
+            reporter.on_stage = functools.partial(self._started, held, tries)
             body = functools.partial(self._body, job, reporter, deliveries, cancelled, tries, held)
             self.hand_back.begun(held, reporter)
             try:
