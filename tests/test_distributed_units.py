@@ -427,6 +427,26 @@ def test_stopping_the_node_gives_up_every_job_it_holds(node: Node) -> None:
 # -- the worker registry ----------------------------------------------------------------------------
 
 
+def test_an_idle_slot_elsewhere_counts_only_beyond_the_jobs_waiting_in_the_broker(
+    client: redis.Redis, settings: Settings
+) -> None:
+    """A busy node leaves its next job to an idle one of its pool; but jobs already waiting in the
+    broker go to that idle slot anyway, so with as many waiting the busy node takes more."""
+    keys = RedisKeys(settings.redis_prefix)
+    registry = WorkerRegistry(client, keys)
+    for node in ("espeak|a", "espeak|b", "piper|c"):
+        registry.beat(node, 1)
+    registry.set_busy("espeak|a", 1, 1)
+    queue = broker_queue_key(settings, "espeak")
+    assert registry.idle_elsewhere("espeak|a", 60, [queue]) == 1  # b idle (c is another pool)
+    client.lpush(queue, "a job")
+    assert registry.idle_elsewhere("espeak|a", 60, [queue]) == 0
+    assert registry.idle_elsewhere("espeak|a", 60) == 1
+    registry.set_busy("espeak|b", 1, 1)
+    client.delete(queue)
+    assert registry.idle_elsewhere("espeak|a", 60, [queue]) == 0
+
+
 def test_a_step_of_the_wall_clock_does_not_make_live_workers_look_dead(
     client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

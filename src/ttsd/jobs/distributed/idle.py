@@ -23,9 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ...config import Settings
 from ...errors import BackendUnavailable
+from ...pools import PoolSpec
 from ...state.redis.leases import JobLeases
 from ...state.redis.registry import WorkerRegistry
+from .protocol import broker_queue_key
 from .reporter import RedisReporter
 
 log = logging.getLogger("ttsd.worker")
@@ -39,20 +42,22 @@ _AFTER = 0.5
 
 
 class IdleElsewhere:
-    """Whether another live worker of this one's pool has a slot idle: one pipelined read of the
-    registry. "None" is remembered for ``RECHECK``: under full load every job would read it."""
+    """Whether another live worker of this one's pool has a slot idle that the jobs waiting in the
+    broker for the pool's engines would not fill: one pipelined read of the registry and the
+    broker's lists. "None" is remembered for ``RECHECK``: under full load every job would read it."""
 
-    def __init__(self, registry: WorkerRegistry, name: str, within: float) -> None:
+    def __init__(self, registry: WorkerRegistry, name: str, settings: Settings, pool: PoolSpec) -> None:
         self._registry = registry
         self._name = name
-        self._within = within  # how long a slot may speak one job
+        self._within = settings.job_timeout + 60  # how long a slot may speak one job
+        self._queues = [broker_queue_key(settings, engine) for engine in pool.engines]
         self._none_until = 0.0
 
     def __call__(self) -> bool:
         if time.monotonic() < self._none_until:
             return False
         try:
-            idle = self._registry.idle_elsewhere(self._name, self._within) > 0
+            idle = self._registry.idle_elsewhere(self._name, self._within, self._queues) > 0
         except BackendUnavailable:
             idle = False  # unknown: take the next job, as a worker alone would
         if not idle:

@@ -106,7 +106,7 @@ class WorkerRuntime:
             self.settings, self.pool, on_batch=self._on_batch, gate=lambda: self.post.open
         )
         self.post.on_room(self.engines.wake)
-        self.idle_elsewhere = IdleElsewhere(self.registry, self.name, self.settings.job_timeout + 60)
+        self.idle_elsewhere = IdleElsewhere(self.registry, self.name, self.settings, self.pool)
         self.hand_back = HandBack(
             self.leases,
             self._publish,

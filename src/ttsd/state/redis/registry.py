@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -104,21 +105,26 @@ class WorkerRegistry:
         live = self._r.zrangebyscore(self._k.workers, self._clock.now() - self.STALE_SECONDS, "+inf")
         return self._by_pool(live)
 
-    def idle_elsewhere(self, name: str, within: float) -> int:
+    def idle_elsewhere(self, name: str, within: float, queues: Sequence[str] = ()) -> int:
         """Live slots of node ``name``'s pool on other nodes, not speaking (busy as in
-        ``busy_by_pool``)."""
+        ``busy_by_pool``), less the jobs waiting in the broker lists ``queues``: those slots'
+        nodes take them. (Busy is written a few times a second, so with a fast engine a node
+        between two jobs reads as idle: two nodes each holding back for the other, with a backlog
+        waiting, left their slots idle a third of the time.)"""
         pool, mine = name.split("|", 1)[0] + "|", name + "#"
         now = self._clock.now()
         with redis_errors():
             pipe = self._r.pipeline(transaction=False)
             pipe.zrangebyscore(self._k.workers, now - self.STALE_SECONDS, "+inf")
             pipe.zrangebyscore(self._k.busy, now - within, "+inf")
-            alive, busy = pipe.execute()
+            for queue in queues:
+                pipe.llen(queue)
+            alive, busy, *waiting = pipe.execute()
 
         def others(members: Any) -> set[str]:
             return {m for m in (b.decode() for b in members) if m.startswith(pool) and not m.startswith(mine)}
 
-        return len(others(alive) - others(busy))
+        return max(0, len(others(alive) - others(busy)) - sum(int(n) for n in waiting))
 
     def alive(self) -> int:
         return sum(self.alive_by_pool().values())
