@@ -6,8 +6,8 @@ event loop and post-processing stage. Celery runs with its solo pool: the task o
 this runner and returns once the node wants another (``accept``), so a job waits for each slot
 when it frees, and the broker connection is never shared between threads (Celery's thread pool
 was tried: its Redis consumer exits when the broker restarts). Work goes to idle nodes first: a node
-whose slots all speak takes no more while another has one idle, and gives back a job waiting on
-it when another frees first (``idle``).
+whose slots all speak takes no more while another has one idle that no waiting job would fill,
+and gives back a job waiting on it when another frees first (``idle``).
 
 Every job a node takes is leased to it (``state.redis.leases``): the lease is taken on receipt and
 renewed while Celery or this runner holds the job (``keeper.LeaseKeeper``); every write others can
@@ -144,8 +144,8 @@ class WorkerRuntime:
             # taking this lock.
             while not self._room.wait_for(self._wants_another, timeout=0.5):
                 pass
-        # Every slot here speaking while another node has one idle: the next job is left to that
-        # node (a job taken here would wait for a slot while that one stays idle; ``idle``).
+        # Every slot here speaking while another node has one idle that no job waiting in the broker
+        # would fill: the next job is left to that node (here it would wait for a slot; ``idle``).
         while not self._draining and self.engines.busy >= self.pool.slots and self.idle_elsewhere():
             time.sleep(RECHECK)
 
