@@ -40,7 +40,26 @@ def machine() -> dict[str, str]:
         "memory": memory,
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
+        "scheduler": scheduler(),
     }
+
+
+# Kernel settings that decide how runnable tasks spread over the cores, where the kernel has them:
+# a run's idle share follows them as much as it follows ttsd. sched_vcpu_pack is not upstream
+# Linux: the 2-core virtual machines these benchmarks ran on boot with it (15, read-only inside),
+# and by its name it packs tasks onto fewer virtual CPUs; they were measured leaving a core idle
+# while tasks waited on the other (README, "Distributed mode").
+_SCHEDULER_KNOBS = ("sched_autogroup_enabled", "sched_vcpu_pack")
+
+
+def scheduler() -> str:
+    found = []
+    for knob in _SCHEDULER_KNOBS:
+        try:
+            found.append(f"{knob}={Path('/proc/sys/kernel', knob).read_text().strip()}")
+        except OSError:
+            continue
+    return ", ".join(found)
 
 
 def commit() -> str:

@@ -85,7 +85,8 @@ def render(r: dict[str, Any]) -> str:
     short = r["short_texts"]
     return (
         "## Distributed mode's cost outside synthesis\n\n"
-        f"commit {r['commit']}, {m['cpu']} x {m['cores']} cores, {r['seconds'] / 60:.1f} minutes. "
+        f"commit {r['commit']}, {m['cpu']} x {m['cores']} cores"
+        f"{' (' + m['scheduler'] + ')' if m.get('scheduler') else ''}, {r['seconds'] / 60:.1f} minutes. "
         f"Each eSpeak run {r['repeats']} times on new texts: medians, with the range in brackets.\n\n"
         f"{table(rows)}\n\n"
         f"- Scale-out: a second one-slot worker, {r['texts']} more such texts: {scale:.2f}x one worker's "

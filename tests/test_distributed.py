@@ -119,9 +119,13 @@ def test_a_worker_whose_slot_speaks_leaves_the_next_job_to_an_idle_one(stack: St
 
 def test_a_job_waiting_on_a_busy_worker_is_given_back_when_another_frees_first(stack: Stack) -> None:
     """Both one-slot workers speak, one a short text and one a long one, when a short job comes:
-    the broker gives it to whichever worker asked first, here the one with the long text (the
-    other waited to ask until it was busy). When the short text ends first, the job is given back
-    and the freed worker speaks it, while the long text still speaks."""
+    the broker gives it to whichever worker asked first, here the one with the long text. When the
+    short text ends first, the job is given back and the freed worker speaks it, while the long
+    text still speaks. The short text speaks before the long one is sent: its worker then holds
+    back while the other is idle and no job waits in the broker, and asks only once the other's
+    busy state is written, after that one (with the long text) asked. Sent together, the long text
+    could still wait in the broker when the first worker looked: an idle slot elsewhere counts only
+    beyond the jobs waiting, so it asked at once, first in line, and took the short job itself."""
     srv = stack.server("api-hand-back", {"TTSD_MAX_WAIT": "600"})
 
     def speaking(text: str) -> Any:
@@ -136,14 +140,18 @@ def test_a_job_waiting_on_a_busy_worker_is_given_back_when_another_frees_first(s
             long = " ".join(
                 unique(f"Sentence {i} of long answer {attempt} keeps a worker busy.") for i in range(40)
             )
-            with speaking(short) as first, speaking(long) as second:
-                heard = [first.iter_raw(), second.iter_raw()]  # kept: a dropped iterator closes its response
-                for chunks in heard:
-                    next(chunks)
-                job = {"text": unique(f"A short reply, number {attempt}."), "voice": "en-joe"}
-                assert finished(srv, httpx.post(f"{srv.url}/v1/synthesize", json=job))["status"] == "done"
-                still = httpx.get(f"{srv.url}/v1/tasks/{second.headers['x-task-id']}").json()
-                assert still["stage"] == "synthesizing", still
+            with speaking(short) as first:
+                heard = [first.iter_raw()]  # kept: a dropped iterator closes its response
+                next(heard[0])
+                wait_until(lambda: srv.metric("ttsd_busy_slots") == 1, 10, "the short text's slot busy")
+                with speaking(long) as second:
+                    heard.append(second.iter_raw())
+                    next(heard[1])
+                    wait_until(lambda: srv.metric("ttsd_busy_slots") == 2, 10, "both slots busy")
+                    job = {"text": unique(f"A short reply, number {attempt}."), "voice": "en-joe"}
+                    assert finished(srv, httpx.post(f"{srv.url}/v1/synthesize", json=job))["status"] == "done"
+                    still = httpx.get(f"{srv.url}/v1/tasks/{second.headers['x-task-id']}").json()
+                    assert still["stage"] == "synthesizing", still
             # It got there by a hand-back (a holder that landed behind the other may have been
             # given back too, before its first audio).
             assert srv.metric("ttsd_jobs_requeued_total", reason="handed_back") >= given_back + 1
@@ -428,7 +436,7 @@ def test_jobs_waiting_out_a_storage_fault_hold_no_more_audio_than_the_budget(
     def text(reply: str) -> str:
         """Sentences of its own. Texts sharing sentences wait on one maker, and each one's own short
         batch ends before the shared audio exists: more are let in with nothing yet to weigh."""
-        said = (f"Sentence {n} of reply {reply} waits for storage to come back." for n in "ABCDEF")
+        said = (f"Sentence {n} of reply {reply} waits for storage to come back." for n in "ABCDEFGH")
         return unique(" ".join(said))
 
     try:
@@ -440,7 +448,8 @@ def test_jobs_waiting_out_a_storage_fault_hold_no_more_audio_than_the_budget(
             def statuses() -> list[str]:
                 return [client.get(f"/v1/tasks/{t['task_id']}").json()["status"] for t in tasks]
 
-            # Each text is about 25 s of 22,050 Hz samples (1.1 MB). The slot's pipeline takes three
+            # Each text is about 32 s of 22,050 Hz samples (1.4 MB: six sentences and the reference
+            # were 1.05 MB, too near the budget for a short reference number). The slot's pipeline takes three
             # before any audio exists (one speaking, one behind it, one in line); the next is
             # weighed when one of those ends, by then with its sentences in: the budget is full.
             wait_until(lambda: statuses().count("queued") < 12, 60, "a job taken")

@@ -60,16 +60,16 @@ def build_api_backends(settings: Settings, metrics: Metrics, links: Links) -> Ap
         aclient = connect_async(settings)  # what requests wait on must not block the event loop
         batch = AutoPipeline(aclient)
         keys = RedisKeys(settings.redis_prefix)
-        board: TaskBoard = RedisTaskBoard(client, keys, settings.task_ttl, batch)
+        redis_board = RedisTaskBoard(client, keys, settings.task_ttl, batch)
         metrics.registry.register(RedisJobStats(client, keys))  # job figures come from the workers
         redis_index = RedisCacheIndex(client, keys, batch)
         recent = _recent(settings, _pipelined_reads(redis_index))
         return ApiBackends(
             index=redis_index,
-            board=board,
+            board=redis_board,
             idempotency=RedisIdempotencyKeys(aclient, keys),
             limiter=RedisRateLimiter(batch, keys),
-            queue=CeleryQueue(settings, client, board, metrics, recent),
+            queue=CeleryQueue(settings, client, redis_board, metrics, recent),
             store=store,
             metrics=metrics,
             recent=recent,

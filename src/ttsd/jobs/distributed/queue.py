@@ -19,8 +19,9 @@ import redis.asyncio
 from ...config import Settings
 from ...errors import BackendUnavailable, EngineDown, Overloaded, job_error_from
 from ...metrics import Metrics, PoolFigures
-from ...state.base import TaskBoard, TaskStatus
+from ...state.base import TaskStatus
 from ...state.recent import RecentEntries
+from ...state.redis.board import RedisTaskBoard
 from ...state.redis.client import raise_dropped_cancel, redis_errors
 from ...state.redis.keys import RedisKeys, parse_member
 from ...state.redis.leases import JobLeases
@@ -55,7 +56,7 @@ class CeleryQueue(JobQueue):
         self,
         settings: Settings,
         client: redis.Redis,
-        board: TaskBoard,
+        board: RedisTaskBoard,
         metrics: Metrics,
         recent: RecentEntries,
     ) -> None:
@@ -167,17 +168,15 @@ class CeleryQueue(JobQueue):
                 with contextlib.suppress(BackendUnavailable), redis_errors():
                     self._client.delete(mark)
             raise
+        # The job's start, in one round trip (the API's event loop waits on each): what an earlier
+        # run left goes, then its listener or pin, status, payload and place among the pending.
         with redis_errors():
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._client.pipeline(transaction=True)
             pipe.set(mark, b"1", ex=self._mark_ttl)
             pipe.delete(*leftovers(self._keys, job.task_id))
-            pipe.execute()
-        self._register(job.task_id, stream)
-        self._board.put(status)
-        payload = json.dumps(job.to_dict())
-        with redis_errors():
-            pipe = self._client.pipeline(transaction=False)
-            pipe.set(self._keys.job(job.task_id), payload, ex=self._mark_ttl)
+            self._listen(pipe, job.task_id, stream)
+            self._board.put_in(pipe, status)
+            pipe.set(self._keys.job(job.task_id), json.dumps(job.to_dict()), ex=self._mark_ttl)
             pipe.zadd(self._keys.pending, {job.task_id: time.time()})
             pipe.execute()
         try:
@@ -231,13 +230,16 @@ class CeleryQueue(JobQueue):
         who hung up and asks again at once): a worker that has not acted on it yet goes on."""
         with redis_errors():
             pipe = self._client.pipeline(transaction=True)
-            if stream:
-                pipe.incr(self._keys.listeners(task_id))
-                pipe.expire(self._keys.listeners(task_id), self._mark_ttl)
-            else:
-                pipe.set(self._keys.pinned(task_id), b"1", ex=self._mark_ttl)
-            pipe.delete(self._keys.cancel(task_id))
+            self._listen(pipe, task_id, stream)
             pipe.execute()
+
+    def _listen(self, pipe: redis.client.Pipeline, task_id: str, stream: bool) -> None:
+        if stream:
+            pipe.incr(self._keys.listeners(task_id))
+            pipe.expire(self._keys.listeners(task_id), self._mark_ttl)
+        else:
+            pipe.set(self._keys.pinned(task_id), b"1", ex=self._mark_ttl)
+        pipe.delete(self._keys.cancel(task_id))
 
     async def release(self, task_id: str) -> None:
         keys = [self._keys.listeners(task_id), self._keys.pinned(task_id), self._keys.cancel(task_id)]

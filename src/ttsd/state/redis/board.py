@@ -35,7 +35,11 @@ class RedisTaskBoard(TaskBoard):
 
     @guarded
     def put(self, status: TaskStatus) -> None:
-        self._r.set(self._k.task(status.task_id), status.model_dump_json(), ex=self._ttl)
+        self.put_in(self._r, status)
+
+    def put_in(self, pipe: redis.Redis | redis.client.Pipeline, status: TaskStatus) -> None:
+        """The write of ``put``, queued on the caller's pipeline."""
+        pipe.set(self._k.task(status.task_id), status.model_dump_json(), ex=self._ttl)
 
 
 class RedisIdempotencyKeys(IdempotencyKeys):
