@@ -69,7 +69,8 @@ async def _hits(url: str, texts: list[str], n: int) -> int:
 
 def measure(tmp: Path) -> dict[str, Any]:
     import redis
-    from tests.conftest import start_stack, stop_server
+    from tests.servers import stop_server
+    from tests.stack import start_stack
 
     stack = start_stack(tmp, workers=1, env={"TTSD_ENGINES": "espeak"})
     phases: dict[str, Any] = {}

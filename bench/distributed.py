@@ -170,7 +170,8 @@ def distributed(
     ``grow_before``): seconds, CPU seconds per process, Redis commands and objects stored."""
     import boto3
     import redis
-    from tests.conftest import start_stack, stop_server
+    from tests.servers import stop_server
+    from tests.stack import start_stack
 
     where = tmp / f"distributed-{engine}"
     where.mkdir()

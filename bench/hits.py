@@ -242,8 +242,8 @@ def _settings_of(env: dict[str, str]) -> Settings:
 
 
 def _distributed(tmp: Path) -> dict[str, Load]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import start_server, start_stack, stop_server  # the tests' real Redis, S3, workers
+    from tests.servers import start_server, stop_server
+    from tests.stack import start_stack  # the tests' real Redis, S3, workers
 
     stack_dir = tmp / "stack"
     stack_dir.mkdir()

@@ -92,7 +92,8 @@ def _s3_run(metrics_url: str, url: str, bodies: list[str]) -> dict[str, dict[str
 
 def run() -> dict[str, Any]:
     import redis
-    from tests.conftest import start_stack, stop_server
+    from tests.servers import stop_server
+    from tests.stack import start_stack
 
     if shutil.which("strace") is None:
         raise SystemExit("round_trips needs strace (apt-get install strace)")

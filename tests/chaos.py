@@ -23,7 +23,9 @@ import httpx
 import psutil
 import redis
 
-from .conftest import Server, Stack, start_stack, stop_server, unique
+from .conftest import unique
+from .servers import Server, stop_server
+from .stack import Stack, start_stack
 
 HIT_TEXTS = [f"Thank you for calling, this is reply number {i}." for i in range(6)]
 HITS_PER_SECOND = 20.0
@@ -347,7 +349,10 @@ def _busy_worker(cluster: Cluster) -> Any:
     """A worker running a long job started for the purpose (found by its lease's token, which
     names the worker's main process)."""
     api = cluster.live_apis()[0]
-    text = unique(" ".join(f"This is part {i} of a long announcement." for i in range(12)))
+    # Every sentence new: the same parts planted by an earlier fault come from the cache, and the
+    # job ends before this fault strikes it.
+    series = time.time_ns() % 10**6
+    text = " ".join(f"This is part {i} of long announcement {series}." for i in range(12))
     with httpx.Client(base_url=api.url, timeout=30) as client:
         task_id = client.post("/v1/synthesize", json={"text": text}).json()["task_id"]
         cluster.planted[task_id] = time.time()

@@ -7,7 +7,8 @@ import io
 import httpx
 import soundfile
 
-from .conftest import Server, finished, unique
+from .conftest import finished, unique
+from .servers import Server
 
 
 def path_of(url: str) -> str:

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from .conftest import Server
+from .servers import Server
 
 TOO_LONG = "word " * 1100  # 5500 characters, over the 5000 default
 

@@ -18,7 +18,8 @@ from ttsd.engines import select
 from ttsd.engines.chattts import VOICES, ChatTTSEngine
 from ttsd.errors import EngineOutOfMemory, EngineUnavailable, job_error_from
 
-from .conftest import start_server, stop_server, unique, wait_until
+from .conftest import unique
+from .servers import start_server, stop_server, wait_until
 
 
 def _spec(directory: Path | None, max_tokens: int = 128):  # type: ignore[no-untyped-def]

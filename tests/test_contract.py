@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import start_server, stop_server
+from .servers import start_server, stop_server
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Server, start_server, stop_server, unique
+from .conftest import unique
+from .servers import Server, start_server, stop_server
 
 CLIENTS = Path(__file__).resolve().parent.parent / ".venv-clients" / "bin" / "python"
 HERE = Path(__file__).resolve().parent / "clients"

@@ -20,7 +20,8 @@ from ttsd.config import Settings
 from ttsd.state.base import CacheEntry
 from ttsd.state.recent import RecentEntries
 
-from .conftest import Clock, Server, start_server, stop_server, unique, wait_for
+from .conftest import unique
+from .servers import Clock, Server, start_server, stop_server, wait_for
 from .test_bad_input import CASES
 
 KEY = "hot-key-123456"

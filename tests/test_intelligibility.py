@@ -15,7 +15,8 @@ from ttsd.engines import REGISTRY
 from ttsd.jobs.slot import synthesize_master
 from ttsd.keys import SynthesisSpec
 
-from .conftest import Server, transcribe
+from .conftest import transcribe
+from .servers import Server
 
 PARAGRAPH = (
     "Thank you for calling our support line. Your order left the warehouse this morning, "

@@ -17,7 +17,9 @@ from ttsd.errors import ConfigError
 from ttsd.links import SECRET_FILE, Links, url_secret
 from ttsd.store.base import object_name, parse_object_name
 
-from .conftest import Server, Stack, base_env, start_server, stop_server, unique
+from .conftest import unique
+from .servers import Server, base_env, start_server, stop_server
+from .stack import Stack
 
 KEY = "ab" * 32
 LINKS = Links(b"a secret for the tests")

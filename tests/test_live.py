@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Server, start_server, stop_server, unique
+from .conftest import unique
+from .servers import Server, start_server, stop_server
 
 REPLY = (
     "Thanks for calling, your order has shipped. It should arrive on Friday. "

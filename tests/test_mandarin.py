@@ -23,7 +23,8 @@ from ttsd.prepare import SynthesisRequest, prepare_job
 from ttsd.textnorm.zh import normalize
 from ttsd.voices import Catalogue
 
-from .conftest import start_server, stop_server, unique
+from .conftest import unique
+from .servers import start_server, stop_server
 
 LINKS = Links(b"a secret for the tests")
 # Support replies without digits (what the engines' own front ends read), as the issue measured.

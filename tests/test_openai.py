@@ -8,7 +8,8 @@ import openai
 import pytest
 import soundfile
 
-from .conftest import Server, unique
+from .conftest import unique
+from .servers import Server
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import soundfile
 
-from .conftest import Server, base_env, start_server, stop_server, unique, wait_for
+from .conftest import unique
+from .servers import Server, base_env, start_server, stop_server, wait_for
 
 
 def test_metrics_move_for_hit_miss_merge_and_failure(server: Server) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import start_server, stop_server, unique
+from .conftest import unique
+from .servers import start_server, stop_server
 
 
 @pytest.mark.slow

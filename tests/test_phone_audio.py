@@ -15,7 +15,8 @@ import soxr
 from ttsd import audio
 from ttsd import g711 as ours
 
-from .conftest import Server, unique
+from .conftest import unique
+from .servers import Server
 from .test_intelligibility import PARAGRAPH, word_error_rate, words
 
 EVERY_SAMPLE = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)

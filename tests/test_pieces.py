@@ -20,7 +20,8 @@ from ttsd.state.sqlite import SqliteCacheIndex
 from ttsd.store.base import PIECE
 from ttsd.voices import Catalogue
 
-from .conftest import Server, finished, start_server, stop_server, unique
+from .conftest import finished, unique
+from .servers import Server, start_server, stop_server
 
 VOICE = "en-heart"  # hibari: 24 kHz, fast
 RATE = 24000

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ARTIFACTS, Server, start_server, stop_server
+from .conftest import ARTIFACTS
+from .servers import Server, start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

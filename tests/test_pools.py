@@ -22,7 +22,9 @@ from ttsd.links import Links
 from ttsd.metrics import Metrics
 from ttsd.pools import PoolSpec, check_devices, gpu_count, parse_pools
 
-from .conftest import Server, base_env, start_server, start_stack, stop_server, unique, wait_until
+from .conftest import unique
+from .servers import Server, base_env, start_server, stop_server, wait_until
+from .stack import start_stack
 
 KINDS = {"piper": ("cpu", "cuda"), "kokoro": ("cpu", "cuda"), "espeak": ("cpu",), "hibari": ("cpu",)}
 

@@ -15,7 +15,7 @@ from ttsd.errors import BackendUnavailable
 from ttsd.state.base import CacheEntry
 from ttsd.state.recent import RecentEntries, Slot
 
-from .conftest import Clock
+from .servers import Clock
 
 R = 1.0  # revalidate: powers of two around it meet each edge exactly
 

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import Server, start_server, stop_server, unique
+from .conftest import unique
+from .servers import Server, start_server, stop_server
 
 KEYS = "k1-secret-abcdef,k2-secret-uvwxyz"
 # Used by test_rate_limit_per_key alone, so their buckets are full when it starts: no other test

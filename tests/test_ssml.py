@@ -22,7 +22,8 @@ from ttsd.prepare import SynthesisRequest, prepare_job
 from ttsd.ssml import compile_ssml, is_ssml
 from ttsd.voices import Catalogue
 
-from .conftest import Server, transcribe, unique
+from .conftest import transcribe, unique
+from .servers import Server
 from .test_intelligibility import word_error_rate, words
 
 LINKS = Links(b"a secret for the tests")
@@ -267,7 +268,7 @@ def _missed(heard: str) -> set[str]:
 @pytest.mark.slow
 def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
     """Plain text gets the same care: the reply that came back as "hash 4,521", "12-0,3", "$10.99"."""
-    from .conftest import start_server, stop_server
+    from .servers import start_server, stop_server
 
     server = start_server(tmp_path, env={"TTSD_ENGINES": "piper", "TTSD_ENGINE_SLOTS": "1"})
     try:

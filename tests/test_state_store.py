@@ -14,7 +14,7 @@ from ttsd.state.sqlite import SqliteCacheIndex
 from ttsd.store.base import PIECE, LocalFile, object_name
 from ttsd.store.local import LocalStore
 
-from .conftest import Clock
+from .servers import Clock
 
 
 def entry(key: str, fmt: str = "wav", size: int = 100, ttl: float = 60) -> CacheEntry:
@@ -105,7 +105,7 @@ def cache_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cach
     from ttsd.state.redis.index import RedisCacheIndex
     from ttsd.state.redis.keys import RedisKeys
 
-    from .conftest import Redis
+    from .stack import Redis
 
     if request.param == "sqlite":
         index: CacheIndex = SqliteCacheIndex(tmp_path / "i.db")

@@ -18,7 +18,8 @@ import redis
 import soundfile
 from websockets.sync.client import connect
 
-from .conftest import Server, unique, wait_until
+from .conftest import unique
+from .servers import Server, wait_until
 
 PARAGRAPH = (
     "Thanks for holding. Your call matters to us. An agent will be with you shortly. "

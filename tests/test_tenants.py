@@ -18,7 +18,8 @@ from websockets.sync.client import connect
 from ttsd.errors import ConfigError
 from ttsd.tenants import Tenants
 
-from .conftest import Server, start_server, stop_server, unique
+from .conftest import unique
+from .servers import Server, start_server, stop_server
 
 ACME, GLOBEX, SLOW = "acme-key-0001-secret", "globex-key-0002-secret", "slow-key-0003-secret"
 KEYS = json.dumps(
