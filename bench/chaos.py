@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.chaos import HEADER, HITS_PER_SECOND, MISSES_PER_SECOND, cluster, faults, run_fault, summary_row
+from tests.chaos import HEADER, cluster, run_fault, summary_row
+from tests.chaos_faults import faults
+from tests.chaos_load import HITS_PER_SECOND, MISSES_PER_SECOND
 
 from .common import RESULTS, commit, machine, publish, table
 

@@ -14,18 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .chaos import (
-    Cluster,
-    FaultResult,
-    api_sigkill,
-    cluster,
-    engine_kill,
-    redis_stop,
-    run_fault,
-    s3_stop,
-    worker_sigkill,
-    worker_sigstop,
-)
+from .chaos import FaultResult, cluster, run_fault
+from .chaos_faults import api_sigkill, engine_kill, redis_stop, s3_stop, worker_sigkill, worker_sigstop
+from .chaos_load import Cluster
 from .conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]

@@ -1,75 +1,19 @@
 """Live input (``WS /v1/live``): a reply spoken while it is written, contexts, flush, end, cancel
-(barge-in), limits and bad messages, in both modes on the shared servers; socket rules on servers
-of their own."""
+(barge-in) and bad messages, in both modes on the shared servers. Socket rules, formats, languages
+and SSML: ``test_live_rules``."""
 
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
 from .conftest import unique
-from .servers import Server, start_server, stop_server
-
-REPLY = (
-    "Thanks for calling, your order has shipped. It should arrive on Friday. "
-    "Is there anything else I can help you with?"
-)
-
-
-@contextmanager
-def live(server: Server, query: str = "", **kwargs: Any) -> Iterator[ClientConnection]:
-    url = server.url.replace("http://", "ws://") + "/v1/live" + query
-    with connect(url, open_timeout=30, max_size=None, **kwargs) as ws:
-        yield ws
-
-
-def send(ws: ClientConnection, **message: Any) -> None:
-    ws.send(json.dumps(message))
-
-
-def read_until(
-    ws: ClientConnection, done: Callable[[dict[str, Any]], bool], timeout: float = 90
-) -> list[dict[str, Any]]:
-    """Events until one for which ``done`` is true (included)."""
-    events: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no closing event in {timeout} s; got {[e['type'] for e in events]}"
-        event = json.loads(ws.recv(timeout=left))
-        events.append(event)
-        if done(event):
-            return events
-
-
-def of(events: list[dict[str, Any]], kind: str, context: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == kind and (context is None or e["context"] == context)]
-
-
-def pcm(events: list[dict[str, Any]], context: str | None = None) -> np.ndarray:
-    data = b"".join(base64.b64decode(e["audio"]) for e in of(events, "audio", context))
-    return np.frombuffer(data, dtype="<i2")
-
-
-def tokens(text: str) -> list[str]:
-    """Roughly as an LLM writes: words with their spaces, punctuation on its own."""
-    out: list[str] = []
-    for word in text.split(" "):
-        if word[-1:] in ".,?!":
-            out += [word[:-1], word[-1] + " "]
-        else:
-            out.append(word + " ")
-    return out
+from .live_calls import REPLY, live, of, pcm, read_until, send, tokens
+from .servers import Server
 
 
 def test_a_reply_written_token_by_token_is_spoken_sentence_by_sentence(server: Server) -> None:
@@ -213,118 +157,3 @@ def test_bad_messages_are_error_events_and_the_socket_stays_open(server: Server)
         send(ws, type="speak", context="ok", text=unique("Still here.") + " ")
         send(ws, type="end", context="ok")
         assert read_until(ws, lambda e: e["type"] in ("done", "error"))[-1]["type"] == "done"
-
-
-def test_socket_rules_keys_limits_and_idle(tmp_path: Path) -> None:
-    server = start_server(
-        tmp_path,
-        env={
-            "TTSD_API_KEYS": "acme:sekrit",
-            "TTSD_LIVE_MAX_CONTEXTS": "2",
-            "TTSD_LIVE_IDLE_TIMEOUT": "1.5",
-            "TTSD_LIVE_IDLE_FLUSH": "0.3",
-            "TTSD_LIVE_MESSAGE_RATE": "5",
-            "TTSD_ENGINES": "espeak",
-            "TTSD_DEFAULT_VOICE": "en-us-female",
-        },
-    )
-    try:
-        # No key: an error event, then the socket closes (policy violation).
-        with live(server) as ws:
-            send(ws, type="speak", text="Hello.")
-            assert read_until(ws, lambda e: True)[0]["error"]["code"] == "unauthorized"
-            with pytest.raises(Exception, match="1008"):
-                ws.recv(timeout=5)
-        # The key as a header, in the query, or in the first message.
-        for how in ({"additional_headers": {"X-API-Key": "sekrit"}}, {"query": "?api_key=sekrit"}, {}):
-            query = how.pop("query", "")
-            with live(server, query, **how) as ws:
-                send(ws, type="speak", context="a", text="Hello there", api_key="sekrit")
-                # A fragment with no ending is spoken after the idle flush.
-                events = read_until(ws, lambda e: e["type"] in ("audio", "error"))
-                assert events[-1]["type"] == "audio", events
-        # Too many contexts: about the socket, so it closes.
-        with live(server, "?api_key=sekrit") as ws:
-            for name in ("a", "b", "c"):
-                send(ws, type="speak", context=name, text="One")
-            error = read_until(ws, lambda e: e["type"] == "error")[-1]
-            assert error["error"]["code"] == "too_many_contexts"
-            with pytest.raises(Exception, match="1008"):
-                while True:
-                    ws.recv(timeout=5)
-        # Messages past the rate are refused, one error each, the socket stays open.
-        with live(server, "?api_key=sekrit") as ws:
-            for _ in range(20):
-                send(ws, type="speak", context="a", text="x")
-            errors = read_until(ws, lambda e: e.get("error", {}).get("code") == "rate_limited")
-            assert errors[-1]["error"]["code"] == "rate_limited"
-        # An idle socket with nothing to speak is closed.
-        with live(server, "?api_key=sekrit") as ws:
-            event = read_until(ws, lambda e: True, timeout=10)[0]
-            assert event["error"]["code"] == "idle_timeout"
-        # The key never reaches a log line.
-        assert "sekrit" not in server.log()
-    finally:
-        stop_server(server)
-
-
-def test_formats_at_a_chosen_rate_over_http(server: Server) -> None:
-    text = unique("A rate of our choosing.")
-    with server.client() as client:
-        native = client.post(
-            "/v1/audio/speech", json={"input": text, "voice": "echo", "response_format": "pcm"}
-        )
-        for rate in (8000, 16000, 48000):
-            answer = client.post(
-                "/v1/audio/speech",
-                json={"input": text, "voice": "echo", "response_format": "pcm", "sample_rate": rate},
-            )
-            assert answer.status_code == 200 and answer.headers["x-sample-rate"] == str(rate)
-            assert abs(len(answer.content) / 2 / rate - len(native.content) / 2 / 22050) < 0.01
-        bad = client.post("/v1/synthesize", json={"text": text, "format": "pcm", "sample_rate": 12345})
-        assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_format"
-        bad = client.post("/v1/synthesize", json={"text": text, "format": "ulaw", "sample_rate": 16000})
-        assert bad.status_code == 422
-        done = client.post("/v1/synthesize", json={"text": text, "voice": "echo", "format": "ulaw"})
-        body = done.json()
-        if done.status_code == 202:
-            body = server.wait_task(body["task_id"])
-        audio = httpx.get(body["url"], follow_redirects=True)
-        assert audio.headers["content-type"].startswith("audio/basic")
-        assert abs(len(audio.content) / 8000 - len(native.content) / 2 / 22050) < 0.01
-
-
-def test_a_context_that_names_no_voice_speaks_in_its_scripts_language(server: Server) -> None:
-    """As on every route: a Mandarin reply is not read by the English default; the whole text is
-    kept under the key the same request over HTTP has."""
-    text = unique("您好，这里是客服中心。请问有什么可以帮您？")
-    with live(server) as ws:
-        send(ws, type="speak", context="zh", text=text)
-        send(ws, type="end", context="zh")
-        events = read_until(ws, lambda e: e["type"] in ("done", "error"))
-    assert events[-1]["type"] == "done", events
-    with server.client() as client:
-        answer = client.post("/v1/synthesize", json={"text": text, "format": "pcm"})
-    assert answer.json()["key"] == events[-1]["key"]
-    assert answer.status_code == 200 and answer.json()["cached"] is True
-
-
-def test_an_ssml_document_in_a_live_context(server: Server) -> None:
-    """Each message a whole document: its sentences with their breaks, rates and marks."""
-    reference = unique("Hello.")
-    document = (
-        f'<speak>{reference}<break time="1s"/><mark name="order"/>Your order '
-        '<say-as interpret-as="digits">4521</say-as> has shipped.</speak>'
-    )
-    with live(server, "?voice=en-joe&format=pcm") as ws:
-        send(ws, type="speak", context="doc", text=document)
-        send(ws, type="end", context="doc")
-        events = read_until(ws, lambda e: e["type"] in ("done", "error"))
-    assert events[-1]["type"] == "done", events
-    sentences = of(events, "sentence")
-    assert [s["text"] for s in sentences][-1] == "Your order four, five, two, one has shipped."
-    marked = sentences[-1]
-    assert marked["marks"] == ["order"]
-    samples = pcm(events)
-    # The second sentence starts after its one-second break: silence right before its offset.
-    assert np.abs(samples[marked["offset"] - 22050 + 300 : marked["offset"] - 10]).max() == 0
