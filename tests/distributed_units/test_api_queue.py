@@ -4,6 +4,7 @@ and sweepers and the round trips it waits on, and a listener of a job's live str
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from typing import Any
@@ -15,8 +16,10 @@ import redis.asyncio
 import redis.connection
 
 from ttsd.config import Settings
-from ttsd.jobs.distributed.protocol import StreamEntry
+from ttsd.jobs.distributed.broker import make_celery, publish
+from ttsd.jobs.distributed.protocol import StreamEntry, broker_queue_key
 from ttsd.jobs.distributed.queue import CeleryQueue
+from ttsd.jobs.model import Job
 from ttsd.metrics import Metrics
 from ttsd.state.base import Stage, TaskStatus
 from ttsd.state.recent import RecentEntries
@@ -65,6 +68,23 @@ def test_a_fresh_job_starts_in_one_round_trip_after_its_mark_and_admission(
     assert not client.exists(keys.cancel(j.task_id)) and not client.exists(keys.pcm(j.task_id))
     listeners, pinned = client.get(keys.listeners(j.task_id)), client.exists(keys.pinned(j.task_id))
     assert (listeners, pinned) == ((b"1", 0) if stream else (None, 1))
+
+
+def test_a_published_job_carries_its_text_in_its_body_only(settings: Settings, client: redis.Redis) -> None:
+    """Celery shows a message's headers in its logs, ``celery inspect`` and Flower: a caller's text
+    must not be copied there, only into the body the worker reads."""
+    j = job(f"My card number is 4111 1111 1111 1111, {uuid.uuid4().hex}.")
+    app = make_celery(settings)
+    try:
+        publish(app, j.task_id, ENGINE, j.to_dict())
+    finally:
+        app.close()
+    (raw,) = client.lrange(broker_queue_key(settings, ENGINE), 0, -1)
+    message = json.loads(raw)
+    assert "4111" not in json.dumps(message["headers"]), message["headers"]
+    assert message["headers"]["argsrepr"] == f"({ENGINE} job {j.task_id})"
+    (payload,), _, _ = json.loads(base64.b64decode(message["body"]))
+    assert Job.from_dict(payload).spec.text == j.spec.text
 
 
 def test_a_listener_hears_the_last_sentences_a_job_writes_just_before_it_is_seen_finished(

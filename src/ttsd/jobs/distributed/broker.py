@@ -43,7 +43,16 @@ def publish(app: Celery, task_id: str, engine: str, payload: dict[str, Any]) -> 
     """Publish one delivery of a job to its engine's queue."""
     try:
         app.send_task(
-            TASK_NAME, args=[publication(payload)], task_id=task_id, queue=queue_name(engine), retry=False
+            TASK_NAME,
+            args=[publication(payload)],
+            task_id=task_id,
+            queue=queue_name(engine),
+            retry=False,
+            # Celery copies a repr of the arguments into every message's headers, for its logs,
+            # `celery inspect` and Flower: a caller's text, up to 1 KB of it, where operators read.
+            # Named instead; the repr also cost a third of the publish's CPU (85 of 255 µs).
+            argsrepr=f"({engine} job {task_id})",
+            kwargsrepr="{}",
         )
     except (OperationalError, redis.RedisError, OSError) as exc:
         raise BackendUnavailable(f"the job broker is unreachable: {exc}", retry_after=2) from exc
