@@ -86,24 +86,34 @@ def test_the_issue_reply_is_heard_right(tmp_path: Any, whisper: Any) -> None:
             "Please call 400-820-8820. Your order #4521 ships on 12/03 at 3:30 pm. "
             "The total is $19.99, or 20% off. Visit acme.com or email help@acme.com."
         )
-        with server.client() as client:
-            answer = client.post(
-                "/v1/audio/speech", json={"input": text, "voice": "en-joe", "response_format": "wav"}
-            )
-        heard = transcribe(whisper, answer.content)
         expected = (
             "please call four zero zero eight two zero eight eight two zero your order number four five two "
             "one ships on december third at three thirty p m the total is nineteen dollars and ninety nine "
             "cents or twenty percent off visit acme dot com or email help at acme dot com"
         )
-        # What came back wrong before is right: the order number, the date, the amount.
-        assert "hash" not in heard.lower() and "December" in heard, heard
-        assert any("4521" in run for run in _digit_runs(heard)), heard
-        assert "$10.99" not in heard and "19.99" in heard, heard
         # Piper's noise cannot be seeded: about one take in five, tiny.en turns the long run of phone
-        # digits into others ("400-800-888-800-800-") and mishears a word or two (0.27 then; 0.10
-        # usually).
-        assert word_error_rate(words(expected), words(_spelled(heard))) < 0.35, heard
+        # digits into others ("400-800-888-800-800-"), drops a digit of the order number ("4-5-2") or
+        # mishears a word or two (0.27 then; 0.10 usually). As for the say-as kinds above, each check
+        # must pass in one of up to three takes (each at a slightly other speed, so made anew).
+        heard_right: set[str] = set()
+        takes = []
+        for speed in (1.0, 0.97, 1.03):
+            body = {"input": text, "voice": "en-joe", "response_format": "wav", "speed": speed}
+            with server.client() as client:
+                heard = transcribe(whisper, client.post("/v1/audio/speech", json=body).content)
+            takes.append(heard)
+            # What came back wrong before never does: "hash", "$10.99".
+            assert "hash" not in heard.lower() and "$10.99" not in heard, heard
+            checks = {
+                "the date": "December" in heard,
+                "the order number": any("4521" in run for run in _digit_runs(heard)),
+                "the amount": "19.99" in heard,
+                "the rest": word_error_rate(words(expected), words(_spelled(heard))) < 0.35,
+            }
+            heard_right |= {name for name, passed in checks.items() if passed}
+            if heard_right == set(checks):
+                break
+        assert heard_right == set(checks), (heard_right, takes)
     finally:
         stop_server(server)
 
